@@ -1,0 +1,116 @@
+"""The composition root: builds the one HTTP client, ledger, provider and service of a process.
+
+Everything long-lived is created here and passed down; nothing is a module global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from bot.preview import PreviewProvider
+
+from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
+from bot.config import Settings, sqlite_path
+from bot.ledger import SqliteLedger
+from bot.messages import PREVIEW_WARNING
+from bot.models import Limits
+from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
+from bot.service import ImageService
+
+__all__ = ["Runtime", "open_runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    catalog: ModelCatalog
+    http: httpx.AsyncClient
+    ledger: SqliteLedger
+    provider: ImageProvider
+    service: ImageService
+
+
+def default_limits(settings: Settings) -> Limits:
+    usd = settings.default_usd_per_month
+    return Limits(
+        images_per_day=settings.default_images_per_day,
+        images_per_month=settings.default_images_per_month,
+        usd_micros_per_month=None if usd is None else usd_to_micros(usd),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, sweep: bool = False) -> AsyncIterator[Runtime]:
+    """Open the process's resources; ``sweep`` also runs the periodic stale-hold refund
+    (long-running processes only)."""
+    catalog = load_catalog(settings.models_file, default=settings.default_model)
+    path = sqlite_path(settings.database_url)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    job_timeout = timedelta(seconds=settings.job_timeout)
+    async with contextlib.AsyncExitStack() as stack:
+        http = new_http_client(timeout=settings.image_api_timeout)
+        stack.push_async_callback(http.aclose)
+        ledger = await SqliteLedger.open(path, defaults=default_limits(settings))
+        stack.push_async_callback(ledger.close)
+        released = await ledger.refund_stale(older_than=job_timeout)
+        if released:
+            log.warning("refunded %d job(s) left held by an earlier run", released)
+        provider: ImageProvider
+        if settings.preview or settings.image_api_key is None:
+            log.warning(PREVIEW_WARNING)
+            provider = PreviewProvider()
+        else:
+            provider = OpenAIImageClient(
+                http=http,
+                base_url=settings.image_api_base_url,
+                api_key=settings.image_api_key,
+                timeout=settings.image_api_timeout,
+                max_retries=settings.image_api_max_retries,
+                max_download_bytes=settings.image_max_download_bytes,
+            )
+        service = ImageService(
+            catalog=catalog,
+            provider=provider,
+            ledger=ledger,
+            max_prompt_length=settings.max_prompt_length,
+        )
+        if sweep:
+            task = asyncio.create_task(_sweep_forever(ledger, job_timeout))
+            stack.push_async_callback(_cancel, task)
+        yield Runtime(
+            settings=settings,
+            catalog=catalog,
+            http=http,
+            ledger=ledger,
+            provider=provider,
+            service=service,
+        )
+
+
+async def _sweep_forever(ledger: SqliteLedger, job_timeout: timedelta) -> None:
+    interval = max(5.0, min(60.0, job_timeout.total_seconds() / 4))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            released = await ledger.refund_stale(older_than=job_timeout)
+        except Exception:
+            log.exception("stale-hold sweep failed; will try again")
+            continue
+        if released:
+            log.warning("refunded %d job(s) held past the job timeout", released)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,86 @@
+"""Core settings, read once from the environment and ``.env`` in ``__main__``.
+
+Adapter tokens live with their adapters (``adapters/*/config.py``); this module holds what the
+core needs. Tests build ``Settings(...)`` explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "sqlite_path"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    image_api_base_url: str = "https://api.compilelabs.com/v1"
+    image_api_key: SecretStr | None = None
+    image_api_timeout: float = Field(default=120.0, gt=0)
+    image_api_max_retries: int = Field(default=3, ge=0, le=10)
+    image_max_download_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    default_model: str = "black-forest-labs/flux-1-schnell"
+    models_file: Path | None = None
+    max_prompt_length: int = Field(default=4000, ge=1)
+    database_url: str = "sqlite:///data/imagine.db"
+    job_timeout: float = Field(default=900.0, gt=0)
+    default_images_per_day: int | None = Field(default=None, ge=0)
+    default_images_per_month: int | None = Field(default=None, ge=0)
+    default_usd_per_month: float | None = Field(default=None, ge=0)
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator(
+        "image_api_key",
+        "models_file",
+        "http_port",
+        "default_images_per_day",
+        "default_images_per_month",
+        "default_usd_per_month",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `.env.example` copies leave `IMAGE_API_KEY=`; an empty value means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def preview(self) -> bool:
+        """No API key: the offline preview provider draws placeholders at no cost."""
+        return self.image_api_key is None or not self.image_api_key.get_secret_value()
+
+
+def load_settings(env_file: str | None = ".env") -> Settings:
+    """Settings from the environment (and ``env_file``); errors become one ``ConfigError``."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def sqlite_path(database_url: str) -> str:
+    """``sqlite:///data/x.db`` -> ``data/x.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``;
+    ``sqlite://:memory:`` -> ``:memory:``."""
+    prefix = "sqlite://"
+    if not database_url.startswith(prefix):
+        raise ConfigError(
+            f"DATABASE_URL must start with sqlite:// (got a {database_url.split(':', 1)[0]} URL)"
+        )
+    rest = database_url[len(prefix) :]
+    if rest in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/") or rest == "/":
+        raise ConfigError("DATABASE_URL must look like sqlite:///relative/path.db")
+    return rest[1:]

@@ -1,0 +1,162 @@
+"""The exceptions the core raises; adapters render them with ``bot.messages.describe``.
+
+Every error carries structured fields and no user-facing wording::
+
+    BotError
+    ├─ ConfigError                      operator mistake at start-up (bad MODELS_FILE, ...)
+    ├─ InvalidRequestError(reason)      the user can fix the request
+    │  └─ UnknownModelError(model, available)
+    ├─ QuotaExceededError(limit, allowed, used, requested, resets_at)
+    ├─ DuplicateRequestError(job_id)    a redelivered platform event; already handled
+    ├─ JobNotFoundError(job_id)
+    ├─ PermissionDeniedError(action)
+    └─ ProviderError(status, request_id)
+       ├─ ProviderTimeoutError
+       ├─ ProviderUnavailableError      connection failures, 5xx after retries
+       ├─ ProviderRateLimitedError(retry_after)
+       ├─ ProviderQuotaError            insufficient_quota / billing_hard_limit_reached
+       ├─ ProviderResponseError         malformed JSON, bytes that are not an image, dead URL
+       ├─ ContentRejectedError          content_policy_violation / moderation_blocked
+       └─ ProviderAuthError             401/403: an operator problem, logged at ERROR
+
+``httpx`` exceptions are translated into this tree only in ``bot.provider``; nothing here
+ever holds an API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+__all__ = [
+    "BotError",
+    "ConfigError",
+    "ContentRejectedError",
+    "DuplicateRequestError",
+    "InvalidRequestError",
+    "JobNotFoundError",
+    "PermissionDeniedError",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProviderQuotaError",
+    "ProviderRateLimitedError",
+    "ProviderResponseError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "QuotaExceededError",
+    "UnknownModelError",
+]
+
+
+class BotError(Exception):
+    """Root of every error the core raises on purpose."""
+
+
+class ConfigError(BotError):
+    """The operator's configuration is unusable; start-up stops with this message."""
+
+
+class InvalidRequestError(BotError):
+    """The request cannot run as typed; ``reason`` is one line naming the allowed values."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownModelError(InvalidRequestError):
+    def __init__(self, model: str, available: Sequence[str]) -> None:
+        self.model = model
+        self.available = tuple(available)
+        super().__init__(f"unknown model {model!r}; choose {', '.join(self.available)}")
+
+
+class QuotaExceededError(BotError):
+    """A hold would break ``limit`` (e.g. ``images_per_day``); nothing was reserved."""
+
+    def __init__(
+        self,
+        *,
+        limit: str,
+        allowed: int,
+        used: int,
+        requested: int,
+        resets_at: datetime,
+        scope: str = "user",
+    ) -> None:
+        super().__init__(f"{scope} limit {limit} reached: {used}+{requested} > {allowed}")
+        self.limit = limit
+        self.allowed = allowed
+        self.used = used
+        self.requested = requested
+        self.resets_at = resets_at
+        self.scope = scope
+
+
+class DuplicateRequestError(BotError):
+    """The platform redelivered an event that already has a job; do nothing more."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"event already handled by job {job_id}")
+        self.job_id = job_id
+
+
+class JobNotFoundError(BotError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}")
+        self.job_id = job_id
+
+
+class PermissionDeniedError(BotError):
+    def __init__(self, action: str) -> None:
+        super().__init__(f"not allowed: {action}")
+        self.action = action
+
+
+class ProviderError(BotError):
+    """The image API failed. ``detail`` is safe to log: it never contains the API key."""
+
+    def __init__(
+        self, detail: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.request_id = request_id
+
+
+class ProviderTimeoutError(ProviderError):
+    pass
+
+
+class ProviderUnavailableError(ProviderError):
+    pass
+
+
+class ProviderRateLimitedError(ProviderError):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = 429,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class ProviderQuotaError(ProviderError):
+    pass
+
+
+class ProviderResponseError(ProviderError):
+    pass
+
+
+class ContentRejectedError(ProviderError):
+    pass
+
+
+class ProviderAuthError(ProviderError):
+    pass

@@ -1,0 +1,248 @@
+"""Plain frozen values that cross the boundary between the core and the adapters.
+
+Ids are strings on every platform. Money is integer micro-dollars (1 USD = 1_000_000) so
+that sums and limits are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "MICROS_PER_USD",
+    "Allowance",
+    "GeneratedImage",
+    "GenerationRequest",
+    "GenerationResult",
+    "Hold",
+    "JobRecord",
+    "JobState",
+    "LimitUsage",
+    "Limits",
+    "ModelSpec",
+    "Requester",
+    "Scope",
+    "ScopeKind",
+    "UsageReport",
+    "UsageRow",
+    "parse_size",
+]
+
+MICROS_PER_USD = 1_000_000
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"1024x1792"`` -> ``(1024, 1792)``; the caller has validated the format."""
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, and where. ``workspace_id`` is the Discord guild or Slack team ("" in DMs
+    and the local shell); ``role_ids`` are the member's Discord roles, for role quotas."""
+
+    platform: str
+    workspace_id: str
+    channel_id: str
+    user_id: str
+    role_ids: tuple[str, ...] = ()
+    display_name: str = ""
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One catalog entry. ``price_micros`` is per image at 1024x1024; ``size_prices`` gives
+    exact per-image prices for sizes that are not priced by megapixels."""
+
+    id: str
+    label: str
+    aliases: tuple[str, ...]
+    sizes: tuple[str, ...]
+    max_n: int
+    price_micros: int
+    size_prices: tuple[tuple[str, int], ...] = ()
+    supports_seed: bool = True
+    supports_negative_prompt: bool = True
+
+    @property
+    def short_name(self) -> str:
+        return self.aliases[0] if self.aliases else self.id
+
+    def image_price_micros(self, size: str) -> int:
+        for priced_size, micros in self.size_prices:
+            if priced_size == size:
+                return micros
+        width, height = parse_size(size)
+        return round(self.price_micros * width * height / (1024 * 1024))
+
+    def job_price_micros(self, size: str, n: int) -> int:
+        return self.image_price_micros(size) * n
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A validated request: ``model`` is a catalog id, ``size`` one of its sizes."""
+
+    prompt: str
+    model: str
+    size: str
+    n: int = 1
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    data: bytes = field(repr=False)
+    mime_type: str
+    width: int
+    height: int
+    seed: int | None = None
+    revised_prompt: str | None = None
+
+    @property
+    def extension(self) -> str:
+        return {"image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}.get(
+            self.mime_type, "png"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    job_id: str
+    request: GenerationRequest
+    images: tuple[GeneratedImage, ...]
+    cost_micros: int
+    model_label: str
+    preview: bool = False
+    allowance: Allowance | None = None
+
+    @property
+    def seed(self) -> int | None:
+        return self.request.seed
+
+    @property
+    def revised_prompt(self) -> str | None:
+        return next((i.revised_prompt for i in self.images if i.revised_prompt), None)
+
+
+class JobState(StrEnum):
+    HELD = "held"
+    CHARGED = "charged"
+    REFUNDED = "refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The ledger's answer to a hold: ``duplicate`` means the event id was seen before and
+    ``job_id`` is that earlier job; nothing new was reserved."""
+
+    job_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """Everything needed to show or repeat a job after a restart."""
+
+    job_id: str
+    requester: Requester
+    request: GenerationRequest
+    state: JobState
+    held_micros: int
+    held_images: int
+    charged_micros: int
+    charged_images: int
+    created_at: datetime
+    finished_at: datetime | None = None
+    event_id: str | None = None
+    refund_reason: str | None = None
+
+
+class ScopeKind(StrEnum):
+    GLOBAL = "global"
+    WORKSPACE = "workspace"
+    ROLE = "role"
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a limit applies: a workspace default (``subject_id`` empty), a role or a user."""
+
+    kind: ScopeKind
+    platform: str = ""
+    workspace_id: str = ""
+    subject_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Each limit is optional; ``None`` means unlimited at this scope."""
+
+    images_per_day: int | None = None
+    images_per_month: int | None = None
+    usd_micros_per_month: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return (
+            self.images_per_day is None
+            and self.images_per_month is None
+            and self.usd_micros_per_month is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """One applicable limit: ``name`` is ``images_per_day``, ``images_per_month``,
+    ``usd_micros_per_month`` or ``server_usd_micros_per_month``."""
+
+    name: str
+    allowed: int
+    used: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.allowed - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """What a requester may still spend; an empty ``limits`` means unlimited."""
+
+    limits: tuple[LimitUsage, ...] = ()
+
+    def get(self, name: str) -> LimitUsage | None:
+        return next((u for u in self.limits if u.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    day: str
+    platform: str
+    workspace_id: str
+    user_id: str
+    model: str
+    images: int
+    usd_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    since: datetime
+    until: datetime
+    rows: tuple[UsageRow, ...]
+
+    @property
+    def total_images(self) -> int:
+        return sum(r.images for r in self.rows)
+
+    @property
+    def total_micros(self) -> int:
+        return sum(r.usd_micros for r in self.rows)

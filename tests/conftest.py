@@ -1,0 +1,36 @@
+"""Shared fixtures. Each test starts from an environment without any imagine-bot variable, so
+a developer's shell or ``.env`` cannot change what a test sees."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+_OUR_PREFIXES = (
+    "IMAGE_",
+    "DEFAULT_",
+    "MODELS_FILE",
+    "MAX_PROMPT_LENGTH",
+    "DATABASE_URL",
+    "JOB_TIMEOUT",
+    "HTTP_PORT",
+    "LOG_LEVEL",
+    "DISCORD_",
+    "SLACK_",
+    "MODERATION_",
+    "MAX_CONCURRENT",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith(_OUR_PREFIXES):
+            monkeypatch.delenv(name)
+    # Settings read `.env` from the working directory: run each test where there is none.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    yield

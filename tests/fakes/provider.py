@@ -1,0 +1,44 @@
+"""A scripted in-process image provider for service tests: it satisfies ``ImageProvider`` the
+way the real client does (returns decodable images, raises ``bot.errors``), and records calls.
+The real HTTP client is tested against ``tests.fakes.image_api`` instead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from bot.models import GeneratedImage, GenerationRequest, ModelSpec
+from bot.preview import draw_preview
+
+__all__ = ["ScriptedProvider"]
+
+
+@dataclass
+class ScriptedProvider:
+    """Each call takes the next scripted step: an exception to raise, an int (deliver only that
+    many images), or ``"block"`` (wait until ``release`` is set). With no step left it draws
+    ``request.n`` images."""
+
+    billable: bool = True
+    script: deque[BaseException | int | str] = field(default_factory=deque)
+    calls: list[GenerationRequest] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def generate(
+        self, request: GenerationRequest, spec: ModelSpec
+    ) -> tuple[GeneratedImage, ...]:
+        self.calls.append(request)
+        self.started.set()
+        count = request.n
+        if self.script:
+            step = self.script.popleft()
+            if isinstance(step, BaseException):
+                raise step
+            if step == "block":
+                await self.release.wait()
+            elif isinstance(step, int):
+                count = step
+        seed = request.seed or 0
+        return tuple(draw_preview(request, spec, seed + i, i) for i in range(count))

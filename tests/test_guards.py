@@ -1,0 +1,73 @@
+"""Project rules that keep the core portable: bot/ never loads a chat SDK, every module's
+``__all__`` is sorted and complete, and the linters pass."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE_MODULES = sorted(
+    "bot." + path.stem for path in (ROOT / "bot").glob("*.py") if path.stem != "__main__"
+)
+PLATFORM_SDKS = ("discord", "slack_bolt", "slack_sdk")
+
+
+def test_core_never_loads_a_platform_sdk() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {CORE_MODULES!r}:\n"
+        "    importlib.import_module(name.replace('.__init__', ''))\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {PLATFORM_SDKS!r})\n"
+        "print(','.join(loaded))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module_name", [m.replace(".__init__", "") for m in CORE_MODULES])
+def test_all_is_sorted_and_complete(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = list(getattr(module, "__all__", []))
+    assert exported == sorted(exported), f"{module_name}.__all__ is not sorted"
+    source = Path(module.__file__ or "").read_text()
+    public = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            public.add(node.name)
+    public = {name for name in public if not name.startswith("_")}
+    missing = public - set(exported)
+    assert not missing, f"{module_name}.__all__ lacks {sorted(missing)}"
+    for name in exported:
+        assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is not installed; pip install -e '.[test]'"
+    return found
+
+
+def test_ruff_is_clean() -> None:
+    out = subprocess.run(
+        [_tool("ruff"), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_strict_on_the_core_is_clean() -> None:
+    out = subprocess.run(
+        [_tool("mypy"), "--cache-dir", "/tmp/imagine-bot-mypy-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
