@@ -178,6 +178,8 @@ def _read_models_file(path: Path, existing: Mapping[str, ModelSpec]) -> list[Mod
         where = f"MODELS_FILE {path}, model {name or f'#{position}'}"
         if not isinstance(entry, dict) or not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: every model needs a non-empty string 'id'")
+        if any(spec.id == name for spec in specs):
+            raise ConfigError(f"{where}: this id is given twice in the file")
         try:
             specs.append(_spec_from_table(entry, existing.get(name)))
         except (ValueError, TypeError) as exc:

@@ -25,14 +25,12 @@ from bot.models import (
     JobRecord,
     Requester,
 )
-from bot.parsing import RequestOptions, parse_request
+from bot.parsing import MAX_SEED, RequestOptions, parse_request
 from bot.provider import ImageProvider
 
-__all__ = ["MAX_SEED", "ImageService"]
+__all__ = ["ImageService"]
 
 log = logging.getLogger(__name__)
-
-MAX_SEED = 2**32 - 1
 
 
 class ImageService:
