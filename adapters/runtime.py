@@ -14,13 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from bot.preview import PreviewProvider
 
 from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
 from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING
 from bot.models import Limits
+from bot.preview import PreviewProvider
 from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
 from bot.service import ImageService
 

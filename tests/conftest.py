@@ -4,9 +4,11 @@ a developer's shell or ``.env`` cannot change what a test sees."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests.fakes.image_api import FakeImageAPI
 
 _OUR_PREFIXES = (
     "IMAGE_",
@@ -34,3 +36,11 @@ def clean_environ(
     # Settings read `.env` from the working directory: run each test where there is none.
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield
+
+
+@pytest.fixture
+async def image_api() -> AsyncIterator[FakeImageAPI]:
+    """A running fake OpenAI-compatible image API (``tests.fakes.image_api``); its key is
+    ``image_api.api_key`` and its root ``image_api.base_url`` (``http://127.0.0.1:PORT/v1``)."""
+    async with FakeImageAPI() as api:
+        yield api

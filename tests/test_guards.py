@@ -1,5 +1,5 @@
 """Project rules that keep the core portable: bot/ never loads a chat SDK, every module's
-``__all__`` is sorted and complete, and the linters pass."""
+``__all__`` is complete (ruff's RUF022 keeps it sorted), and the linters pass."""
 
 from __future__ import annotations
 
@@ -34,10 +34,9 @@ def test_core_never_loads_a_platform_sdk() -> None:
 
 
 @pytest.mark.parametrize("module_name", [m.replace(".__init__", "") for m in CORE_MODULES])
-def test_all_is_sorted_and_complete(module_name: str) -> None:
+def test_all_is_complete(module_name: str) -> None:
     module = importlib.import_module(module_name)
     exported = list(getattr(module, "__all__", []))
-    assert exported == sorted(exported), f"{module_name}.__all__ is not sorted"
     source = Path(module.__file__ or "").read_text()
     public = set()
     for node in ast.parse(source).body:
