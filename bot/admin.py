@@ -1,0 +1,154 @@
+"""Quota administration for the chat adapters: thin, permission-checked calls into the ledger.
+
+Adapters decide whether a member is an admin (Discord: Manage Server; Slack:
+``SLACK_ADMIN_USER_IDS`` or workspace admin/owner) and say so in ``Requester.is_admin``; this
+module enforces it. An admin acts only on their own platform and workspace: every scope and
+member they name must be in ``actor``'s workspace, else ``PermissionDeniedError``. Every change
+is audited by the ledger with the actor as ``"<platform>:<user id>"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import UTC, datetime, timedelta
+
+from bot.errors import PermissionDeniedError
+from bot.ledger import AuditEntry, Clock, Ledger
+from bot.models import (
+    MICROS_PER_USD,
+    Allowance,
+    Limits,
+    Requester,
+    Scope,
+    ScopeKind,
+    UsageReport,
+)
+
+__all__ = ["CSV_COLUMNS", "QuotaAdmin", "actor_name", "scope_in", "to_csv", "usd_text"]
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("day", "platform", "workspace_id", "user_id", "model", "images", "usd")
+
+
+def actor_name(actor: Requester) -> str:
+    """How an admin appears in the audit log."""
+    return f"{actor.platform}:{actor.user_id}"
+
+
+def scope_in(actor: Requester, *, user_id: str | None = None, role_id: str | None = None) -> Scope:
+    """The scope of a user, a role, or (with neither) the workspace default, in the actor's
+    own workspace."""
+    if user_id and role_id:
+        raise ValueError("a scope is a user or a role, not both")
+    if user_id:
+        return Scope(ScopeKind.USER, actor.platform, actor.workspace_id, user_id)
+    if role_id:
+        return Scope(ScopeKind.ROLE, actor.platform, actor.workspace_id, role_id)
+    return Scope(ScopeKind.WORKSPACE, actor.platform, actor.workspace_id)
+
+
+def usd_text(micros: int) -> str:
+    """Exact decimal dollars for files: ``2500`` -> ``"0.002500"``."""
+    sign = "-" if micros < 0 else ""
+    dollars, rest = divmod(abs(micros), MICROS_PER_USD)
+    return f"{sign}{dollars}.{rest:06d}"
+
+
+def to_csv(report: UsageReport) -> str:
+    """The report as CSV text with a header row: day, platform, workspace_id, user_id, model,
+    images, usd (exact decimal dollars)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.rows:
+        writer.writerow(
+            (
+                row.day,
+                row.platform,
+                row.workspace_id,
+                row.user_id,
+                row.model,
+                row.images,
+                usd_text(row.usd_micros),
+            )
+        )
+    return out.getvalue()
+
+
+class QuotaAdmin:
+    """The admin API the adapters call. Each method takes the acting ``Requester``."""
+
+    def __init__(self, ledger: Ledger, *, clock: Clock | None = None) -> None:
+        self.ledger = ledger
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def _check(self, actor: Requester, action: str, scope: Scope | None = None) -> None:
+        if not actor.is_admin:
+            raise PermissionDeniedError(action)
+        if scope is not None and (
+            scope.kind is ScopeKind.GLOBAL
+            or scope.platform != actor.platform
+            or scope.workspace_id != actor.workspace_id
+        ):
+            # Another server's settings, or the global defaults (environment only).
+            raise PermissionDeniedError(action)
+
+    async def quota(self, actor: Requester, scope: Scope) -> Limits:
+        """What is set at exactly ``scope`` (``None`` fields: inherited)."""
+        self._check(actor, "view quotas", scope)
+        return await self.ledger.limits(scope)
+
+    async def set_quota(self, actor: Requester, scope: Scope, limits: Limits) -> None:
+        """Replace the limits at ``scope``; a ``None`` field is inherited from the next scope
+        (user > most generous role > server default > global)."""
+        self._check(actor, "change quotas", scope)
+        await self.ledger.set_limits(scope, limits, actor=actor_name(actor))
+
+    async def clear_quota(self, actor: Requester, scope: Scope) -> None:
+        self._check(actor, "change quotas", scope)
+        await self.ledger.clear_limits(scope, actor=actor_name(actor))
+
+    async def spend_cap(self, actor: Requester) -> int | None:
+        self._check(actor, "view the spend cap")
+        return await self.ledger.spend_cap(platform=actor.platform, workspace_id=actor.workspace_id)
+
+    async def set_spend_cap(self, actor: Requester, usd_micros: int | None) -> None:
+        """Set (``None``: remove) the server-wide monthly spend cap of the actor's server."""
+        self._check(actor, "change the spend cap")
+        await self.ledger.set_spend_cap(
+            platform=actor.platform,
+            workspace_id=actor.workspace_id,
+            usd_micros=usd_micros,
+            actor=actor_name(actor),
+        )
+
+    async def allowance(self, actor: Requester, member: Requester) -> Allowance:
+        """A member's limits, usage and resets (``member`` carries their roles)."""
+        self._check(actor, "view members' quotas", scope_in(member))
+        return await self.ledger.allowance(member)
+
+    async def usage_report(self, actor: Requester, days: int = 30) -> UsageReport:
+        """Charged usage in the actor's server over the last ``days`` UTC days (today
+        included), by day, user and model."""
+        self._check(actor, "view usage")
+        if days < 1:
+            raise ValueError("days must be at least 1")
+        today = self._clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return await self.ledger.usage(
+            since=today - timedelta(days=days - 1),
+            platform=actor.platform,
+            workspace_id=actor.workspace_id,
+        )
+
+    async def usage_csv(self, actor: Requester, days: int = 30) -> str:
+        return to_csv(await self.usage_report(actor, days))
+
+    async def audit_log(self, actor: Requester, limit: int = 20) -> tuple[AuditEntry, ...]:
+        """The latest quota changes in the actor's server, newest first."""
+        self._check(actor, "view the audit log")
+        return await self.ledger.audit_log(
+            platform=actor.platform, workspace_id=actor.workspace_id, limit=limit
+        )

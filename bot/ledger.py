@@ -1,0 +1,901 @@
+"""The quota and usage ledger (DESIGN.md §5): the ``Ledger`` interface and ``SqliteLedger``.
+
+Every job is one row: ``held`` when accepted, then exactly one of ``charged`` (the images
+actually delivered, at their price) or ``refunded``. Money is integer micro-dollars.
+
+Limits and precedence
+    Three limits, each optional: ``images_per_day``, ``images_per_month`` and
+    ``usd_micros_per_month``, over calendar windows in UTC (a day starts at 00:00 UTC, a month
+    on its first day). They are resolved **field by field**: for each limit the first scope
+    that sets it wins, in the order user override > the most generous of the user's roles (the
+    largest value among the roles that set it) > the workspace default > the global default
+    (``defaults``, from the environment). A ``None`` field means "not set here" and falls
+    through to the next scope; a limit is unlimited only when no scope sets it. ``0`` blocks.
+    A workspace-wide monthly spend cap (``set_spend_cap``) applies on top, to the sum over all
+    of the workspace's users.
+
+Holds
+    A hold counts held + charged usage against every applicable limit and is written by one
+    conditional ``INSERT ... SELECT ... WHERE <fits>`` statement: the check and the write are
+    one SQLite statement, so neither other coroutines on this connection (aiosqlite runs the
+    statements one at a time on its thread) nor other connections or processes (SQLite takes
+    the write lock before the statement reads) can slip in between. Usage counters per user
+    and day/month and per workspace and month are kept in step by triggers in that same
+    statement. When nothing was inserted the ledger looks at why (a known event id, or the
+    first limit that does not fit, in the order images/day, images/month, USD/month, server
+    cap) and raises ``QuotaExceededError`` with the window's reset time.
+
+Settling
+    ``charge`` and ``refund`` only move a ``held`` job. A job is settled once: a later charge
+    or refund of a settled job is ignored and logged (that is what happens when the stale-hold
+    sweep has already refunded a job whose provider call then finished). Charging more images
+    or money than was held is a ``ValueError`` and leaves the job held.
+
+Idempotency
+    ``event_id`` is unique across the whole ledger (adapters pass the platform's own id, e.g.
+    a Discord interaction id or a Slack event id); a second hold with it, even a concurrent
+    one, returns ``Hold(first_job_id, duplicate=True)`` and reserves nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import aiosqlite
+
+from bot.errors import ConfigError, JobNotFoundError, QuotaExceededError
+from bot.models import (
+    Allowance,
+    GenerationRequest,
+    Hold,
+    JobRecord,
+    JobState,
+    Limits,
+    LimitUsage,
+    Requester,
+    Scope,
+    ScopeKind,
+    UsageReport,
+    UsageRow,
+)
+from bot.schema import migrate
+
+__all__ = [
+    "AuditEntry",
+    "Clock",
+    "Ledger",
+    "SqliteLedger",
+    "month_start",
+    "next_day",
+    "next_month",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin change. ``old``/``new`` map limit names to values (``None``: not set);
+    ``old`` is ``None`` when the scope had no row before."""
+
+    at: datetime
+    actor: str
+    action: str
+    scope: Scope
+    old: dict[str, int | None] | None
+    new: dict[str, int | None] | None
+
+
+class Ledger(Protocol):
+    async def hold(
+        self,
+        *,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None = None,
+    ) -> Hold:
+        """Reserve ``request.n`` images and ``cost_micros`` against every applicable limit in
+        one atomic step, and record the job. Raises ``QuotaExceededError`` (nothing reserved).
+        A second hold with the same ``event_id`` returns ``Hold(first_job_id, duplicate=True)``."""
+        ...
+
+    async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
+        """held -> charged, for the images actually delivered (at most what was held)."""
+        ...
+
+    async def refund(self, job_id: str, *, reason: str) -> None:
+        """held -> refunded; a job already charged or refunded is left alone."""
+        ...
+
+    async def job(self, job_id: str) -> JobRecord:
+        """The job's record; ``JobNotFoundError`` if there is none."""
+        ...
+
+    async def allowance(self, requester: Requester) -> Allowance: ...
+
+    async def limits(self, scope: Scope) -> Limits: ...
+
+    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None: ...
+
+    async def clear_limits(self, scope: Scope, *, actor: str) -> None: ...
+
+    async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
+        """The workspace's monthly spend cap in micro-dollars, ``None`` when unset."""
+        ...
+
+    async def set_spend_cap(
+        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    ) -> None: ...
+
+    async def usage(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+    ) -> UsageReport: ...
+
+    async def audit_log(
+        self,
+        *,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 50,
+    ) -> tuple[AuditEntry, ...]:
+        """The latest admin changes, newest first."""
+        ...
+
+    async def refund_stale(self, *, older_than: timedelta) -> int:
+        """Refund holds older than ``older_than`` (a crashed process's jobs); returns how many."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- calendar windows (UTC) ----------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("times must be aware datetimes (UTC)")
+    return moment.astimezone(UTC)
+
+
+def next_day(moment: datetime) -> datetime:
+    """00:00 UTC after ``moment``: when a daily limit resets."""
+    moment = _utc(moment)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start + timedelta(days=1)
+
+
+def month_start(moment: datetime) -> datetime:
+    moment = _utc(moment)
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(moment: datetime) -> datetime:
+    """The first of the next month, 00:00 UTC: when monthly limits reset."""
+    start = month_start(moment)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def _stamp(moment: datetime) -> str:
+    # Fixed width, always UTC: these strings sort in time order.
+    return _utc(moment).isoformat(timespec="microseconds")
+
+
+def _parse_stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- SQL -----------------------------------------------------------------------------------
+
+_FITS = """
+    (s.images_per_day IS NULL OR s.day_images + :n <= s.images_per_day)
+    AND (s.images_per_month IS NULL OR s.month_images + :n <= s.images_per_month)
+    AND (:cost = 0 OR s.usd_micros_per_month IS NULL
+         OR s.month_micros + :cost <= s.usd_micros_per_month)
+    AND (:cost = 0 OR s.server_cap IS NULL OR s.server_micros + :cost <= s.server_cap)
+"""
+
+_JOB_COLUMNS = """
+    job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids, display_name,
+    prompt, model, size, n, seed, negative_prompt, state, held_images, held_micros,
+    charged_images, charged_micros, created_at, finished_at, refund_reason
+"""
+
+_IN_WORKSPACE = "platform = :platform AND workspace_id = :workspace"
+
+
+def _effective(field: str, role_count: int) -> str:
+    """SQL for one field's effective limit: user > most generous role > workspace > global."""
+    tiers = [
+        f"(SELECT {field} FROM limits WHERE {_IN_WORKSPACE}"
+        " AND kind = 'user' AND subject_id = :user)"
+    ]
+    if role_count:
+        roles = ", ".join(f":role{i}" for i in range(role_count))
+        tiers.append(
+            f"(SELECT max({field}) FROM limits WHERE {_IN_WORKSPACE} AND kind = 'role'"
+            f" AND subject_id IN ({roles}))"
+        )
+    tiers.append(
+        f"(SELECT {field} FROM limits WHERE {_IN_WORKSPACE}"
+        " AND kind = 'workspace' AND subject_id = '')"
+    )
+    tiers.append(f":default_{field}")
+    return f"coalesce({', '.join(tiers)}) AS {field}"
+
+
+@functools.lru_cache(maxsize=64)
+def _state_sql(role_count: int) -> str:
+    """One row: the requester's effective limits, the server cap, and current usage."""
+    counter = (
+        "coalesce((SELECT {column} FROM usage_counters WHERE "
+        + _IN_WORKSPACE
+        + " AND user_id = :user AND period = :{period}), 0)"
+    )
+    return f"""
+        SELECT
+            {_effective("images_per_day", role_count)},
+            {_effective("images_per_month", role_count)},
+            {_effective("usd_micros_per_month", role_count)},
+            (SELECT usd_micros_per_month FROM spend_caps WHERE {_IN_WORKSPACE}) AS server_cap,
+            {counter.format(column="images", period="day_key")} AS day_images,
+            {counter.format(column="images", period="month_key")} AS month_images,
+            {counter.format(column="micros", period="month_key")} AS month_micros,
+            coalesce((SELECT micros FROM workspace_counters WHERE {_IN_WORKSPACE}
+                      AND period = :month_key), 0) AS server_micros
+    """
+
+
+@functools.lru_cache(maxsize=64)
+def _hold_sql(role_count: int) -> str:
+    return f"""
+        INSERT INTO jobs (
+            job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids,
+            display_name, prompt, model, size, n, seed, negative_prompt,
+            held_images, held_micros, day, month, created_at
+        )
+        SELECT
+            :job_id, :event_id, :platform, :workspace, :channel, :user, :role_ids,
+            :display_name, :prompt, :model, :size, :n, :seed, :negative_prompt,
+            :n, :cost, :day, :month, :created_at
+        FROM ({_state_sql(role_count)}) AS s
+        WHERE {_FITS}
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING job_id
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    limits: Limits
+    server_cap: int | None
+    day_images: int
+    month_images: int
+    month_micros: int
+    server_micros: int
+
+    def usages(self, now: datetime) -> list[tuple[str, str, int, int, datetime]]:
+        """(name, scope, allowed, used, resets_at) for each limit that is set, in the order
+        a refusal reports them."""
+        day_reset, month_reset = next_day(now), next_month(now)
+        candidates = (
+            ("images_per_day", "user", self.limits.images_per_day, self.day_images, day_reset),
+            (
+                "images_per_month",
+                "user",
+                self.limits.images_per_month,
+                self.month_images,
+                month_reset,
+            ),
+            (
+                "usd_micros_per_month",
+                "user",
+                self.limits.usd_micros_per_month,
+                self.month_micros,
+                month_reset,
+            ),
+            (
+                "server_usd_micros_per_month",
+                "server",
+                self.server_cap,
+                self.server_micros,
+                month_reset,
+            ),
+        )
+        out = []
+        for name, scope, allowed, used, resets_at in candidates:
+            if allowed is not None:
+                out.append((name, scope, allowed, used, resets_at))
+        return out
+
+
+def _check_limits(limits: Limits) -> None:
+    for name in ("images_per_day", "images_per_month", "usd_micros_per_month"):
+        _check_amount(getattr(limits, name), name)
+
+
+def _check_amount(value: object, name: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 or None, not {value!r}")
+
+
+def _limits_json(text: str | None) -> dict[str, int | None] | None:
+    if text is None:
+        return None
+    loaded: dict[str, int | None] = json.loads(text)
+    return loaded
+
+
+class SqliteLedger:
+    """The ``Ledger`` on SQLite through one long-lived aiosqlite connection.
+
+    Create it with ``await SqliteLedger.open(path, defaults=...)``; ``path`` may be
+    ``":memory:"``. ``clock`` returns the current aware UTC time (tests inject one to move
+    between days and months without waiting).
+    """
+
+    def __init__(
+        self, db: aiosqlite.Connection, *, defaults: Limits, clock: Clock, path: str
+    ) -> None:
+        self._db = db
+        self.defaults = defaults
+        self._clock = clock
+        self.path = path
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        defaults: Limits | None = None,
+        clock: Clock | None = None,
+        busy_timeout: float = 10.0,
+    ) -> SqliteLedger:
+        """Open (creating and migrating as needed) the ledger at ``path``."""
+        defaults = defaults or Limits()
+        _check_limits(defaults)
+        location = os.fspath(path)
+        db = await aiosqlite.connect(location, isolation_level=None, timeout=busy_timeout)
+        try:
+            if location != ":memory:" and not location.startswith("file::memory:"):
+                await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            await db.execute_fetchall("PRAGMA synchronous = NORMAL")
+            await db.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            await db.execute_fetchall("PRAGMA foreign_keys = ON")
+            try:
+                await db.execute_fetchall("SELECT json_object('a', 1)")
+            except sqlite3.OperationalError as exc:
+                raise ConfigError(
+                    f"this SQLite ({sqlite3.sqlite_version}) lacks the JSON functions the "
+                    "ledger needs; use SQLite 3.38 or newer"
+                ) from exc
+            found = await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        log.info("ledger open at %s (schema version %d found)", location, found)
+        return cls(db, defaults=defaults, clock=clock or _system_clock, path=location)
+
+    async def __aenter__(self) -> SqliteLedger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._db.close()
+
+    def now(self) -> datetime:
+        """The ledger's clock, as an aware UTC datetime."""
+        return _utc(self._clock())
+
+    async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        return list(await self._db.execute_fetchall(sql, params))
+
+    # --- holds and settling ------------------------------------------------------------
+
+    def _state_params(self, requester: Requester, now: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "platform": requester.platform,
+            "workspace": requester.workspace_id,
+            "user": requester.user_id,
+            "day_key": "D" + now.strftime("%Y-%m-%d"),
+            "month_key": "M" + now.strftime("%Y-%m"),
+            "default_images_per_day": self.defaults.images_per_day,
+            "default_images_per_month": self.defaults.images_per_month,
+            "default_usd_micros_per_month": self.defaults.usd_micros_per_month,
+        }
+        for index, role in enumerate(_unique(requester.role_ids)):
+            params[f"role{index}"] = role
+        return params
+
+    async def _state(self, requester: Requester, now: datetime) -> _State:
+        roles = len(_unique(requester.role_ids))
+        (row,) = await self._rows(_state_sql(roles), self._state_params(requester, now))
+        return _State(
+            limits=Limits(
+                images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2]
+            ),
+            server_cap=row[3],
+            day_images=row[4],
+            month_images=row[5],
+            month_micros=row[6],
+            server_micros=row[7],
+        )
+
+    async def hold(
+        self,
+        *,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None = None,
+    ) -> Hold:
+        if request.n < 1:
+            raise ValueError("a job needs at least one image")
+        _check_amount(cost_micros, "cost_micros")
+        event_id = event_id or None
+        roles = _unique(requester.role_ids)
+        for _attempt in range(5):
+            now = self.now()
+            job_id = uuid.uuid4().hex
+            params = self._state_params(requester, now)
+            params.update(
+                job_id=job_id,
+                event_id=event_id,
+                channel=requester.channel_id,
+                role_ids=json.dumps(roles),
+                display_name=requester.display_name,
+                prompt=request.prompt,
+                model=request.model,
+                size=request.size,
+                n=request.n,
+                seed=request.seed,
+                negative_prompt=request.negative_prompt,
+                cost=cost_micros,
+                day=now.strftime("%Y-%m-%d"),
+                month=now.strftime("%Y-%m"),
+                created_at=_stamp(now),
+            )
+            if await self._rows(_hold_sql(len(roles)), params):
+                log.debug(
+                    "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
+                    job_id,
+                    request.n,
+                    cost_micros,
+                    requester.platform,
+                    requester.workspace_id,
+                    requester.user_id,
+                )
+                return Hold(job_id)
+            # Nothing inserted: a known event, or a limit. Find out which (reads only).
+            if event_id is not None:
+                rows = await self._rows("SELECT job_id FROM jobs WHERE event_id = ?", (event_id,))
+                if rows:
+                    log.info("event %s already has job %s", event_id, rows[0][0])
+                    return Hold(str(rows[0][0]), duplicate=True)
+            state = await self._state(requester, now)
+            for name, scope, allowed, used, resets_at in state.usages(now):
+                requested = cost_micros if "usd" in name else request.n
+                if requested and used + requested > allowed:
+                    raise QuotaExceededError(
+                        limit=name,
+                        allowed=allowed,
+                        used=used,
+                        requested=requested,
+                        resets_at=resets_at,
+                        scope=scope,
+                    )
+            # Usage or limits changed between the two statements (a refund, an admin); retry.
+        raise RuntimeError("the ledger could not settle a hold after 5 attempts")
+
+    async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
+        _check_amount(images, "images")
+        _check_amount(cost_micros, "cost_micros")
+        rows = await self._rows(
+            """
+            UPDATE jobs SET state = 'charged', charged_images = :images,
+                charged_micros = :cost, finished_at = :now
+            WHERE job_id = :job_id AND state = 'held'
+              AND :images <= held_images AND :cost <= held_micros
+            RETURNING job_id
+            """,
+            {"job_id": job_id, "images": images, "cost": cost_micros, "now": _stamp(self.now())},
+        )
+        if rows:
+            return
+        found = await self._rows(
+            "SELECT state, held_images, held_micros FROM jobs WHERE job_id = ?", (job_id,)
+        )
+        if not found:
+            raise JobNotFoundError(job_id)
+        state, held_images, held_micros = found[0]
+        if state == JobState.HELD:
+            raise ValueError(
+                f"job {job_id}: cannot charge {images} image(s) / {cost_micros} micro-USD; "
+                f"only {held_images} / {held_micros} were held"
+            )
+        log.warning("job %s is already %s; charge of %d image(s) ignored", job_id, state, images)
+
+    async def refund(self, job_id: str, *, reason: str) -> None:
+        rows = await self._rows(
+            """
+            UPDATE jobs SET state = 'refunded', refund_reason = :reason, finished_at = :now
+            WHERE job_id = :job_id AND state = 'held'
+            RETURNING job_id
+            """,
+            {"job_id": job_id, "reason": reason, "now": _stamp(self.now())},
+        )
+        if rows:
+            log.debug("job %s refunded (%s)", job_id, reason)
+            return
+        found = await self._rows("SELECT state FROM jobs WHERE job_id = ?", (job_id,))
+        if not found:
+            raise JobNotFoundError(job_id)
+        log.info("job %s is already %s; refund (%s) ignored", job_id, found[0][0], reason)
+
+    async def refund_stale(self, *, older_than: timedelta) -> int:
+        cutoff = self.now() - older_than
+        rows = await self._rows(
+            """
+            UPDATE jobs SET state = 'refunded', refund_reason = 'stale', finished_at = :now
+            WHERE state = 'held' AND created_at < :cutoff
+            RETURNING job_id
+            """,
+            {"now": _stamp(self.now()), "cutoff": _stamp(cutoff)},
+        )
+        if rows:
+            log.info(
+                "refunded %d stale hold(s): %s", len(rows), ", ".join(str(r[0]) for r in rows[:20])
+            )
+        return len(rows)
+
+    async def job(self, job_id: str) -> JobRecord:
+        rows = await self._rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            raise JobNotFoundError(job_id)
+        return _job_record(rows[0])
+
+    # --- reading limits and usage --------------------------------------------------------
+
+    async def allowance(self, requester: Requester) -> Allowance:
+        now = self.now()
+        state = await self._state(requester, now)
+        return Allowance(
+            tuple(
+                LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
+                for name, _scope, allowed, used, resets_at in state.usages(now)
+            )
+        )
+
+    async def effective_limits(self, requester: Requester) -> Limits:
+        """The requester's limits after precedence (the server cap not included)."""
+        return (await self._state(requester, self.now())).limits
+
+    async def limits(self, scope: Scope) -> Limits:
+        """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
+        if scope.kind is ScopeKind.GLOBAL:
+            return self.defaults
+        rows = await self._rows(
+            """
+            SELECT images_per_day, images_per_month, usd_micros_per_month FROM limits
+            WHERE platform = ? AND workspace_id = ? AND kind = ? AND subject_id = ?
+            """,
+            (scope.platform, scope.workspace_id, str(scope.kind), scope.subject_id),
+        )
+        if not rows:
+            return Limits()
+        return Limits(
+            images_per_day=rows[0][0],
+            images_per_month=rows[0][1],
+            usd_micros_per_month=rows[0][2],
+        )
+
+    async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
+        rows = await self._rows(
+            "SELECT usd_micros_per_month FROM spend_caps WHERE platform = ? AND workspace_id = ?",
+            (platform, workspace_id),
+        )
+        return None if not rows else rows[0][0]
+
+    async def usage(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+    ) -> UsageReport:
+        """Charged jobs created in ``[since, until)`` (no upper bound when ``until`` is
+        ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
+        user and model."""
+        since = _utc(since)
+        until_stamp = None if until is None else _stamp(until)
+        until = self.now() if until is None else _utc(until)
+        rows = await self._rows(
+            """
+            SELECT day, platform, workspace_id, user_id, model,
+                   sum(charged_images), sum(charged_micros)
+            FROM jobs
+            WHERE state = 'charged' AND created_at >= :since
+              AND (:until IS NULL OR created_at < :until)
+              AND (:platform IS NULL OR platform = :platform)
+              AND (:workspace IS NULL OR workspace_id = :workspace)
+            GROUP BY day, platform, workspace_id, user_id, model
+            ORDER BY day, platform, workspace_id, user_id, model
+            """,
+            {
+                "since": _stamp(since),
+                "until": until_stamp,
+                "platform": platform,
+                "workspace": workspace_id,
+            },
+        )
+        return UsageReport(
+            since=since,
+            until=until,
+            rows=tuple(
+                UsageRow(
+                    day=r[0],
+                    platform=r[1],
+                    workspace_id=r[2],
+                    user_id=r[3],
+                    model=r[4],
+                    images=r[5],
+                    usd_micros=r[6],
+                )
+                for r in rows
+            ),
+        )
+
+    # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
+
+    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
+        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
+        _check_scope(scope)
+        _check_limits(limits)
+        if limits.empty:
+            await self.clear_limits(scope, actor=actor)
+            return
+        await self._rows(
+            """
+            INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
+                                images_per_month, usd_micros_per_month, updated_at, updated_by)
+            VALUES (:platform, :workspace, :kind, :subject, :day, :month, :usd, :at, :actor)
+            ON CONFLICT DO UPDATE SET
+                images_per_day = excluded.images_per_day,
+                images_per_month = excluded.images_per_month,
+                usd_micros_per_month = excluded.usd_micros_per_month,
+                updated_at = excluded.updated_at,
+                updated_by = excluded.updated_by
+            """,
+            {
+                **_scope_params(scope),
+                "day": limits.images_per_day,
+                "month": limits.images_per_month,
+                "usd": limits.usd_micros_per_month,
+                "at": _stamp(self.now()),
+                "actor": actor,
+            },
+        )
+        log.info("%s set limits at %s: %s", actor, scope, limits)
+
+    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
+        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
+        _check_scope(scope)
+        await self._rows(
+            """
+            UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
+                usd_micros_per_month = NULL, updated_at = :at, updated_by = :actor
+            WHERE platform = :platform AND workspace_id = :workspace AND kind = :kind
+              AND subject_id = :subject
+              AND NOT (images_per_day IS NULL AND images_per_month IS NULL
+                       AND usd_micros_per_month IS NULL)
+            """,
+            {**_scope_params(scope), "at": _stamp(self.now()), "actor": actor},
+        )
+        log.info("%s cleared limits at %s", actor, scope)
+
+    async def set_spend_cap(
+        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    ) -> None:
+        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
+        _check_amount(usd_micros, "usd_micros")
+        params = {
+            "platform": platform,
+            "workspace": workspace_id,
+            "usd": usd_micros,
+            "at": _stamp(self.now()),
+            "actor": actor,
+        }
+        if usd_micros is None:
+            await self._rows(
+                """
+                UPDATE spend_caps SET usd_micros_per_month = NULL, updated_at = :at,
+                    updated_by = :actor
+                WHERE platform = :platform AND workspace_id = :workspace
+                  AND usd_micros_per_month IS NOT NULL
+                """,
+                params,
+            )
+        else:
+            await self._rows(
+                """
+                INSERT INTO spend_caps (platform, workspace_id, usd_micros_per_month,
+                                        updated_at, updated_by)
+                VALUES (:platform, :workspace, :usd, :at, :actor)
+                ON CONFLICT DO UPDATE SET
+                    usd_micros_per_month = excluded.usd_micros_per_month,
+                    updated_at = excluded.updated_at,
+                    updated_by = excluded.updated_by
+                """,
+                params,
+            )
+        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
+
+    async def audit_log(
+        self,
+        *,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 50,
+    ) -> tuple[AuditEntry, ...]:
+        rows = await self._rows(
+            """
+            SELECT at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new
+            FROM audit
+            WHERE (:platform IS NULL OR platform = :platform)
+              AND (:workspace IS NULL OR workspace_id = :workspace)
+            ORDER BY id DESC LIMIT :limit
+            """,
+            {"platform": platform, "workspace": workspace_id, "limit": limit},
+        )
+        return tuple(
+            AuditEntry(
+                at=_parse_stamp(r[0]),
+                actor=r[1],
+                action=r[2],
+                scope=Scope(
+                    kind=ScopeKind(r[3]), platform=r[4], workspace_id=r[5], subject_id=r[6]
+                ),
+                old=_limits_json(r[7]),
+                new=_limits_json(r[8]),
+            )
+            for r in rows
+        )
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def backup(self, target: str | os.PathLike[str]) -> None:
+        """Copy the live database to ``target`` with SQLite's online backup API (consistent
+        while the bot runs). Written to a temporary file first, then renamed into place."""
+        final = Path(target)
+        partial = final.with_name(f".{final.name}.partial")
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial, check_same_thread=False)
+        try:
+            await self._db.backup(copy)
+        except BaseException:
+            copy.close()
+            partial.unlink(missing_ok=True)
+            raise
+        copy.close()
+        os.replace(partial, final)
+        log.info("ledger backed up to %s", final)
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _check_scope(scope: Scope) -> None:
+    if scope.kind is ScopeKind.GLOBAL:
+        raise ValueError(
+            "global defaults come from the environment (DEFAULT_IMAGES_PER_DAY, "
+            "DEFAULT_IMAGES_PER_MONTH, DEFAULT_USD_PER_MONTH)"
+        )
+    if scope.kind is ScopeKind.WORKSPACE and scope.subject_id:
+        raise ValueError("a workspace default has no subject id")
+    if scope.kind in (ScopeKind.ROLE, ScopeKind.USER) and not scope.subject_id:
+        raise ValueError(f"a {scope.kind} scope needs the {scope.kind} id")
+    if not scope.platform:
+        raise ValueError("a scope needs its platform")
+
+
+def _scope_params(scope: Scope) -> dict[str, str]:
+    return {
+        "platform": scope.platform,
+        "workspace": scope.workspace_id,
+        "kind": str(scope.kind),
+        "subject": scope.subject_id,
+    }
+
+
+def _job_record(row: Sequence[Any]) -> JobRecord:
+    (
+        job_id,
+        event_id,
+        platform,
+        workspace_id,
+        channel_id,
+        user_id,
+        role_ids,
+        display_name,
+        prompt,
+        model,
+        size,
+        n,
+        seed,
+        negative_prompt,
+        state,
+        held_images,
+        held_micros,
+        charged_images,
+        charged_micros,
+        created_at,
+        finished_at,
+        refund_reason,
+    ) = row
+    return JobRecord(
+        job_id=job_id,
+        requester=Requester(
+            platform=platform,
+            workspace_id=workspace_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            role_ids=tuple(json.loads(role_ids)),
+            display_name=display_name,
+        ),
+        request=GenerationRequest(
+            prompt=prompt,
+            model=model,
+            size=size,
+            n=n,
+            seed=seed,
+            negative_prompt=negative_prompt,
+        ),
+        state=JobState(state),
+        held_micros=held_micros,
+        held_images=held_images,
+        charged_micros=charged_micros,
+        charged_images=charged_images,
+        created_at=_parse_stamp(created_at),
+        finished_at=None if finished_at is None else _parse_stamp(finished_at),
+        event_id=event_id,
+        refund_reason=refund_reason,
+    )
