@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.discord.config import DiscordSettings
 from adapters.runtime import Runtime, open_runtime
 from adapters.shell import admin as admin_commands
 from adapters.shell.output import save_images
 from adapters.shell.repl import run_shell
+from adapters.slack.config import SlackSettings
 from bot.catalog import load_catalog
 from bot.config import Settings, load_settings
-from bot.errors import BotError
+from bot.errors import BotError, ProviderError
 from bot.messages import NO_ADAPTERS, describe, is_operator_fault, models_table
 from bot.models import Requester
 from bot.parsing import RequestOptions
@@ -80,25 +82,22 @@ async def _shell(args: argparse.Namespace, runtime: Runtime) -> int:
     return await run_shell(runtime.service, requester=_local_requester(), out_dir=args.out)
 
 
-async def _run(args: argparse.Namespace, runtime: Runtime) -> int:
-    # The adapters' settings modules import no platform SDK, so an unused one costs nothing.
-    from adapters.discord.config import DiscordSettings
-    from adapters.slack.config import SlackSettings
+def _platform_settings() -> tuple[DiscordSettings, SlackSettings]:
+    return DiscordSettings(), SlackSettings()
 
+
+async def _run(args: argparse.Namespace, runtime: Runtime) -> int:
+    discord_settings, slack_settings = _platform_settings()
     services: list[Coroutine[Any, Any, None]] = []
-    discord_settings = DiscordSettings()
+    # Each SDK is imported only when its platform is configured.
     if discord_settings.enabled:
         from adapters.discord import serve as serve_discord
 
         services.append(serve_discord(runtime, discord_settings))
-    slack_settings = SlackSettings()
     if slack_settings.enabled:
         from adapters.slack import serve as serve_slack
 
         services.append(serve_slack(runtime, slack_settings))
-    if not services:
-        print(NO_ADAPTERS, file=sys.stderr)
-        return 2
     return await _serve_until_stopped(services)
 
 
@@ -144,7 +143,9 @@ def _os_user() -> str:
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     handler: Handler = args.handler
-    async with open_runtime(settings, sweep=getattr(args, "long_running", False)) as runtime:
+    generates = args.handler in (_run, _shell, _generate)
+    long_running = getattr(args, "long_running", False)
+    async with open_runtime(settings, sweep=long_running, generates=generates) as runtime:
         return await handler(args, runtime)
 
 
@@ -152,11 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        level = settings.log_level.upper()
+        if "log_level" not in settings.model_fields_set and not getattr(
+            args, "long_running", False
+        ):
+            # One-off commands print their result; routine INFO lines would only bury it.
+            level = "WARNING"
         logging.basicConfig(
-            level=settings.log_level.upper(),
+            level=level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        if args.command == "run" and not any(s.enabled for s in _platform_settings()):
+            print(NO_ADAPTERS, file=sys.stderr)
+            return 2
         if args.handler is None:  # `models` needs no database or network
             catalog = load_catalog(settings.models_file, default=settings.default_model)
             print(models_table(catalog, default=catalog.default))
@@ -166,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BotError as err:
         # The operator is the user here, so a fault shows its (key-free) detail.
-        message = str(err) if is_operator_fault(err) else describe(err)
+        message = describe(err)
+        if isinstance(err, ProviderError) and is_operator_fault(err):
+            message = f"image API error: {err}"
+        elif is_operator_fault(err):
+            message = str(err)
         print(f"imagine-bot: {message}", file=sys.stderr)
         return 1
 

@@ -49,9 +49,11 @@ def default_limits(settings: Settings) -> Limits:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, sweep: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, sweep: bool = False, generates: bool = True
+) -> AsyncIterator[Runtime]:
     """Open the process's resources; ``sweep`` also runs the periodic stale-hold refund
-    (long-running processes only)."""
+    (long-running processes only); ``generates`` says whether to warn about previews."""
     catalog = load_catalog(settings.models_file, default=settings.default_model)
     path = sqlite_path(settings.database_url)
     if path != ":memory:":
@@ -67,7 +69,8 @@ async def open_runtime(settings: Settings, *, sweep: bool = False) -> AsyncItera
             log.warning("refunded %d job(s) left held by an earlier run", released)
         provider: ImageProvider
         if settings.preview or settings.image_api_key is None:
-            log.warning(PREVIEW_WARNING)
+            if generates:
+                log.warning(PREVIEW_WARNING)
             provider = PreviewProvider()
         else:
             provider = OpenAIImageClient(
@@ -83,6 +86,7 @@ async def open_runtime(settings: Settings, *, sweep: bool = False) -> AsyncItera
             provider=provider,
             ledger=ledger,
             max_prompt_length=settings.max_prompt_length,
+            job_timeout=settings.job_timeout,
         )
         if sweep:
             task = asyncio.create_task(_sweep_forever(ledger, job_timeout))

@@ -10,6 +10,7 @@ Every error carries structured fields and no user-facing wording::
     ├─ DuplicateRequestError(job_id)    a redelivered platform event; already handled
     ├─ JobNotFoundError(job_id)
     ├─ PermissionDeniedError(action)
+    ├─ DeliveryError(detail)            the adapter could not post the images; refunded
     └─ ProviderError(status, request_id)
        ├─ ProviderTimeoutError
        ├─ ProviderUnavailableError      connection failures, 5xx after retries
@@ -32,6 +33,7 @@ __all__ = [
     "BotError",
     "ConfigError",
     "ContentRejectedError",
+    "DeliveryError",
     "DuplicateRequestError",
     "InvalidRequestError",
     "JobNotFoundError",
@@ -49,7 +51,10 @@ __all__ = [
 
 
 class BotError(Exception):
-    """Root of every error the core raises on purpose."""
+    """Root of every error the core raises on purpose. ``job_id`` is set once a job exists,
+    so an adapter's log line about the failure can name it."""
+
+    job_id: str | None = None
 
 
 class ConfigError(BotError):
@@ -111,6 +116,16 @@ class PermissionDeniedError(BotError):
     def __init__(self, action: str) -> None:
         super().__init__(f"not allowed: {action}")
         self.action = action
+
+
+class DeliveryError(BotError):
+    """The images were drawn but the platform would not take them; the job is refunded.
+    ``notified`` says the adapter has already told the user why."""
+
+    def __init__(self, detail: str, *, notified: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.notified = notified
 
 
 class ProviderError(BotError):

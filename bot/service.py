@@ -8,14 +8,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bot.catalog import ModelCatalog
 from bot.errors import (
+    BotError,
     ContentRejectedError,
+    DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
     ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
 )
 from bot.ledger import Ledger
 from bot.models import (
@@ -23,14 +28,17 @@ from bot.models import (
     GenerationRequest,
     GenerationResult,
     JobRecord,
+    ModelSpec,
     Requester,
 )
 from bot.parsing import MAX_SEED, RequestOptions, parse_request
 from bot.provider import ImageProvider
 
-__all__ = ["ImageService"]
+__all__ = ["Deliver", "ImageService"]
 
 log = logging.getLogger(__name__)
+
+Deliver = Callable[[GenerationResult], Awaitable[None]]
 
 
 class ImageService:
@@ -41,11 +49,15 @@ class ImageService:
         provider: ImageProvider,
         ledger: Ledger,
         max_prompt_length: int = 4000,
+        job_timeout: float | None = None,
     ) -> None:
         self.catalog = catalog
         self.provider = provider
         self.ledger = ledger
         self.max_prompt_length = max_prompt_length
+        # A job must settle well before the ledger's stale-hold sweep (which refunds holds
+        # older than the job timeout) could refund it behind our back.
+        self._budget = None if job_timeout is None else round(job_timeout * 0.8, 3)
 
     def parse(self, text: str, options: RequestOptions | None = None) -> GenerationRequest:
         """The request typed as ``text`` (the shared grammar), with structured ``options``
@@ -69,9 +81,14 @@ class ImageService:
         requester: Requester,
         *,
         event_id: str | None = None,
+        deliver: Deliver | None = None,
     ) -> GenerationResult:
         """Run one job end to end. A seed is chosen when none was given, so the job can be
-        repeated exactly. Nothing is charged unless images are delivered."""
+        repeated exactly.
+
+        ``deliver`` posts the images (an adapter's upload); the job is charged only once it
+        returns, and refunded if it raises. Without it, images count as delivered when drawn
+        (the CLI saves them itself)."""
         spec = self.catalog.get(request.model)
         if request.n > spec.max_n or request.size not in spec.sizes:
             raise InvalidRequestError(f"{spec.short_name} cannot draw {request.n} x {request.size}")
@@ -89,35 +106,52 @@ class ImageService:
         )
         log.debug("job %s prompt: %r", job_id, request.prompt)
         try:
-            images = await self.provider.generate(request, spec)
-        except ContentRejectedError:
-            await self._refund(job_id, "content_rejected")
+            async with asyncio.timeout(self._budget):
+                result = await self._draw(job_id, request, spec, requester, cost)
+                if deliver is not None:
+                    await deliver(result)
+        except BaseException as exc:
+            # Every way out before the charge, cancellation included, releases the hold.
+            reason = _refund_reason(exc)
+            log.info("job %s: refunding (%s)", job_id, reason)
+            await self._refund(job_id, reason)
+            if isinstance(exc, TimeoutError):
+                late = ProviderTimeoutError(f"job {job_id} took longer than {self._budget} s")
+                late.job_id = job_id
+                raise late from exc
+            if isinstance(exc, BotError):
+                exc.job_id = job_id
             raise
-        except ProviderError as exc:
-            await self._refund(job_id, f"provider_error:{type(exc).__name__}")
-            raise
-        except BaseException:
-            # Cancellation and unexpected failures must not leave quota held.
-            await self._refund(job_id, "failed")
-            raise
-        delivered = images[: request.n]
-        if not delivered:
-            await self._refund(job_id, "no_images")
-            raise ProviderError("the provider returned no images")
-        charged = spec.image_price_micros(request.size) * len(delivered) if cost else 0
-        await self.ledger.charge(job_id, images=len(delivered), cost_micros=charged)
-        allowance = await self.ledger.allowance(requester)
+        await self.ledger.charge(job_id, images=len(result.images), cost_micros=result.cost_micros)
         log.info(
-            "job %s: delivered %d image(s), charged %d micro-USD", job_id, len(delivered), charged
+            "job %s: delivered %d image(s), charged %d micro-USD",
+            job_id,
+            len(result.images),
+            result.cost_micros,
         )
+        return result
+
+    async def _draw(
+        self,
+        job_id: str,
+        request: GenerationRequest,
+        spec: ModelSpec,
+        requester: Requester,
+        cost: int,
+    ) -> GenerationResult:
+        images = (await self.provider.generate(request, spec))[: request.n]
+        if not images:
+            raise ProviderResponseError("the provider returned no images")
+        # The hold already counts this job, so the allowance shown with it is what will be
+        # left once it is charged.
         return GenerationResult(
             job_id=job_id,
             request=request,
-            images=tuple(delivered),
-            cost_micros=charged,
+            images=images,
+            cost_micros=spec.image_price_micros(request.size) * len(images) if cost else 0,
             model_label=spec.label,
             preview=not self.provider.billable,
-            allowance=allowance,
+            allowance=await self.ledger.allowance(requester),
         )
 
     async def reroll(
@@ -127,13 +161,14 @@ class ImageService:
         *,
         event_id: str | None = None,
         n: int | None = None,
+        deliver: Deliver | None = None,
     ) -> GenerationResult:
         """The job ``job_id`` again with a new seed, charged to ``requester``."""
         record = await self.ledger.job(job_id)
         request = record.request
         spec = self.catalog.get(request.model)
         new = replace(request, n=min(n or request.n, spec.max_n), seed=None)
-        return await self.generate(new, requester, event_id=event_id)
+        return await self.generate(new, requester, event_id=event_id, deliver=deliver)
 
     async def job(self, job_id: str) -> JobRecord:
         return await self.ledger.job(job_id)
@@ -147,3 +182,17 @@ class ImageService:
             await asyncio.shield(self.ledger.refund(job_id, reason=reason))
         except Exception:
             log.exception("job %s: refund failed; the stale-hold sweep will release it", job_id)
+
+
+def _refund_reason(exc: BaseException) -> str:
+    if isinstance(exc, ContentRejectedError):
+        return "content_rejected"
+    if isinstance(exc, DeliveryError):
+        return "delivery_failed"
+    if isinstance(exc, ProviderError):
+        return f"provider_error:{type(exc).__name__}"
+    if isinstance(exc, TimeoutError):
+        return "job_timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return f"failed:{type(exc).__name__}"

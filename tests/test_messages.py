@@ -47,7 +47,7 @@ def test_quota_message_names_the_limit_usage_and_reset() -> None:
         limit="images_per_day", allowed=10, used=9, requested=4, resets_at=MIDNIGHT
     )
     assert describe(err, now=NOW) == (
-        "You have reached the daily image limit (9 images of 10 images used; this job needs "
+        "You have reached the daily image limit (9 of 10 images used; this job needs "
         "4 images). It resets 2026-11-26 00:00 UTC (in 10h 8m). Nothing was charged."
     )
 

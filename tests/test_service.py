@@ -14,12 +14,14 @@ from PIL import Image
 from bot.catalog import load_catalog
 from bot.errors import (
     ContentRejectedError,
+    DeliveryError,
     DuplicateRequestError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
     QuotaExceededError,
 )
 from bot.ledger import SqliteLedger
-from bot.models import Allowance, JobState, Limits, Requester
+from bot.models import Allowance, GenerationResult, JobState, Limits, Requester
 from bot.preview import PreviewProvider
 from bot.service import ImageService
 from tests.fakes.provider import ScriptedProvider
@@ -179,3 +181,42 @@ def test_price_scales_by_megapixels(service: ImageService) -> None:
     assert service.price(service.parse("x --model flux")) == 3_000
     assert service.price(service.parse("x --model flux --size 2048x2048 --n 2")) == 24_000
     assert service.price(service.parse("x --model imagen-ultra --n 4")) == 52_000
+
+
+async def test_delivery_failure_refunds_and_success_charges_after_delivery(
+    service: ImageService, ledger: SqliteLedger
+) -> None:
+    delivered: list[JobState] = []
+
+    async def refuse(result: GenerationResult) -> None:
+        raise DeliveryError("the platform refused the upload")
+
+    async def accept(result: GenerationResult) -> None:
+        # While the adapter posts the images the job is still only held.
+        delivered.append((await ledger.job(result.job_id)).state)
+
+    with pytest.raises(DeliveryError) as caught:
+        await service.generate(service.parse("a bridge --n 2"), ALICE, deliver=refuse)
+    assert (await ledger.job(caught.value.job_id or "")).state is JobState.REFUNDED
+    assert images_left(await service.allowance(ALICE)) == 10
+
+    result = await service.generate(service.parse("a bridge --n 2"), ALICE, deliver=accept)
+    assert delivered == [JobState.HELD]
+    assert (await ledger.job(result.job_id)).state is JobState.CHARGED
+    assert images_left(await service.allowance(ALICE)) == 8
+
+
+async def test_a_job_past_its_time_budget_is_refunded_before_the_sweep_could(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = ImageService(
+        catalog=load_catalog(), provider=provider, ledger=ledger, job_timeout=0.05
+    )
+    provider.script.append("block")
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await service.generate(service.parse("never finishes"), ALICE)
+
+    assert caught.value.job_id is not None
+    record = await ledger.job(caught.value.job_id)
+    assert record.state is JobState.REFUNDED
+    assert images_left(await service.allowance(ALICE)) == 10
