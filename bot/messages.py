@@ -6,7 +6,7 @@ their own wording for a core outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from bot.catalog import ModelCatalog
@@ -14,6 +14,7 @@ from bot.errors import (
     BotError,
     ConfigError,
     ContentRejectedError,
+    DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
     JobNotFoundError,
@@ -22,22 +23,56 @@ from bot.errors import (
     ProviderTimeoutError,
     QuotaExceededError,
 )
-from bot.models import MICROS_PER_USD, Allowance, GenerationResult, LimitUsage, ModelSpec
+from bot.models import (
+    MICROS_PER_USD,
+    Allowance,
+    GenerationRequest,
+    GenerationResult,
+    JobRecord,
+    JobState,
+    Limits,
+    LimitUsage,
+    ModelSpec,
+    UsageReport,
+)
 
 __all__ = [
+    "ADMIN_NO_LIMITS",
+    "ADMIN_USER_AND_ROLE",
+    "BUTTON_LABELS",
+    "DELETE_NOT_ALLOWED",
+    "DELIVERY_FAILED",
     "GRAMMAR",
     "NO_ADAPTERS",
     "PREVIEW_WARNING",
+    "REROLL_HINT",
+    "SERVER_DEFAULT",
+    "SLACK_ADMIN_HELP",
     "TEMPORARILY_UNAVAILABLE",
+    "USAGE_CSV_FAILED",
+    "USAGE_CSV_SENT",
+    "WORKSPACE_DEFAULT",
+    "admin_mistake_text",
+    "admin_usage_error",
     "allowance_text",
     "describe",
     "format_reset",
     "format_usd",
     "help_text",
     "is_operator_fault",
+    "job_details",
+    "late_delivery_text",
     "limit_label",
     "models_table",
+    "not_in_channel_text",
+    "progress_text",
+    "quota_cleared_text",
+    "quota_set_text",
+    "result_fields",
     "result_summary",
+    "server_spend_cap_text",
+    "spend_cap_text",
+    "usage_summary",
 ]
 
 GRAMMAR = "<prompt> [--model M] [--size WxH | --ar W:H] [--n N] [--seed S] [--no NEGATIVE]"
@@ -109,13 +144,15 @@ def is_operator_fault(err: BaseException) -> bool:
 def describe(err: BaseException, *, now: datetime | None = None) -> str:
     """One short message for the user about ``err``, saying what to do next."""
     if isinstance(err, InvalidRequestError):
-        return f"Sorry, I can't draw that: {err.reason}. Type `help` for the options."
+        return f"Sorry, I can't draw that: {err.reason}."
     if isinstance(err, QuotaExceededError):
-        used = _amount(err.limit, err.used)
-        allowed = _amount(err.limit, err.allowed)
+        if "usd" in err.limit:
+            used = f"{format_usd(err.used)} of {format_usd(err.allowed)}"
+        else:
+            used = f"{err.used} of {_amount(err.limit, err.allowed)}"
         who = "This server has" if err.limit.startswith("server") else "You have"
         return (
-            f"{who} reached the {limit_label(err.limit)} ({used} of {allowed} used; this job "
+            f"{who} reached the {limit_label(err.limit)} ({used} used; this job "
             f"needs {_amount(err.limit, err.requested)}). It resets "
             f"{format_reset(err.resets_at, now)}. Nothing was charged."
         )
@@ -127,7 +164,9 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
     if isinstance(err, ProviderTimeoutError):
         return "The image service took too long to answer. Nothing was charged; please try again."
     if isinstance(err, PermissionDeniedError):
-        return f"Only server admins can {err.action}."
+        return f"Only admins can {err.action}."
+    if isinstance(err, DeliveryError):
+        return DELIVERY_FAILED
     if isinstance(err, JobNotFoundError):
         return "I can't find that image job any more; start a new one with /imagine."
     if isinstance(err, DuplicateRequestError):
@@ -214,3 +253,194 @@ def result_summary(result: GenerationResult) -> str:
         if short:
             parts.append(short)
     return " · ".join(parts)
+
+
+# -- chat results with buttons (Discord embeds; reusable by any adapter) ----------------------
+
+BUTTON_LABELS = {
+    "reroll": "Reroll",
+    "vary": "Variations",
+    "details": "Details",
+    "delete": "Delete",
+}
+
+DELETE_NOT_ALLOWED = (
+    "Only the person who asked for these images, or a server admin, can delete them."
+)
+
+
+def progress_text(request: GenerationRequest, model_label: str) -> str:
+    """Shown while a job runs: ``Generating 2 images with FLUX.1 [schnell] at 1024x1024…``."""
+    images = f"{request.n} image{'s' if request.n != 1 else ''}"
+    return f"Generating {images} with {model_label} at {request.size}…"
+
+
+def result_fields(result: GenerationResult) -> list[tuple[str, str]]:
+    """Labelled facts about a delivered job (the prompt is shown apart)."""
+    request = result.request
+    fields = [("Model", result.model_label), ("Size", request.size)]
+    fields.append(("Seed", str(result.seed) if result.seed is not None else "random"))
+    fields.append(("Cost", "free (preview)" if result.preview else format_usd(result.cost_micros)))
+    if result.allowance is not None:
+        fields.append(("Quota left", _short_allowance(result.allowance) or "no limit"))
+    return fields
+
+
+_STATE_WORDS = {
+    JobState.HELD: "in progress",
+    JobState.CHARGED: "delivered",
+    JobState.REFUNDED: "refunded",
+}
+
+
+def job_details(record: JobRecord, *, model_label: str, requester: str) -> list[tuple[str, str]]:
+    """Every parameter of a job, to repeat it exactly; ``requester`` as the platform shows a
+    user (e.g. a Discord mention)."""
+    request = record.request
+    state = _STATE_WORDS.get(record.state, str(record.state))
+    if record.state is JobState.REFUNDED and record.refund_reason:
+        state = f"{state} ({record.refund_reason})"
+    cost = record.charged_micros if record.state is JobState.CHARGED else record.held_micros
+    fields = [
+        ("Prompt", request.prompt),
+        ("Model", f"{model_label} (`{request.model}`)"),
+        ("Size", request.size),
+        ("Images", str(request.n)),
+        ("Seed", str(request.seed) if request.seed is not None else "random"),
+    ]
+    if request.negative_prompt:
+        fields.append(("Negative prompt", request.negative_prompt))
+    fields += [
+        ("Cost", format_usd(cost)),
+        ("Status", state),
+        ("Requested by", requester),
+        ("Created", record.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("Job id", record.job_id),
+    ]
+    return fields
+
+
+def late_delivery_text(mention: str) -> str:
+    """Posted with a job that finished after the platform closed the original reply."""
+    return (
+        f"{mention} here are your images. They took longer than Discord keeps a reply open "
+        "(15 minutes), so they are posted here instead."
+    )
+
+
+# -- Slack delivery --------------------------------------------------------------------------
+
+REROLL_HINT = "Not quite it? Reroll draws the same prompt again with a new seed."
+
+DELIVERY_FAILED = (
+    "Your images were generated, but I could not post them here. Nothing was charged; "
+    "please try again later."
+)
+
+
+def not_in_channel_text(bot_mention: str) -> str:
+    """The bot cannot post in the conversation the request came from."""
+    return (
+        "I'm not a member of this channel, so I can't post images here. Add me with "
+        f"/invite {bot_mention} (or use a channel I'm in) and try again. Nothing was charged."
+    )
+
+
+# -- Slack admin commands (/imagine admin ...) ------------------------------------------------
+
+SLACK_ADMIN_HELP = "\n".join(
+    [
+        "Admin commands (workspace admins and SLACK_ADMIN_USER_IDS only):",
+        "  /imagine admin set-quota <@user|default> images_per_day=N images_per_month=N "
+        "usd_per_month=X",
+        "      only the limits you name change; =none removes one (the default applies)",
+        "  /imagine admin clear-quota <@user|default>   back to the defaults",
+        "  /imagine admin spend-cap X | off               workspace-wide monthly cap in USD",
+        "  /imagine admin usage [days]                    summary here, CSV in a direct message",
+    ]
+)
+
+WORKSPACE_DEFAULT = "the workspace default"
+
+USAGE_CSV_SENT = "The full CSV is in your direct messages with me."
+
+USAGE_CSV_FAILED = (
+    "I could not send you the CSV as a direct message; check that the app's Messages tab is "
+    "enabled, or export it with: imagine-bot usage"
+)
+
+
+def admin_usage_error(err: BaseException) -> str:
+    """A mistyped admin command (``InvalidRequestError``); other errors as ``describe``."""
+    if isinstance(err, InvalidRequestError):
+        return f"That admin command is not right: {err.reason}. Type `/imagine admin help`."
+    return describe(err)
+
+
+def _limits_text(limits: Limits) -> str:
+    parts = []
+    if limits.images_per_day is not None:
+        parts.append(f"{_amount('images_per_day', limits.images_per_day)} a day")
+    if limits.images_per_month is not None:
+        parts.append(f"{_amount('images_per_month', limits.images_per_month)} a month")
+    if limits.usd_micros_per_month is not None:
+        parts.append(f"{format_usd(limits.usd_micros_per_month)} a month")
+    return ", ".join(parts) if parts else "nothing set (the defaults apply)"
+
+
+def quota_set_text(who: str, limits: Limits) -> str:
+    """``who``: how the platform shows the user (a mention) or ``WORKSPACE_DEFAULT``."""
+    return f"Limits for {who} are now: {_limits_text(limits)}."
+
+
+def quota_cleared_text(who: str) -> str:
+    return f"Limits for {who} cleared; the defaults apply."
+
+
+def spend_cap_text(usd_micros: int | None) -> str:
+    if usd_micros is None:
+        return "The workspace's monthly spending cap is removed."
+    return f"The workspace's monthly spending cap is now {format_usd(usd_micros)}."
+
+
+def usage_summary(report: UsageReport, *, user_label: Callable[[str], str] = str) -> str:
+    """Totals, then per user and per model, for an admin; ``user_label`` shows a user id the
+    platform's way (e.g. a mention)."""
+    since = report.since.astimezone(UTC).strftime("%Y-%m-%d")
+    until = report.until.astimezone(UTC).strftime("%Y-%m-%d")
+    lines = [
+        f"Usage {since} to {until}: {_amount('images', report.total_images)}, "
+        f"{format_usd(report.total_micros)}."
+    ]
+    by_user: dict[str, tuple[int, int]] = {}
+    by_model: dict[str, tuple[int, int]] = {}
+    for row in report.rows:
+        images, micros = by_user.get(user_label(row.user_id), (0, 0))
+        by_user[user_label(row.user_id)] = (images + row.images, micros + row.usd_micros)
+        images, micros = by_model.get(row.model, (0, 0))
+        by_model[row.model] = (images + row.images, micros + row.usd_micros)
+    for title, totals in (("By user", by_user), ("By model", by_model)):
+        if totals:
+            ranked = sorted(totals.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+            shown = ", ".join(
+                f"{name} {images} ({format_usd(micros)})" for name, (images, micros) in ranked[:10]
+            )
+            more = f" and {len(ranked) - 10} more" if len(ranked) > 10 else ""
+            lines.append(f"{title}: {shown}{more}")
+    return "\n".join(lines)
+
+
+# -- Discord admin commands (/imagine-admin ...) -------------------------------------------------
+
+SERVER_DEFAULT = "the server default"
+ADMIN_NO_LIMITS = "name at least one of images_per_day, images_per_month or usd_per_month"
+ADMIN_USER_AND_ROLE = "choose a user or a role, not both (neither: the server default)"
+
+
+def admin_mistake_text(reason: str) -> str:
+    return f"That admin command is not right: {reason}."
+
+
+def server_spend_cap_text(usd_micros: int | None) -> str:
+    """``spend_cap_text`` for a Discord server."""
+    return spend_cap_text(usd_micros).replace("workspace's", "server's")

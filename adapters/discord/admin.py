@@ -1,0 +1,182 @@
+"""``/imagine-admin``: quotas, the server's spend cap and usage reports.
+
+Discord hides the group from members without Manage Server (``default_member_permissions``),
+but server admins can change who sees it, so ``QuotaAdmin`` checks ``Requester.is_admin``
+(Administrator or Manage Server in this channel) again. Every answer is ephemeral.
+Built at start-up; see commands.py for why there is no ``from __future__ import annotations``.
+"""
+
+import dataclasses
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from adapters.discord.render import to_requester
+from adapters.discord.reply import Reply
+from bot.admin import QuotaAdmin, scope_in, to_csv
+from bot.catalog import usd_to_micros
+from bot.errors import BotError, InvalidRequestError, PermissionDeniedError
+from bot.messages import (
+    ADMIN_NO_LIMITS,
+    ADMIN_USER_AND_ROLE,
+    SERVER_DEFAULT,
+    admin_mistake_text,
+    describe,
+    quota_cleared_text,
+    quota_set_text,
+    server_spend_cap_text,
+    usage_summary,
+)
+from bot.models import Requester
+
+if TYPE_CHECKING:
+    from adapters.discord.client import ImagineClient
+
+__all__ = ["MAX_IMAGES", "MAX_USD", "build_admin_group"]
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES = 1_000_000
+MAX_USD = 1_000_000.0
+_MAX_CONTENT = 2000
+
+Action = Callable[[Requester], Awaitable[tuple[str, discord.File | None]]]
+
+
+async def _answer(interaction: discord.Interaction, action: Action) -> None:
+    """Defer privately, run ``action`` as the caller, show its text (and file)."""
+    reply = Reply(interaction, ephemeral=True)
+    if not await reply.defer():
+        return
+    actor = to_requester(interaction)
+    try:
+        text, file = await action(actor)
+    except InvalidRequestError as err:
+        await reply.say(admin_mistake_text(err.reason))
+        return
+    except BotError as err:
+        await reply.say(describe(err))
+        return
+    log.info("admin %s in server %s: %s", actor.user_id, actor.workspace_id, interaction.command)
+    if len(text) > _MAX_CONTENT:
+        text = text[: _MAX_CONTENT - 1] + "…"
+    await reply.say(text, file=file)
+
+
+def _target(
+    user: discord.abc.User | None, role: discord.Role | None
+) -> tuple[str | None, str | None, str]:
+    if user is not None and role is not None:
+        raise InvalidRequestError(ADMIN_USER_AND_ROLE)
+    if user is not None:
+        return str(user.id), None, user.mention
+    if role is not None:
+        return None, str(role.id), role.mention
+    return None, None, SERVER_DEFAULT
+
+
+def _micros(usd: float) -> int:
+    try:
+        return usd_to_micros(usd)
+    except ValueError as exc:
+        raise InvalidRequestError(f"usd_per_month: {exc}") from None
+
+
+def build_admin_group(client: "ImagineClient") -> app_commands.Group:
+    admin = QuotaAdmin(client.runtime.ledger)
+    group = app_commands.Group(
+        name="imagine-admin",
+        description="Image quotas, spend cap and usage for this server",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+
+    @group.command(name="set-quota", description="Set limits for a member, a role or the server")
+    @app_commands.describe(
+        user="The member (leave out user and role for the server default)",
+        role="A role: its members get the most generous of their roles' limits",
+        images_per_day="Images per UTC day",
+        images_per_month="Images per calendar month",
+        usd_per_month="Spending per calendar month, in USD",
+    )
+    async def set_quota(
+        interaction: discord.Interaction,
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+        images_per_day: app_commands.Range[int, 0, MAX_IMAGES] | None = None,
+        images_per_month: app_commands.Range[int, 0, MAX_IMAGES] | None = None,
+        usd_per_month: app_commands.Range[float, 0.0, MAX_USD] | None = None,
+    ) -> None:
+        async def action(actor: Requester) -> tuple[str, discord.File | None]:
+            user_id, role_id, who = _target(user, role)
+            if images_per_day is None and images_per_month is None and usd_per_month is None:
+                raise InvalidRequestError(ADMIN_NO_LIMITS)
+            if not actor.is_admin:  # QuotaAdmin checks too; this keeps the wording "change"
+                raise PermissionDeniedError("change quotas")
+            scope = scope_in(actor, user_id=user_id, role_id=role_id)
+            # Only the limits named change; clear-quota removes them all.
+            limits = await admin.quota(actor, scope)
+            changes: dict[str, int] = {}
+            if images_per_day is not None:
+                changes["images_per_day"] = images_per_day
+            if images_per_month is not None:
+                changes["images_per_month"] = images_per_month
+            if usd_per_month is not None:
+                changes["usd_micros_per_month"] = _micros(usd_per_month)
+            limits = dataclasses.replace(limits, **changes)
+            await admin.set_quota(actor, scope, limits)
+            return quota_set_text(who, limits), None
+
+        await _answer(interaction, action)
+
+    @group.command(
+        name="clear-quota", description="Remove the limits set for a member, role or server"
+    )
+    @app_commands.describe(
+        user="The member (leave out user and role for the server default)", role="A role"
+    )
+    async def clear_quota(
+        interaction: discord.Interaction,
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        async def action(actor: Requester) -> tuple[str, discord.File | None]:
+            user_id, role_id, who = _target(user, role)
+            await admin.clear_quota(actor, scope_in(actor, user_id=user_id, role_id=role_id))
+            return quota_cleared_text(who), None
+
+        await _answer(interaction, action)
+
+    @group.command(name="spend-cap", description="A monthly spending cap for the whole server")
+    @app_commands.describe(usd_per_month="USD per calendar month; leave out to remove the cap")
+    async def spend_cap(
+        interaction: discord.Interaction,
+        usd_per_month: app_commands.Range[float, 0.0, MAX_USD] | None = None,
+    ) -> None:
+        async def action(actor: Requester) -> tuple[str, discord.File | None]:
+            micros = None if usd_per_month is None else _micros(usd_per_month)
+            await admin.set_spend_cap(actor, micros)
+            return server_spend_cap_text(micros), None
+
+        await _answer(interaction, action)
+
+    @group.command(name="usage", description="Usage by member and model, with a CSV file")
+    @app_commands.describe(days="How many days back, today included (default 30)")
+    async def usage(
+        interaction: discord.Interaction, days: app_commands.Range[int, 1, 366] = 30
+    ) -> None:
+        async def action(actor: Requester) -> tuple[str, discord.File | None]:
+            report = await admin.usage_report(actor, days)
+            csv = to_csv(report)
+            text = usage_summary(report, user_label=lambda user_id: f"<@{user_id}>")
+            name = f"imagine-usage-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
+            return text, discord.File(io.BytesIO(csv.encode()), filename=name)
+
+        await _answer(interaction, action)
+
+    del set_quota, clear_quota, spend_cap, usage  # registered on the group
+    return group

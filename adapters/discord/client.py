@@ -1,0 +1,156 @@
+"""The discord.py client: intents, the command tree with its one error hook, start-up
+(``setup_hook``: commands, lasting buttons, command sync) and ``run_client``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord.buttons import JobButton
+from adapters.discord.commands import add_commands
+from adapters.discord.config import DiscordSettings
+from adapters.discord.reply import Reply
+from adapters.runtime import Runtime
+from bot.errors import BotError, ConfigError, InvalidRequestError
+from bot.messages import TEMPORARILY_UNAVAILABLE, describe
+
+__all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
+
+log = logging.getLogger(__name__)
+
+
+def intents() -> discord.Intents:
+    """Slash commands and buttons need no intent at all; ``guilds`` keeps the server, channel
+    and role caches (role quotas) current. Nothing privileged."""
+    chosen = discord.Intents.none()
+    chosen.guilds = True
+    return chosen
+
+
+def apply_endpoints(settings: DiscordSettings) -> None:
+    """Point discord.py at ``DISCORD_API_BASE_URL`` and ``DISCORD_GATEWAY_URL``. Both are
+    class attributes read when a request or connection is made, so this runs before login."""
+    discord.http.Route.BASE = settings.api_base_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+class ImagineTree(app_commands.CommandTree["ImagineClient"]):
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        if isinstance(error, app_commands.CommandInvokeError):
+            await self.report_unexpected(interaction, error.original)
+        elif isinstance(error, app_commands.TransformerError | app_commands.CheckFailure):
+            # A value Discord's client should not have let through, or a failed check.
+            log.info("interaction %s refused: %s", interaction.id, error)
+            await _tell(interaction, describe(InvalidRequestError(str(error))))
+        else:
+            await self.report_unexpected(interaction, error)
+
+    async def report_unexpected(
+        self, interaction: discord.Interaction, error: BaseException
+    ) -> None:
+        """The one place unexpected failures of commands and buttons end up: logged in full,
+        and the user is told the service is temporarily unavailable."""
+        if interaction.command is not None:
+            where = "/" + interaction.command.qualified_name
+        else:
+            where = interaction.custom_id or "an interaction"
+        log.error(
+            "unexpected error in %s (interaction %s, user %s)",
+            where,
+            interaction.id,
+            interaction.user.id,
+            exc_info=error,
+        )
+        reply = interaction.extras.get("reply")
+        try:
+            if isinstance(reply, Reply):
+                await reply.fail(error, logged=True)
+            else:
+                text = describe(error) if isinstance(error, BotError) else TEMPORARILY_UNAVAILABLE
+                await _tell(interaction, text)
+        except discord.HTTPException as exc:
+            log.warning("interaction %s: could not report the error: %s", interaction.id, exc)
+
+
+async def _tell(interaction: discord.Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+class ImagineClient(discord.Client):
+    def __init__(self, *, runtime: Runtime, settings: DiscordSettings, **options: Any) -> None:
+        super().__init__(
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_messages=None,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            **options,
+        )
+        self.runtime = runtime
+        self.settings = settings
+        self.tree = ImagineTree(self)
+
+    async def setup_hook(self) -> None:
+        add_commands(self.tree, self)
+        self.add_dynamic_items(JobButton)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """To each ``DISCORD_GUILD_IDS`` server (instant), else globally (Discord may take a
+        while to show new global commands)."""
+        if not self.settings.guild_ids:
+            synced = await self.tree.sync()
+            log.info("synced %d command(s) globally", len(synced))
+            return
+        for guild_id in self.settings.guild_ids:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            try:
+                synced = await self.tree.sync(guild=guild)
+            except discord.Forbidden:
+                log.error(
+                    "could not register the commands in server %s: invite the bot there with "
+                    "the applications.commands scope, or fix DISCORD_GUILD_IDS",
+                    guild_id,
+                )
+                continue
+            log.info("synced %d command(s) to server %s", len(synced), guild_id)
+
+    async def on_ready(self) -> None:
+        user = self.user
+        log.info(
+            "connected to Discord as %s (%s) in %d server(s)",
+            user,
+            user.id if user else "?",
+            len(self.guilds),
+        )
+
+
+async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:
+    """Log in, sync commands and serve until cancelled; the client is closed on the way out."""
+    if settings.token is None:
+        raise ConfigError("DISCORD_TOKEN is not set")
+    apply_endpoints(settings)
+    # No voice here: skip the start-up warnings about PyNaCl and davey.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+    client = ImagineClient(runtime=runtime, settings=settings)
+    async with client:
+        try:
+            await client.start(settings.token.get_secret_value())
+        except discord.LoginFailure:
+            raise ConfigError(
+                "Discord rejected DISCORD_TOKEN: copy the bot token again from the Developer "
+                "Portal (Bot > Reset Token)"
+            ) from None
+        except discord.PrivilegedIntentsRequired:  # pragma: no cover - none are requested
+            raise ConfigError("Discord refused the gateway intents") from None

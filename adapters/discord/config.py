@@ -1,0 +1,83 @@
+"""The Discord adapter's settings, read from the environment and ``.env``.
+
+This module imports no part of discord.py, so ``imagine-bot run`` can decide whether the
+adapter is wanted without loading the SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+__all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_GATEWAY_URL", "DiscordSettings"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
+
+
+class DiscordSettings(BaseSettings):
+    """``DISCORD_TOKEN`` enables the adapter. ``DISCORD_GUILD_IDS`` (comma list) syncs the
+    commands to those servers at start-up (instant) instead of globally. The two URLs point
+    discord.py at another REST base and gateway (proxies, the test suite's fake Discord)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISCORD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    token: SecretStr | None = None
+    guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    api_base_url: str = DEFAULT_API_BASE_URL
+    gateway_url: str = DEFAULT_GATEWAY_URL
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("guild_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",")]
+            ids = []
+            for part in parts:
+                if not part:
+                    continue
+                if not part.isdigit():
+                    # Not a ValueError: pydantic lets it through, and the CLI prints it as one line.
+                    raise ConfigError(
+                        f"DISCORD_GUILD_IDS: {part!r} is not a server id; give numbers separated "
+                        "by commas (right-click the server with Developer Mode on, Copy Server ID)"
+                    )
+                ids.append(int(part))
+            return tuple(ids)
+        if isinstance(value, int):
+            return (value,)
+        return value
+
+    @field_validator("api_base_url", mode="before")
+    @classmethod
+    def _clean_api_base_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().rstrip("/") or DEFAULT_API_BASE_URL
+        return value
+
+    @field_validator("gateway_url", mode="before")
+    @classmethod
+    def _clean_gateway_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip() or DEFAULT_GATEWAY_URL
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None and bool(self.token.get_secret_value().strip())

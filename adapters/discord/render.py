@@ -1,0 +1,157 @@
+"""Converters between discord.py objects and the core's plain values: slash-command options to
+a ``GenerationRequest``, an interaction to a ``Requester``, a result to an embed, files and
+buttons. No I/O except ``fit_images``, which re-encodes in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from bot.catalog import ModelCatalog
+from bot.imaging import fit_within
+from bot.messages import job_details, result_fields
+from bot.models import GeneratedImage, GenerationRequest, GenerationResult, JobRecord, Requester
+from bot.parsing import RequestOptions
+from bot.service import ImageService
+
+__all__ = [
+    "EMBED_COLOUR",
+    "MAX_ATTACHMENTS",
+    "details_embed",
+    "fit_images",
+    "image_files",
+    "is_admin",
+    "model_suggestions",
+    "result_embed",
+    "to_generation_request",
+    "to_requester",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTACHMENTS = 10
+EMBED_COLOUR = discord.Colour(0x5865F2)
+_DESCRIPTION_MAX = 4096
+_FIELD_MAX = 1024
+
+
+def to_generation_request(
+    service: ImageService,
+    prompt: str,
+    *,
+    model: str | None = None,
+    size: str | None = None,
+    n: int | None = None,
+    negative: str | None = None,
+    seed: int | None = None,
+) -> GenerationRequest:
+    """The slash command's options merged with flags typed in the prompt (``--ar 16:9``), by
+    the core parser. Pure: raises ``InvalidRequestError`` with a one-line reason."""
+    options = RequestOptions(model=model, size=size, n=n, seed=seed, negative=negative)
+    return service.parse(prompt, options)
+
+
+def is_admin(interaction: discord.Interaction) -> bool:
+    """Administrator or Manage Server, from the permissions Discord resolved for the member in
+    this channel (server admins can override a command's default permissions)."""
+    permissions = interaction.permissions
+    return permissions.administrator or permissions.manage_guild
+
+
+def to_requester(interaction: discord.Interaction) -> Requester:
+    user = interaction.user
+    roles: tuple[str, ...] = ()
+    if isinstance(user, discord.Member):
+        roles = tuple(str(role.id) for role in user.roles if not role.is_default())
+    return Requester(
+        platform="discord",
+        workspace_id=str(interaction.guild_id or ""),
+        channel_id=str(interaction.channel_id or ""),
+        user_id=str(user.id),
+        role_ids=roles,
+        display_name=user.display_name,
+        is_admin=is_admin(interaction),
+    )
+
+
+def model_suggestions(catalog: ModelCatalog, current: str) -> list[tuple[str, str]]:
+    """``(label, value)`` pairs for the model option's autocomplete, best matches first."""
+    needle = current.strip().casefold()
+    ranked = []
+    for spec in catalog:
+        names = [spec.short_name, spec.id, spec.label, *spec.aliases]
+        haystack = [name.casefold() for name in names]
+        if not needle or any(needle in name for name in haystack):
+            starts = any(name.startswith(needle) for name in haystack)
+            ranked.append(
+                (0 if starts else 1, f"{spec.label} ({spec.short_name})", spec.short_name)
+            )
+    ranked.sort(key=lambda item: item[0])
+    return [(label[:100], value) for _, label, value in ranked[:25]]
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def result_embed(result: GenerationResult) -> discord.Embed:
+    """Prompt as the description; model, size, seed, cost and quota left as fields; the job
+    id in the footer."""
+    embed = discord.Embed(
+        description=_clip(result.request.prompt, _DESCRIPTION_MAX), colour=EMBED_COLOUR
+    )
+    revised = result.revised_prompt
+    if revised and revised != result.request.prompt:
+        embed.add_field(name="Revised prompt", value=_clip(revised, _FIELD_MAX), inline=False)
+    if result.request.negative_prompt:
+        embed.add_field(
+            name="Negative prompt",
+            value=_clip(result.request.negative_prompt, _FIELD_MAX),
+            inline=False,
+        )
+    for name, value in result_fields(result):
+        embed.add_field(name=name, value=_clip(value, _FIELD_MAX), inline=True)
+    embed.set_footer(text=f"job {result.job_id}")
+    return embed
+
+
+def details_embed(record: JobRecord, *, model_label: str) -> discord.Embed:
+    embed = discord.Embed(colour=EMBED_COLOUR)
+    for name, value in job_details(
+        record, model_label=model_label, requester=f"<@{record.requester.user_id}>"
+    ):
+        inline = name not in ("Prompt", "Negative prompt", "Job id")
+        embed.add_field(name=name, value=_clip(value, _FIELD_MAX), inline=inline)
+    return embed
+
+
+async def fit_images(
+    images: Sequence[GeneratedImage], max_bytes: int
+) -> tuple[GeneratedImage, ...]:
+    """At most ``MAX_ATTACHMENTS`` images, each re-encoded (off the event loop) where it is
+    larger than the interaction's ``attachment_size_limit``."""
+    kept = tuple(images[:MAX_ATTACHMENTS])
+    if len(images) > MAX_ATTACHMENTS:
+        log.warning("dropping %d image(s) over Discord's 10 attachments", len(images) - 10)
+    if all(len(image.data) <= max_bytes for image in kept):
+        return kept
+    return tuple(
+        await asyncio.gather(*(asyncio.to_thread(fit_within, image, max_bytes) for image in kept))
+    )
+
+
+def image_files(result: GenerationResult, images: Sequence[GeneratedImage]) -> list[discord.File]:
+    """Fresh ``discord.File`` objects (discord.py closes them after each request)."""
+    stem = f"imagine-{result.job_id[:12]}"
+    return [
+        discord.File(
+            io.BytesIO(image.data),
+            filename=f"{stem}-{index}.{image.extension}",
+            description=_clip(result.request.prompt, 1024),
+        )
+        for index, image in enumerate(images, start=1)
+    ]

@@ -1,0 +1,294 @@
+"""One interaction's answer, from the deferred "thinking" message to the result or the error.
+
+Discord rules this module is built around (protocol-facts.md, part A):
+
+- The first response must come within 3 s: ``defer(thinking=True)`` first, work after.
+- Whether the answer is ephemeral is decided by the defer. After a public defer, the first
+  followup would replace the loading message publicly whatever its flags, so an error the user
+  can fix deletes the loading message and then sends an ephemeral followup.
+- The interaction token lasts 15 minutes. A job that finishes later (or whose loading message a
+  moderator deleted) is posted to the channel with the bot token, mentioning the requester.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import discord
+
+from adapters.discord.render import fit_images, image_files, result_embed, to_requester
+from bot.errors import BotError, DeliveryError, DuplicateRequestError
+from bot.messages import DELIVERY_FAILED, describe, is_operator_fault, late_delivery_text
+from bot.models import GeneratedImage, GenerationResult, Requester
+from bot.service import Deliver
+
+__all__ = [
+    "ALREADY_ACKNOWLEDGED",
+    "TOKEN_GONE_CODES",
+    "TOKEN_MARGIN",
+    "UNKNOWN_INTERACTION",
+    "Reply",
+    "acknowledge",
+    "result_view",
+    "run_job",
+]
+
+log = logging.getLogger(__name__)
+
+# Unknown Message (the loading message was deleted), Unknown Webhook, Unknown Interaction,
+# Invalid Webhook Token (expired).
+TOKEN_GONE_CODES = frozenset({10008, 10015, 10062, 50027})
+ALREADY_ACKNOWLEDGED = 40060
+UNKNOWN_INTERACTION = 10062
+# Uploads take time: do not start one on a token about to expire.
+TOKEN_MARGIN = datetime.timedelta(seconds=30)
+
+
+async def acknowledge(
+    interaction: discord.Interaction, *, thinking: bool = False, ephemeral: bool = False
+) -> discord.InteractionCallbackResponse[discord.Client] | Literal[False] | None:
+    """``interaction.response.defer``, or False when there is nothing more to do: the gateway
+    redelivered an interaction that is already being answered (40060), or it arrived too late
+    to be answered at all (10062)."""
+    try:
+        return await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
+    except discord.HTTPException as exc:
+        if exc.code == ALREADY_ACKNOWLEDGED:
+            log.info("interaction %s was delivered twice; answering once", interaction.id)
+            return False
+        if exc.code == UNKNOWN_INTERACTION:
+            log.warning(
+                "interaction %s expired before it could be acknowledged (over 3 s)",
+                interaction.id,
+            )
+            return False
+        raise
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    """Reroll, Variations, Details, Delete: stateless buttons whose custom ids carry the job
+    id, so they keep working after a restart."""
+    from adapters.discord.buttons import JobButton
+
+    view = discord.ui.View(timeout=None)
+    for action in ("reroll", "vary", "details", "delete"):
+        view.add_item(JobButton(action, job_id))
+    return view
+
+
+class Reply:
+    """Tracks how an interaction was acknowledged so that the answer goes where Discord
+    allows. Stored in ``interaction.extras["reply"]`` for the tree's error hook."""
+
+    def __init__(self, interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
+        self.interaction = interaction
+        self.ephemeral = ephemeral
+        self.loading_message_id: int | None = None
+        self._progress: asyncio.Task[None] | None = None
+        interaction.extras["reply"] = self
+
+    # -- acknowledging ----------------------------------------------------------------------
+
+    async def defer(self) -> bool:
+        """The 3-second acknowledgement: Discord shows "<bot> is thinking…". False when there
+        is nothing more to do (see ``acknowledge``)."""
+        response = await acknowledge(self.interaction, thinking=True, ephemeral=self.ephemeral)
+        if response is False:
+            return False
+        if response is not None:
+            self.loading_message_id = response.message_id
+        return True
+
+    def token_usable(self) -> bool:
+        return discord.utils.utcnow() + TOKEN_MARGIN < self.interaction.expires_at
+
+    def show_progress(self, text: str) -> None:
+        """Replace "thinking…" with ``text``, without holding up the job."""
+        self._progress = asyncio.create_task(self._edit_quietly(content=text))
+
+    async def _edit_quietly(self, **fields: Any) -> None:
+        try:
+            await self.interaction.edit_original_response(**fields)
+        except discord.HTTPException as exc:
+            log.debug("interaction %s: progress edit failed: %s", self.interaction.id, exc)
+
+    async def _settle(self) -> None:
+        """Let a progress edit finish first, so it never lands after the answer."""
+        if self._progress is not None:
+            task, self._progress = self._progress, None
+            with contextlib.suppress(Exception):
+                await task
+
+    # -- answering ----------------------------------------------------------------------------
+
+    async def say(self, text: str, *, file: discord.File | None = None) -> None:
+        """A private answer (the caller deferred ephemerally, or has not answered yet)."""
+        await self._settle()
+        interaction = self.interaction
+        files = [file] if file is not None else []
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, files=files, ephemeral=True)
+        elif self.ephemeral:
+            await interaction.edit_original_response(content=text, attachments=files)
+        else:
+            await self._private_followup(text, files)
+
+    async def _private_followup(self, text: str, files: list[discord.File]) -> None:
+        """After a public defer: remove the loading message, then answer ephemerally."""
+        interaction = self.interaction
+        with contextlib.suppress(discord.NotFound):
+            await interaction.delete_original_response()
+        await interaction.followup.send(text, files=files, ephemeral=True, wait=True)
+
+    async def fail(self, err: BaseException, *, logged: bool = False) -> None:
+        """Tell the user what went wrong: what to do for their own mistakes, "temporarily
+        unavailable" (and a full log line, unless ``logged`` already) for the operator's."""
+        interaction = self.interaction
+        if is_operator_fault(err) and not logged:
+            log.error(
+                "interaction %s (user %s, job %s) failed: %s: %s",
+                interaction.id,
+                interaction.user.id,
+                getattr(err, "job_id", None) or "-",
+                type(err).__name__,
+                err,
+                exc_info=err if not isinstance(err, BotError) else None,
+            )
+        text = describe(err)
+        try:
+            if self.token_usable():
+                await self.say(text)
+                return
+        except discord.HTTPException as exc:
+            if exc.code not in TOKEN_GONE_CODES:
+                raise
+        if self.ephemeral:
+            # A private answer must not turn public; the reply is gone, so only the log has it.
+            log.warning(
+                "interaction %s: reply expired before the error could be shown", interaction.id
+            )
+            return
+        await self._post_to_channel(content=f"<@{interaction.user.id}> {text}")
+
+    async def deliver(self, result: GenerationResult) -> None:
+        """One message: the images (each within the interaction's upload limit), the embed
+        and the buttons. Falls back to the channel when the token is gone. When Discord
+        refuses it, tells the user and raises ``DeliveryError`` so the job is refunded."""
+        interaction = self.interaction
+        images = await fit_images(result.images, interaction.filesize_limit)
+        embed = result_embed(result)
+        await self._settle()
+        try:
+            if await self._edit_into_result(result, images, embed):
+                return
+            await self._post_to_channel(
+                content=late_delivery_text(f"<@{interaction.user.id}>"),
+                embed=embed,
+                files=image_files(result, images),
+                view=result_view(result.job_id),
+            )
+        except discord.HTTPException as exc:
+            log.error(
+                "job %s: Discord refused the result for interaction %s: %s %s %s",
+                result.job_id,
+                interaction.id,
+                exc.status,
+                exc.code,
+                exc.text,
+            )
+            with contextlib.suppress(discord.HTTPException):
+                await self.say(DELIVERY_FAILED)
+            raise DeliveryError(f"Discord refused the result: {exc.status}", notified=True) from exc
+
+    async def _edit_into_result(
+        self, result: GenerationResult, images: Sequence[GeneratedImage], embed: discord.Embed
+    ) -> bool:
+        """The loading message becomes the result; False when the interaction's token can no
+        longer do that (expired, or the message was deleted)."""
+        interaction = self.interaction
+        if not self.token_usable():
+            log.info(
+                "interaction %s expired; posting job %s to the channel",
+                interaction.id,
+                result.job_id,
+            )
+            return False
+        try:
+            await interaction.edit_original_response(
+                content=None,
+                embed=embed,
+                attachments=image_files(result, images),
+                view=result_view(result.job_id),
+            )
+        except discord.HTTPException as exc:
+            if exc.code not in TOKEN_GONE_CODES:
+                raise
+            log.info(
+                "interaction %s: reply closed (%s); posting job %s to the channel",
+                interaction.id,
+                exc.code,
+                result.job_id,
+            )
+            return False
+        return True
+
+    async def _post_to_channel(self, **fields: Any) -> None:
+        """With the bot token, mentioning (and pinging) only the requester; then remove the
+        stale loading message if Discord still shows it."""
+        interaction = self.interaction
+        if interaction.channel_id is None:
+            log.error("interaction %s: no channel to post the late answer to", interaction.id)
+            return
+        client = interaction.client
+        channel = client.get_partial_messageable(
+            interaction.channel_id, guild_id=interaction.guild_id
+        )
+        mentions = discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(interaction.user.id)]
+        )
+        try:
+            await channel.send(allowed_mentions=mentions, **fields)
+        except discord.Forbidden:
+            log.error(
+                "cannot post in channel %s: give the bot View Channel, Send Messages, Embed Links "
+                "and Attach Files there",
+                interaction.channel_id,
+            )
+            raise
+        if self.loading_message_id is not None and not self.ephemeral:
+            with contextlib.suppress(discord.HTTPException):
+                await channel.get_partial_message(self.loading_message_id).delete()
+
+
+# Starts the job for the requester; the service calls the ``Deliver`` before charging.
+JobStarter = Callable[[Requester, Deliver], Awaitable[GenerationResult]]
+
+
+async def run_job(
+    interaction: discord.Interaction,
+    reply: Reply,
+    start: JobStarter,
+    *,
+    progress: str | None = None,
+) -> None:
+    """Run one generation for an interaction already deferred, then answer it. Only
+    unexpected exceptions escape, to the tree's error hook."""
+    requester = to_requester(interaction)
+    if progress is not None:
+        reply.show_progress(progress)
+    try:
+        await start(requester, reply.deliver)
+    except DuplicateRequestError as err:
+        log.info(
+            "interaction %s was delivered twice; job %s handles it", interaction.id, err.job_id
+        )
+    except DeliveryError as err:
+        if not err.notified:
+            await reply.fail(err)
+    except BotError as err:
+        await reply.fail(err)
