@@ -1,0 +1,207 @@
+"""The Slack plumbing: the Web API client, the Bolt app, and the two ways Slack reaches us:
+Socket Mode (a websocket we open) or HTTP mode (``POST /slack/events`` on ``HTTP_PORT``).
+
+Both run until cancelled and then close what they opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.runtime import Runtime
+from adapters.slack.config import SlackSettings
+from adapters.slack.handlers import SlackHandlers
+from bot.admin import QuotaAdmin
+from bot.errors import ConfigError
+
+__all__ = [
+    "EVENTS_PATH",
+    "build_app",
+    "build_web_client",
+    "check_bot_token",
+    "run_http_mode",
+    "run_slack",
+    "run_socket_mode",
+]
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HTTP_TIMEOUT_S = 30
+RATE_LIMIT_RETRIES = 3
+CONNECTION_RETRIES = 2
+
+
+async def run_slack(runtime: Runtime, settings: SlackSettings) -> None:
+    """The adapter: one HTTP session and Web API client, the Bolt app and its listeners, then
+    Socket Mode or HTTP mode until cancelled."""
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        client = build_web_client(settings, session)
+        app = build_app(client, settings)
+        handlers = SlackHandlers(
+            service=runtime.service,
+            admin=QuotaAdmin(runtime.ledger),
+            client=client,
+            session=session,
+            admin_user_ids=settings.admin_user_ids,
+        )
+        handlers.register(app)
+
+        async def identify() -> None:
+            auth = await check_bot_token(client)
+            handlers.bot_user_id = str(auth.get("user_id") or "")
+
+        try:
+            if settings.mode == "socket":
+                await identify()
+                await run_socket_mode(app, client, settings)
+            else:
+                await run_http_mode(app, settings, after_start=identify)
+        finally:
+            await handlers.close()
+
+
+def build_web_client(settings: SlackSettings, session: aiohttp.ClientSession) -> AsyncWebClient:
+    """The one Web API client: ``SLACK_API_BASE_URL``, a shared session, and retries for
+    connection errors and Slack's 429 (``Retry-After``), which the SDK does not retry by
+    default."""
+    token = settings.slack_bot_token
+    assert token is not None
+    return AsyncWebClient(
+        token=token.get_secret_value(),
+        base_url=settings.api_base_url,
+        session=session,
+        timeout=HTTP_TIMEOUT_S,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        ],
+        logger=logging.getLogger("adapters.slack.web"),
+    )
+
+
+def build_app(client: AsyncWebClient, settings: SlackSettings) -> AsyncApp:
+    secret = settings.slack_signing_secret
+    bolt_log = logging.getLogger("adapters.slack.bolt")
+    # Bolt also reads SLACK_BOT_TOKEN from the environment and warns that it goes unused
+    # because a client is given; it is the same token, so that warning would only confuse.
+    level = bolt_log.level
+    bolt_log.setLevel(logging.ERROR)
+    try:
+        return AsyncApp(
+            client=client,
+            # Socket Mode requests are not signed; Bolt skips verification for them.
+            signing_secret=secret.get_secret_value() if secret is not None else "",
+            logger=bolt_log,
+            name="imagine-bot",
+        )
+    finally:
+        bolt_log.setLevel(level)
+
+
+async def check_bot_token(client: AsyncWebClient) -> dict[str, Any]:
+    """``auth.test`` once at start-up: a bad token stops the bot with a clear message instead
+    of failing on the first command. Returns the answer (``user_id`` is the bot's user)."""
+    try:
+        response = await client.auth_test()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConfigError(
+            f"cannot reach the Slack API at {client.base_url} ({type(exc).__name__}); check "
+            "SLACK_API_BASE_URL and the network"
+        ) from None
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        raise ConfigError(
+            f"Slack rejected SLACK_BOT_TOKEN ({error or exc.response.status_code}); copy the "
+            "Bot User OAuth Token (xoxb-...) from the app's OAuth & Permissions page"
+        ) from None
+    data = dict(response.data) if isinstance(response.data, dict) else {}
+    log.info(
+        "Slack: connected to workspace %s (%s) as bot user %s",
+        data.get("team"),
+        data.get("team_id"),
+        data.get("user_id"),
+    )
+    return data
+
+
+async def run_socket_mode(app: AsyncApp, client: AsyncWebClient, settings: SlackSettings) -> None:
+    """Open the Socket Mode websocket and serve until cancelled."""
+    app_token = settings.slack_app_token
+    assert app_token is not None
+    token = app_token.get_secret_value()
+    # Ask for the first websocket URL ourselves: a bad app token then stops the bot with a
+    # clear message, where the SDK's connect loop would retry it forever.
+    try:
+        opened = await client.apps_connections_open(app_token=token)
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        raise ConfigError(
+            f"Slack rejected SLACK_APP_TOKEN ({error}); create an app-level token with the "
+            "connections:write scope under Basic Information > App-Level Tokens, and turn on "
+            "Socket Mode"
+        ) from None
+    handler = AsyncSocketModeHandler(app, token, web_client=client)
+    try:
+        handler.client.wss_uri = str(opened["url"])
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("Slack: Socket Mode connected")
+        await asyncio.Event().wait()
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+        log.info("Slack: Socket Mode closed")
+
+
+async def run_http_mode(
+    app: AsyncApp,
+    settings: SlackSettings,
+    *,
+    host: str = "0.0.0.0",
+    after_start: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Serve ``POST /slack/events`` (signatures verified by Bolt) on ``HTTP_PORT`` until
+    cancelled; ``GET /healthz`` answers ``ok``. ``after_start`` runs once it listens."""
+    port = settings.http_port
+    assert port is not None
+
+    async def events(request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    web_app = web.Application()
+    web_app.router.add_post(EVENTS_PATH, events)
+    web_app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on HTTP_PORT {port}: {exc.strerror}") from None
+        log.info("Slack: HTTP mode listening on %s:%d%s", host, port, EVENTS_PATH)
+        if after_start is not None:
+            await after_start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
