@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 from PIL import Image
 
+from tests.fakes.observer import Observed
+
 __all__ = [
     "ADMINISTRATOR",
     "DISCORD_EPOCH_MS",
@@ -270,9 +272,11 @@ class RecordedRequest:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeDiscord:
+class FakeDiscord(Observed):
     """``async with FakeDiscord() as discord: ...``; ``discord.env()`` gives the variables the
     bot needs to connect to it."""
+
+    name = "fake Discord"
 
     def __init__(
         self,
@@ -281,6 +285,7 @@ class FakeDiscord:
         ack_deadline: float = 3.0,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
     ) -> None:
+        super().__init__()
         self.token = token
         self.ack_deadline = ack_deadline
         self.attachment_size_limit = attachment_size_limit
@@ -304,10 +309,6 @@ class FakeDiscord:
         self.roles: dict[str, dict[str, Any]] = {}
         self._rate_limits: list[tuple[str, str, float]] = []
         self._rejections: list[tuple[str, str, bool, int, int, str]] = []
-        self._watcher: asyncio.Task[None] | None = None
-        self._bot_gone: str | None = None
-
-        self._changed = asyncio.Condition()
         self._ws: web.WebSocketResponse | None = None
         self._ws_lock = asyncio.Lock()
         self._seq = 0
@@ -404,59 +405,9 @@ class FakeDiscord:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    async def wait_for(
-        self,
-        predicate: Callable[[], T | None],
-        *,
-        timeout: float = 10.0,
-    ) -> T:
-        """Wait until ``predicate()`` is truthy (re-checked on every request the fake serves);
-        returns its value. On timeout, ``AssertionError`` lists the last requests."""
-
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout):
-                    while True:
-                        value = predicate()
-                        if value:
-                            return value
-                        if self._bot_gone is not None:
-                            raise AssertionError(self._bot_gone)
-                        await self._changed.wait()
-            except TimeoutError:
-                raise AssertionError(
-                    f"condition not met within {timeout}s; fake Discord saw:\n{self.summary()}"
-                ) from None
-
-    def summary(self, last: int = 25) -> str:
-        lines = [f"  {r.method} {r.path} -> {r.status}" for r in self.requests[-last:]]
+    def summary(self) -> str:
+        lines = [f"  {r.method} {r.path} -> {r.status}" for r in self.requests[-25:]]
         return "\n".join(lines) or "  nothing"
-
-    def watch(self, bot: Any) -> None:
-        """Make ``wait_for`` fail at once, with the bot's log, if the ``BotProcess`` ``bot``
-        exits, instead of waiting out the timeout."""
-        self._stop_watching()
-        process = bot.process
-        assert process is not None, "start the bot before watching it"
-
-        async def watch() -> None:
-            code = await process.wait()
-            self._bot_gone = (
-                f"the bot exited with status {code}; its log ends:\n{bot.log()[-6000:]}"
-            )
-            await self._notify()
-
-        self._watcher = asyncio.create_task(watch())
-
-    def _stop_watching(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
-        self._bot_gone = None
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     async def wait_connected(
         self,

@@ -28,11 +28,13 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import ClientSession, WSMsgType, web
+
+from tests.fakes.observer import Observed
 
 __all__ = [
     "Ack",
@@ -181,9 +183,12 @@ class _User:
     is_owner: bool = False
 
 
-class FakeSlack:
+class FakeSlack(Observed):
     """See the module docstring. Defaults: team ``T1``, bot user ``UBOT``, the bot is a member
     of ``C1`` only; ``users`` are added with ``add_user``."""
+
+    name = "fake Slack"
+    wait_timeout = 20.0
 
     def __init__(
         self,
@@ -194,6 +199,7 @@ class FakeSlack:
         bot_user_id: str = "UBOT",
         member_channels: tuple[str, ...] = ("C1",),
     ) -> None:
+        super().__init__()
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
@@ -209,13 +215,10 @@ class FakeSlack:
         self.connections = 0
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
         self._ws: web.WebSocketResponse | None = None
         self._ws_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._http: ClientSession | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._bot_gone: str | None = None
         self.port = 0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -283,27 +286,6 @@ class FakeSlack:
         failure = _Failure(status, error, retry_after, times, channel)
         self._failures.setdefault(method, []).append(failure)
 
-    def watch(self, bot: Any) -> None:
-        """Make ``wait_for`` fail at once, with the bot's log, if the ``BotProcess`` ``bot``
-        exits (instead of waiting out the timeout)."""
-        self._stop_watching()
-        process = bot.process
-        assert process is not None, "start the bot before watching it"
-
-        async def watch() -> None:
-            code = await process.wait()
-            tail = bot.log()[-6000:]
-            self._bot_gone = f"the bot exited with status {code}; its log ends:\n{tail}"
-            await self._notify()
-
-        self._watcher = asyncio.create_task(watch())
-
-    def _stop_watching(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
-        self._bot_gone = None
-
     # -- what was received ---------------------------------------------------------------
 
     def calls(self, method: str) -> list[ApiCall]:
@@ -346,24 +328,6 @@ class FakeSlack:
     def ack_for(self, envelope: Envelope) -> Ack | None:
         return next((a for a in self.acks if a.envelope_id == envelope.envelope_id), None)
 
-    async def wait_for(self, predicate: Callable[[], T | None], *, timeout: float = 20.0) -> T:
-        """Wait until ``predicate()`` is truthy (re-checked whenever the fake records
-        something) and return its value."""
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout):
-                    while True:
-                        value = predicate()
-                        if value:
-                            return value
-                        if self._bot_gone is not None:
-                            raise AssertionError(self._bot_gone)
-                        await self._changed.wait()
-            except TimeoutError:
-                raise AssertionError(
-                    f"condition not met within {timeout}s; fake Slack saw:\n{self.summary()}"
-                ) from None
-
     async def wait_connected(self, *, connections: int = 1) -> None:
         await self.wait_for(lambda: self.connections >= connections and self._ws is not None)
 
@@ -376,10 +340,6 @@ class FakeSlack:
         lines += [f"  response_url {r.key}: {r.text!r}" for r in self.responses]
         lines += [f"  {m.method} {m.channel} to={m.user}: {m.text!r}" for m in self.messages]
         return "\n".join(lines) or "  nothing"
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # -- Socket Mode: envelopes ------------------------------------------------------------
 
