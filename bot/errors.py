@@ -11,6 +11,12 @@ Every error carries structured fields and no user-facing wording::
     ├─ JobNotFoundError(job_id)
     ├─ PermissionDeniedError(action)
     ├─ DeliveryError(detail)            the adapter could not post the images; refunded
+    ├─ QueueFullError(capacity)         the scheduler's queue is full; nothing held
+    ├─ TooManyJobsError(limit)          the user already has `limit` jobs queued or running
+    ├─ JobCancelledError(job_id)        cancelled while queued; refunded
+    ├─ ShuttingDownError                the process is stopping; queued jobs are refunded
+    ├─ PromptRefusedError(source, rule) this server's rules refuse the prompt (rule never shown)
+    ├─ ChannelNotAllowedError(allowed)  /imagine is not allowed in this channel
     └─ ProviderError(status, request_id)
        ├─ ProviderTimeoutError
        ├─ ProviderUnavailableError      connection failures, 5xx after retries
@@ -31,13 +37,16 @@ from datetime import datetime
 
 __all__ = [
     "BotError",
+    "ChannelNotAllowedError",
     "ConfigError",
     "ContentRejectedError",
     "DeliveryError",
     "DuplicateRequestError",
     "InvalidRequestError",
+    "JobCancelledError",
     "JobNotFoundError",
     "PermissionDeniedError",
+    "PromptRefusedError",
     "ProviderAuthError",
     "ProviderError",
     "ProviderQuotaError",
@@ -45,7 +54,10 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
+    "QueueFullError",
     "QuotaExceededError",
+    "ShuttingDownError",
+    "TooManyJobsError",
     "UnknownModelError",
 ]
 
@@ -126,6 +138,46 @@ class DeliveryError(BotError):
         super().__init__(detail)
         self.detail = detail
         self.notified = notified
+
+
+class QueueFullError(BotError):
+    def __init__(self, capacity: int) -> None:
+        super().__init__(f"the queue is full ({capacity} jobs)")
+        self.capacity = capacity
+
+
+class TooManyJobsError(BotError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"already {limit} job(s) queued or running")
+        self.limit = limit
+
+
+class JobCancelledError(BotError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+class ShuttingDownError(BotError):
+    def __init__(self) -> None:
+        super().__init__("the bot is shutting down")
+
+
+class PromptRefusedError(BotError):
+    """The server's rules refuse the prompt. ``source`` is ``"filter"`` or ``"moderation"``;
+    ``rule`` says what matched, for the moderation log and admins only, never the user."""
+
+    def __init__(self, *, source: str, rule: str, review_id: str | None = None) -> None:
+        super().__init__(f"prompt refused by {source}")
+        self.source = source
+        self.rule = rule
+        self.review_id = review_id
+
+
+class ChannelNotAllowedError(BotError):
+    def __init__(self, allowed_channel_ids: tuple[str, ...]) -> None:
+        super().__init__("not allowed in this channel")
+        self.allowed_channel_ids = allowed_channel_ids
 
 
 class ProviderError(BotError):

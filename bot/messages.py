@@ -12,16 +12,22 @@ from datetime import UTC, datetime
 from bot.catalog import ModelCatalog
 from bot.errors import (
     BotError,
+    ChannelNotAllowedError,
     ConfigError,
     ContentRejectedError,
     DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
+    JobCancelledError,
     JobNotFoundError,
     PermissionDeniedError,
+    PromptRefusedError,
     ProviderError,
     ProviderTimeoutError,
+    QueueFullError,
     QuotaExceededError,
+    ShuttingDownError,
+    TooManyJobsError,
 )
 from bot.models import (
     MICROS_PER_USD,
@@ -167,6 +173,28 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
         return f"Only admins can {err.action}."
     if isinstance(err, DeliveryError):
         return DELIVERY_FAILED
+    if isinstance(err, TooManyJobsError):
+        return (
+            f"You already have {err.limit} image job{'s' if err.limit != 1 else ''} on the way; "
+            "wait for one to finish, then try again. Nothing was charged."
+        )
+    if isinstance(err, QueueFullError):
+        return (
+            "I'm very busy right now and my queue is full. Nothing was charged; please try "
+            "again in a few minutes."
+        )
+    if isinstance(err, JobCancelledError):
+        return "Cancelled. Nothing was charged."
+    if isinstance(err, ShuttingDownError):
+        return (
+            "I'm restarting, so this job was stopped before it ran. Nothing was charged; "
+            "please try again in a minute."
+        )
+    if isinstance(err, PromptRefusedError):
+        return "This prompt was refused by this server's rules. Nothing was charged."
+    if isinstance(err, ChannelNotAllowedError):
+        where = ", ".join(f"<#{c}>" for c in err.allowed_channel_ids)
+        return f"Image generation isn't enabled in this channel; use {where}."
     if isinstance(err, JobNotFoundError):
         return "I can't find that image job any more; start a new one with /imagine."
     if isinstance(err, DuplicateRequestError):

@@ -22,6 +22,7 @@ __all__ = [
     "LimitUsage",
     "Limits",
     "ModelSpec",
+    "QueueStatus",
     "Requester",
     "Scope",
     "ScopeKind",
@@ -128,6 +129,17 @@ class GenerationResult:
     @property
     def revised_prompt(self) -> str | None:
         return next((i.revised_prompt for i in self.images if i.revised_prompt), None)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Where a job stands: ``ahead`` jobs will start before it (0 and ``running`` once it has
+    started); ``eta_seconds`` estimates when it will be done, from recent provider latency."""
+
+    job_id: str
+    ahead: int
+    running: bool
+    eta_seconds: float | None = None
 
 
 class JobState(StrEnum):

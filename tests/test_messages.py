@@ -96,3 +96,21 @@ def test_models_table_lists_every_model_with_its_price() -> None:
     assert "$0.003" in lines[1] and "$0.002" in lines[2]
     assert "$0.013" in lines[3] and "$0.004" in lines[4]
     assert "2048x2048" in lines[4]
+
+
+def test_scheduler_and_moderation_refusals_say_nothing_was_charged() -> None:
+    from bot.errors import (
+        ChannelNotAllowedError,
+        JobCancelledError,
+        PromptRefusedError,
+        QueueFullError,
+        ShuttingDownError,
+        TooManyJobsError,
+    )
+
+    assert describe(TooManyJobsError(2)).startswith("You already have 2 image jobs on the way")
+    for err in (QueueFullError(100), JobCancelledError("j"), ShuttingDownError()):
+        assert "Nothing was charged" in describe(err)
+    refused = describe(PromptRefusedError(source="filter", rule="word:badword"))
+    assert "server's rules" in refused and "badword" not in refused
+    assert describe(ChannelNotAllowedError(("C1", "C2"))).endswith("use <#C1>, <#C2>.")
