@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.discord.config import DiscordSettings
 from adapters.runtime import Runtime, open_runtime
@@ -26,9 +26,13 @@ from adapters.slack.config import SlackSettings
 from bot.catalog import load_catalog
 from bot.config import Settings, load_settings
 from bot.errors import BotError, ProviderError
+from bot.logcontext import log_handler
 from bot.messages import NO_ADAPTERS, describe, is_operator_fault, models_table
 from bot.models import Requester
 from bot.parsing import RequestOptions
+
+if TYPE_CHECKING:
+    from adapters.ops import OpsServer
 
 __all__ = ["main"]
 
@@ -88,20 +92,47 @@ def _platform_settings() -> tuple[DiscordSettings, SlackSettings]:
 
 async def _run(args: argparse.Namespace, runtime: Runtime) -> int:
     discord_settings, slack_settings = _platform_settings()
+    http = await _start_http(runtime)
     services: list[Coroutine[Any, Any, None]] = []
     # Each SDK is imported only when its platform is configured.
     if discord_settings.enabled:
         from adapters.discord import serve as serve_discord
 
+        runtime.health.expect("discord")
         services.append(serve_discord(runtime, discord_settings))
     if slack_settings.enabled:
         from adapters.slack import serve as serve_slack
 
-        services.append(serve_slack(runtime, slack_settings))
-    return await _serve_until_stopped(services)
+        runtime.health.expect("slack")
+        services.append(serve_slack(runtime, slack_settings, http=http))
+    try:
+        grace = runtime.settings.shutdown_grace
+        return await _serve_until_stopped(
+            services, shutdown=lambda: runtime.service.shutdown(grace)
+        )
+    finally:
+        if http is not None:
+            await http.close()
 
 
-async def _serve_until_stopped(services: Sequence[Coroutine[Any, Any, None]]) -> int:
+async def _start_http(runtime: Runtime) -> OpsServer | None:
+    """With ``HTTP_PORT``: the process's one HTTP server (``/healthz``, ``/metrics``, and
+    ``/slack/events`` once Slack HTTP mode mounts it), listening before any adapter starts."""
+    port = runtime.settings.http_port
+    if port is None:
+        return None
+    from adapters.ops import OpsServer
+
+    server = OpsServer(runtime, port=port)
+    await server.start()
+    return server
+
+
+async def _serve_until_stopped(
+    services: Sequence[Coroutine[Any, Any, None]],
+    *,
+    shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -110,6 +141,11 @@ async def _serve_until_stopped(services: Sequence[Coroutine[Any, Any, None]]) ->
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done and shutdown is not None:
+            # While the adapters still run: refuse new jobs, refund the queued ones (their
+            # users are told), give running ones the grace period.
+            log.info("stopping: finishing running jobs")
+            await shutdown()
     finally:
         for task in [*tasks, stopper]:
             task.cancel()
@@ -159,11 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             # One-off commands print their result; routine INFO lines would only bury it.
             level = "WARNING"
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        # LOG_FORMAT: text lines or one JSON object per line, each with the job it is about.
+        logging.basicConfig(level=level, handlers=[log_handler(settings.log_format, sys.stderr)])
         if args.command == "run" and not any(s.enabled for s in _platform_settings()):
             print(NO_ADAPTERS, file=sys.stderr)
             return 2

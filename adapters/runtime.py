@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,11 +17,15 @@ import httpx
 
 from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
+from bot.health import Health
 from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING
+from bot.metrics import InstrumentedProvider, Metrics
 from bot.models import Limits
+from bot.moderation import Moderation
 from bot.preview import PreviewProvider
 from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
+from bot.scheduler import Scheduler
 from bot.service import ImageService
 
 __all__ = ["Runtime", "open_runtime"]
@@ -37,6 +41,11 @@ class Runtime:
     ledger: SqliteLedger
     provider: ImageProvider
     service: ImageService
+    # Adapters report their connection state to ``health``; ``/healthz`` reads it.
+    health: Health = field(default_factory=Health)
+    metrics: Metrics = field(default_factory=Metrics)
+    # Prompt screening, reviews and server rules (always set by ``open_runtime``).
+    moderation: Moderation | None = None
 
 
 def default_limits(settings: Settings) -> Limits:
@@ -81,13 +90,35 @@ async def open_runtime(
                 max_retries=settings.image_api_max_retries,
                 max_download_bytes=settings.image_max_download_bytes,
             )
+        moderation = Moderation.open(
+            ledger,
+            http=http,
+            base_url=settings.moderation_api_base_url,
+            api_key=settings.moderation_api_key,
+            model=settings.moderation_model,
+            fail_policy=settings.moderation_fail_policy,
+        )
+        metrics = Metrics()
+        provider = InstrumentedProvider(provider, metrics)  # provider latency for /metrics
         service = ImageService(
             catalog=catalog,
             provider=provider,
             ledger=ledger,
             max_prompt_length=settings.max_prompt_length,
             job_timeout=settings.job_timeout,
+            moderation=moderation,
+            scheduler=Scheduler(
+                max_concurrent=settings.max_concurrent_jobs,
+                max_per_user=settings.max_jobs_per_user,
+                max_queue=settings.max_queued_jobs,
+                # A one-off command reports a 429 at once (the client has already retried);
+                # a long-running bot puts the job back at the front of the queue once.
+                max_rate_limit_retries=1 if sweep else 0,
+            ),
         )
+        # Runs before the ledger closes: whatever is still queued or running is refunded.
+        # (`imagine-bot run` has already called `service.shutdown` with the grace period.)
+        stack.push_async_callback(service.shutdown, 0.0)
         if sweep:
             task = asyncio.create_task(_sweep_forever(ledger, job_timeout))
             stack.push_async_callback(_cancel, task)
@@ -98,6 +129,8 @@ async def open_runtime(
             ledger=ledger,
             provider=provider,
             service=service,
+            metrics=metrics,
+            moderation=moderation,
         )
 
 

@@ -7,6 +7,7 @@ core needs. Tests build ``Settings(...)`` explicitly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,11 +32,20 @@ class Settings(BaseSettings):
     max_prompt_length: int = Field(default=4000, ge=1)
     database_url: str = "sqlite:///data/imagine.db"
     job_timeout: float = Field(default=900.0, gt=0)
+    max_concurrent_jobs: int = Field(default=4, ge=1)
+    max_jobs_per_user: int = Field(default=2, ge=1)
+    max_queued_jobs: int = Field(default=100, ge=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
     default_images_per_day: int | None = Field(default=None, ge=0)
     default_images_per_month: int | None = Field(default=None, ge=0)
     default_usd_per_month: float | None = Field(default=None, ge=0)
     http_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    moderation_api_base_url: str | None = None
+    moderation_api_key: SecretStr | None = None
+    moderation_model: str = "omni-moderation-latest"
+    moderation_fail_policy: Literal["refuse", "allow"] = "refuse"
 
     @field_validator(
         "image_api_key",
@@ -44,6 +54,8 @@ class Settings(BaseSettings):
         "default_images_per_day",
         "default_images_per_month",
         "default_usd_per_month",
+        "moderation_api_base_url",
+        "moderation_api_key",
         mode="before",
     )
     @classmethod
@@ -51,6 +63,20 @@ class Settings(BaseSettings):
         # `.env.example` copies leave `IMAGE_API_KEY=`; an empty value means "not set".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "text"
+        return value
+
+    @field_validator("moderation_fail_policy", mode="before")
+    @classmethod
+    def _policy_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "refuse"
         return value
 
     @property

@@ -10,6 +10,7 @@ Every error carries structured fields and no user-facing wording::
     ├─ DuplicateRequestError(job_id)    a redelivered platform event; already handled
     ├─ JobNotFoundError(job_id)
     ├─ PermissionDeniedError(action)
+    │  └─ ReviewNotYoursError           only the refused user may ask for a review
     ├─ DeliveryError(detail)            the adapter could not post the images; refunded
     ├─ QueueFullError(capacity)         the scheduler's queue is full; nothing held
     ├─ TooManyJobsError(limit)          the user already has `limit` jobs queued or running
@@ -56,6 +57,7 @@ __all__ = [
     "ProviderUnavailableError",
     "QueueFullError",
     "QuotaExceededError",
+    "ReviewNotYoursError",
     "ShuttingDownError",
     "TooManyJobsError",
     "UnknownModelError",
@@ -128,6 +130,11 @@ class PermissionDeniedError(BotError):
     def __init__(self, action: str) -> None:
         super().__init__(f"not allowed: {action}")
         self.action = action
+
+
+class ReviewNotYoursError(PermissionDeniedError):
+    def __init__(self) -> None:
+        super().__init__("ask for a review of someone else's prompt")
 
 
 class DeliveryError(BotError):

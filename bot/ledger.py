@@ -74,6 +74,7 @@ from bot.schema import migrate
 __all__ = [
     "AuditEntry",
     "Clock",
+    "JobStats",
     "Ledger",
     "SqliteLedger",
     "month_start",
@@ -84,6 +85,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    """Totals over every job, for ``/metrics``: ``by_state`` counts jobs per state (every
+    state present); ``charged`` maps a model to (images, micro-dollars) charged for it."""
+
+    by_state: dict[str, int]
+    charged: dict[str, tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +434,12 @@ class SqliteLedger:
         """The ledger's clock, as an aware UTC datetime."""
         return _utc(self._clock())
 
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The one connection, for stores that share this database (``bot.moderation_store``);
+        they must keep to single statements, as the ledger does."""
+        return self._db
+
     async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
         return list(await self._db.execute_fetchall(sql, params))
 
@@ -501,6 +517,7 @@ class SqliteLedger:
                     requester.platform,
                     requester.workspace_id,
                     requester.user_id,
+                    extra={"job_id": job_id},  # logged before the service binds the job
                 )
                 return Hold(job_id)
             # Nothing inserted: a known event, or a limit. Find out which (reads only).
@@ -800,6 +817,26 @@ class SqliteLedger:
         )
 
     # --- operations -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A trivial query on the connection: raises when the database does not answer."""
+        await self._rows("SELECT 1")
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+        states = await self._rows("SELECT state, count(*) FROM jobs GROUP BY state")
+        charged = await self._rows(
+            """
+            SELECT model, sum(charged_images), sum(charged_micros) FROM jobs
+            WHERE state = 'charged' GROUP BY model ORDER BY model
+            """
+        )
+        by_state = dict.fromkeys(("held", "charged", "refunded"), 0)
+        by_state.update({str(state): int(count) for state, count in states})
+        return JobStats(
+            by_state=by_state,
+            charged={str(m): (int(images), int(micros)) for m, images, micros in charged},
+        )
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """Copy the live database to ``target`` with SQLite's online backup API (consistent

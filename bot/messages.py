@@ -26,6 +26,7 @@ from bot.errors import (
     ProviderTimeoutError,
     QueueFullError,
     QuotaExceededError,
+    ReviewNotYoursError,
     ShuttingDownError,
     TooManyJobsError,
 )
@@ -39,6 +40,10 @@ from bot.models import (
     Limits,
     LimitUsage,
     ModelSpec,
+    ModerationEntry,
+    QueueStatus,
+    Review,
+    ServerRules,
     UsageReport,
 )
 
@@ -46,14 +51,28 @@ __all__ = [
     "ADMIN_NO_LIMITS",
     "ADMIN_USER_AND_ROLE",
     "BUTTON_LABELS",
+    "CANCEL_CONFIRMED",
+    "CANCEL_NOT_ALLOWED",
+    "CANCEL_TOO_LATE",
     "DELETE_NOT_ALLOWED",
     "DELIVERY_FAILED",
+    "GENERATING",
     "GRAMMAR",
     "NO_ADAPTERS",
+    "NO_REVIEW_CHANNEL",
     "PREVIEW_WARNING",
     "REROLL_HINT",
+    "REVIEW_ALREADY_DECIDED",
+    "REVIEW_ALREADY_REQUESTED",
+    "REVIEW_BUTTON_LABELS",
+    "REVIEW_NOT_FOUND",
+    "REVIEW_NOT_REQUESTED",
+    "REVIEW_NOT_YOURS",
+    "REVIEW_POST_FAILED",
+    "REVIEW_SENT",
     "SERVER_DEFAULT",
     "SLACK_ADMIN_HELP",
+    "SPOILERS_DISCORD_ONLY",
     "TEMPORARILY_UNAVAILABLE",
     "USAGE_CSV_FAILED",
     "USAGE_CSV_SENT",
@@ -61,7 +80,15 @@ __all__ = [
     "admin_mistake_text",
     "admin_usage_error",
     "allowance_text",
+    "block_added_text",
+    "block_list_text",
+    "block_removed_text",
+    "cancel_refused_text",
+    "channel_allowed_text",
+    "channel_disallowed_text",
+    "channels_list_text",
     "describe",
+    "format_eta",
     "format_reset",
     "format_usd",
     "help_text",
@@ -70,14 +97,24 @@ __all__ = [
     "late_delivery_text",
     "limit_label",
     "models_table",
+    "moderation_log_text",
     "not_in_channel_text",
     "progress_text",
+    "queue_text",
     "quota_cleared_text",
     "quota_set_text",
     "result_fields",
     "result_summary",
+    "review_approved_delivery_text",
+    "review_channel_text",
+    "review_decided_text",
+    "review_denied_text",
+    "review_fields",
+    "review_job_failed_text",
+    "review_title",
     "server_spend_cap_text",
     "spend_cap_text",
+    "spoilers_text",
     "usage_summary",
 ]
 
@@ -169,6 +206,8 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
         )
     if isinstance(err, ProviderTimeoutError):
         return "The image service took too long to answer. Nothing was charged; please try again."
+    if isinstance(err, ReviewNotYoursError):
+        return REVIEW_NOT_YOURS
     if isinstance(err, PermissionDeniedError):
         return f"Only admins can {err.action}."
     if isinstance(err, DeliveryError):
@@ -290,6 +329,7 @@ BUTTON_LABELS = {
     "vary": "Variations",
     "details": "Details",
     "delete": "Delete",
+    "cancel": "Cancel",
 }
 
 DELETE_NOT_ALLOWED = (
@@ -301,6 +341,41 @@ def progress_text(request: GenerationRequest, model_label: str) -> str:
     """Shown while a job runs: ``Generating 2 images with FLUX.1 [schnell] at 1024x1024…``."""
     images = f"{request.n} image{'s' if request.n != 1 else ''}"
     return f"Generating {images} with {model_label} at {request.size}…"
+
+
+# -- the queue: position, ETA and Cancel ---------------------------------------------------------
+
+GENERATING = "Generating your images…"
+
+CANCEL_CONFIRMED = "Cancelled: the job left the queue and nothing was charged."
+
+CANCEL_NOT_ALLOWED = "Only the person who asked for this job, or an admin, can cancel it."
+
+CANCEL_TOO_LATE = "That job is no longer waiting in the queue (it has started or finished)."
+
+
+def format_eta(seconds: float) -> str:
+    """``about 20 s`` / ``about 3 min``: rounded, never below 1 s."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    return f"about {max(1, round(seconds / 60))} min"
+
+
+def queue_text(status: QueueStatus) -> str:
+    """Shown while a job waits: ``Queued: 3 ahead of you, about 20 s``."""
+    place = "you're next" if status.ahead <= 0 else f"{status.ahead} ahead of you"
+    if status.eta_seconds is None:
+        return f"Queued: {place}."
+    return f"Queued: {place}, {format_eta(status.eta_seconds)}."
+
+
+def cancel_refused_text(err: BaseException) -> str:
+    """Why a Cancel click did nothing."""
+    if isinstance(err, PermissionDeniedError):
+        return CANCEL_NOT_ALLOWED
+    if isinstance(err, InvalidRequestError | JobNotFoundError):
+        return CANCEL_TOO_LATE
+    return describe(err)
 
 
 def result_fields(result: GenerationResult) -> list[tuple[str, str]]:
@@ -385,6 +460,14 @@ SLACK_ADMIN_HELP = "\n".join(
         "  /imagine admin clear-quota <@user|default>   back to the defaults",
         "  /imagine admin spend-cap X | off               workspace-wide monthly cap in USD",
         "  /imagine admin usage [days]                    summary here, CSV in a direct message",
+        "Moderation:",
+        "  /imagine admin block add WORD | /regex/        refuse prompts with it",
+        "  /imagine admin block remove WORD | /regex/     and block list",
+        '  /imagine admin review-channel #channel | none  where "Ask an admin" requests go',
+        "  /imagine admin channels allow #channel         /imagine only in listed channels",
+        "  /imagine admin channels remove #channel        and channels list",
+        "  /imagine admin spoilers on | off               Discord only",
+        "  /imagine admin moderation-log [days]           refused prompts, newest first",
     ]
 )
 
@@ -472,3 +555,172 @@ def admin_mistake_text(reason: str) -> str:
 def server_spend_cap_text(usd_micros: int | None) -> str:
     """``spend_cap_text`` for a Discord server."""
     return spend_cap_text(usd_micros).replace("workspace's", "server's")
+
+
+# -- moderation (issue 7): why a review cannot go ahead -------------------------------------
+
+# Reasons of ``InvalidRequestError`` (shown as "Sorry, I can't draw that: <reason>.").
+NO_REVIEW_CHANNEL = (
+    "this server has no review channel yet, so there is no admin to ask; ask an admin to set "
+    "one with the review-channel admin command"
+)
+REVIEW_ALREADY_REQUESTED = "you have already asked the admins about this prompt"
+REVIEW_ALREADY_DECIDED = "an admin has already decided about this prompt"
+REVIEW_NOT_REQUESTED = "nobody has asked for a review of this prompt yet"
+REVIEW_NOT_FOUND = "I can't find that review any more"
+
+REVIEW_NOT_YOURS = "Only the person whose prompt was refused can ask an admin about it."
+
+
+# -- moderation on the chat platforms: review posts, decisions, admin commands ---------------
+
+REVIEW_BUTTON_LABELS = {"ask": "Ask an admin", "approve": "Approve", "deny": "Deny"}
+
+REVIEW_SENT = (
+    "Sent to the admins for review. You'll be told here when they decide; nothing was charged."
+)
+
+REVIEW_POST_FAILED = (
+    "I couldn't post in the admins' review channel, so nothing was sent; please ask an admin "
+    "directly."
+)
+
+SPOILERS_DISCORD_ONLY = "(Spoilers apply on Discord only; Slack shows images as usual.)"
+
+_SOURCE_WORDS = {"filter": "the word filter", "moderation": "the moderation service"}
+
+
+def review_title(review: Review) -> str:
+    """The heading of a review post in the admins' channel."""
+    source = _SOURCE_WORDS.get(review.source, review.source)
+    return f"Review requested: a prompt refused by {source}"
+
+
+def review_fields(review: Review, *, user: str, channel: str) -> list[tuple[str, str]]:
+    """Labelled facts for the admins (the prompt is shown apart): ``user`` and ``channel`` as
+    the platform shows them (mentions). The rule that matched is for admins only."""
+    request = review.request
+    fields = []
+    if request.negative_prompt:
+        fields.append(("Negative prompt", request.negative_prompt))
+    images = f"{request.n} image{'s' if request.n != 1 else ''}"
+    fields += [
+        ("Requested by", user),
+        ("Channel", channel),
+        ("Matched", review.rule),
+        ("Job", f"{images}, {request.model}, {request.size}"),
+    ]
+    return fields
+
+
+def review_decided_text(approved: bool, admin: str) -> str:
+    """Shown on the review post once an admin (``admin``, a mention) decided."""
+    return f"{'Approved' if approved else 'Denied'} by {admin}."
+
+
+def review_approved_delivery_text(mention: str) -> str:
+    """Posted with the images of an approved review, in the channel the member asked in."""
+    return f"{mention} an admin approved your prompt; here are your images."
+
+
+def review_denied_text(mention: str) -> str:
+    """Tells the member an admin denied their review (the prompt is not repeated)."""
+    return (
+        f"{mention} an admin looked at your refused prompt and did not approve it. Nothing "
+        "was charged."
+    )
+
+
+def review_job_failed_text(reason: str) -> str:
+    """For the approving admin, when the approved job could not run (``reason`` from
+    ``describe``, as the member saw it)."""
+    return f"Approved, but the job did not run: {reason}"
+
+
+def block_added_text(value: str, *, pattern: bool, added: bool = True) -> str:
+    what = "pattern" if pattern else "word"
+    if not added:
+        return f"That {what} was already blocked: {value}"
+    return f"Blocked {what}: {value}. Prompts with it are refused from now on."
+
+
+def block_removed_text(value: str, *, pattern: bool, removed: bool = True) -> str:
+    what = "pattern" if pattern else "word"
+    if not removed:
+        return f"That {what} was not blocked on this server: {value}"
+    return f"Unblocked {what}: {value}."
+
+
+def block_list_text(rules: ServerRules) -> str:
+    """A server's own blocked words and patterns (the built-in list always applies too)."""
+    if not rules.blocked_terms and not rules.blocked_patterns:
+        return "This server blocks no words or patterns of its own (the built-in list applies)."
+    lines = []
+    if rules.blocked_terms:
+        lines.append("Blocked words: " + ", ".join(rules.blocked_terms))
+    if rules.blocked_patterns:
+        lines.append("Blocked patterns: " + ", ".join(f"/{p}/" for p in rules.blocked_patterns))
+    lines.append("The built-in list applies too.")
+    return "\n".join(lines)
+
+
+def review_channel_text(where: str | None) -> str:
+    """``where``: the channel as the platform shows it; ``None``: cleared."""
+    if where is None:
+        return "No review channel: refused members can no longer ask an admin."
+    return f"Refused prompts that members ask about now go to {where} for review."
+
+
+def channel_allowed_text(where: str, *, added: bool = True) -> str:
+    if not added:
+        return f"{where} was already allowed."
+    return f"/imagine is allowed in {where}. With an allow-list, it works only in those channels."
+
+
+def channel_disallowed_text(where: str, *, removed: bool = True) -> str:
+    if not removed:
+        return f"{where} was not on the allow-list."
+    return f"{where} is off the allow-list (an empty list allows every channel)."
+
+
+def channels_list_text(channels: Iterable[str]) -> str:
+    """``channels`` as the platform shows them (mentions)."""
+    shown = list(channels)
+    if not shown:
+        return "/imagine works in every channel (no allow-list)."
+    return "/imagine works only in: " + ", ".join(shown)
+
+
+def spoilers_text(on: bool) -> str:
+    if on:
+        return "Images are now posted as spoilers outside channels marked NSFW."
+    return "Images are no longer posted as spoilers."
+
+
+def moderation_log_text(
+    entries: Iterable[ModerationEntry],
+    *,
+    days: int,
+    user_label: Callable[[str], str] = str,
+    channel_label: Callable[[str], str] = str,
+    quote: Callable[[str], str] = str,
+) -> str:
+    """Refusals, newest first, for an admin: when, who, where, the prompt and what matched.
+    ``quote`` makes what users typed safe for the platform (e.g. Slack escaping)."""
+    rows = list(entries)
+    span = f"{days} day{'s' if days != 1 else ''}"
+    if not rows:
+        return f"No prompts were refused in the last {span}."
+    lines = [f"Refused prompts in the last {span} (newest first): {len(rows)}"]
+    for entry in rows:
+        stamp = entry.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+        prompt = entry.prompt if len(entry.prompt) <= 200 else entry.prompt[:199] + "…"
+        where = channel_label(entry.channel_id) if entry.channel_id else "-"
+        line = (
+            f'{stamp} {user_label(entry.user_id)} in {where}: "{quote(prompt)}" '
+            f"({entry.source}: {quote(entry.rule)})"
+        )
+        if entry.negative_prompt:
+            line += f" [negative: {quote(entry.negative_prompt[:200])}]"
+        lines.append(line)
+    return "\n".join(lines)

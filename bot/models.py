@@ -22,10 +22,14 @@ __all__ = [
     "LimitUsage",
     "Limits",
     "ModelSpec",
+    "ModerationEntry",
     "QueueStatus",
     "Requester",
+    "Review",
+    "ReviewState",
     "Scope",
     "ScopeKind",
+    "ServerRules",
     "UsageReport",
     "UsageRow",
     "parse_size",
@@ -258,3 +262,59 @@ class UsageReport:
     @property
     def total_micros(self) -> int:
         return sum(r.usd_micros for r in self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRules:
+    """A server's moderation settings. ``allowed_channel_ids`` empty: /imagine works in every
+    channel. ``spoilers``: on Discord, images are posted as spoilers outside NSFW channels."""
+
+    platform: str
+    workspace_id: str
+    blocked_terms: tuple[str, ...] = ()
+    blocked_patterns: tuple[str, ...] = ()
+    review_channel_id: str | None = None
+    allowed_channel_ids: tuple[str, ...] = ()
+    spoilers: bool = False
+
+
+class ReviewState(StrEnum):
+    """``refused`` -> ``pending`` (the user asked an admin) -> ``approved`` | ``denied``."""
+
+    REFUSED = "refused"
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A refused prompt that an admin may approve. ``source`` is ``"filter"`` or
+    ``"moderation"``; ``rule`` says what matched (admins only); ``decided_by`` is the deciding
+    admin's user id."""
+
+    review_id: str
+    requester: Requester
+    request: GenerationRequest
+    rule: str
+    source: str
+    state: ReviewState
+    created_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationEntry:
+    """One refusal in the moderation log."""
+
+    at: datetime
+    platform: str
+    workspace_id: str
+    channel_id: str
+    user_id: str
+    prompt: str
+    negative_prompt: str | None
+    source: str
+    rule: str
+    review_id: str | None = None

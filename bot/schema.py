@@ -22,6 +22,20 @@ Tables (version 1):
 ``audit``
     One row per admin change (who, when, scope, old and new value as JSON), written by triggers
     on ``limits`` and ``spend_caps`` in the same statement as the change.
+
+Tables (version 2, moderation):
+
+``moderation_rules``
+    A server's blocked terms and patterns and its channel allow-list (``kind``), soft-deleted
+    through ``active`` so that the audit trigger knows who removed one.
+``moderation_settings``
+    A server's review channel and its Discord spoiler switch.
+``reviews``
+    One row per refused prompt, with the whole request so that an approved one can run after a
+    restart: ``refused`` -> ``pending`` (the user asked an admin) -> ``approved`` | ``denied``.
+    Inserting one writes its ``moderation_log`` row; a decision writes an ``audit`` row.
+``moderation_log``
+    Who was refused, where, the prompt, what matched (``source``, ``rule``) and when.
 """
 
 from __future__ import annotations
@@ -231,7 +245,176 @@ _V1: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2: moderation (issue 7). Rules are soft-deleted (``active``) so that the trigger
+# writing the audit row knows who removed them; refusals and decisions audit themselves too.
+_V2: tuple[str, ...] = (
+    """
+    CREATE TABLE moderation_rules (
+        platform     TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('term', 'pattern', 'channel')),
+        value        TEXT NOT NULL,
+        active       INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+        updated_at   TEXT NOT NULL,
+        updated_by   TEXT NOT NULL,
+        PRIMARY KEY (platform, workspace_id, kind, value)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TRIGGER moderation_rules_audit_insert AFTER INSERT ON moderation_rules
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        VALUES (NEW.updated_at, NEW.updated_by,
+                CASE NEW.kind WHEN 'channel' THEN 'allow_channel' ELSE 'block_' || NEW.kind END,
+                'workspace', NEW.platform, NEW.workspace_id, NEW.value,
+                NULL, json_object('active', NEW.active));
+    END
+    """,
+    """
+    CREATE TRIGGER moderation_rules_audit_update AFTER UPDATE OF active ON moderation_rules
+    WHEN OLD.active <> NEW.active
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        VALUES (NEW.updated_at, NEW.updated_by,
+                CASE
+                    WHEN NEW.kind = 'channel' AND NEW.active THEN 'allow_channel'
+                    WHEN NEW.kind = 'channel' THEN 'disallow_channel'
+                    WHEN NEW.active THEN 'block_' || NEW.kind
+                    ELSE 'unblock_' || NEW.kind
+                END,
+                'workspace', NEW.platform, NEW.workspace_id, NEW.value,
+                json_object('active', OLD.active), json_object('active', NEW.active));
+    END
+    """,
+    """
+    CREATE TABLE moderation_settings (
+        platform          TEXT NOT NULL,
+        workspace_id      TEXT NOT NULL,
+        review_channel_id TEXT,
+        spoilers          INTEGER NOT NULL DEFAULT 0 CHECK (spoilers IN (0, 1)),
+        updated_at        TEXT NOT NULL,
+        updated_by        TEXT NOT NULL,
+        PRIMARY KEY (platform, workspace_id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TRIGGER moderation_settings_audit_insert AFTER INSERT ON moderation_settings
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        SELECT NEW.updated_at, NEW.updated_by, 'set_review_channel', 'workspace',
+               NEW.platform, NEW.workspace_id, '', NULL,
+               json_object('review_channel_id', NEW.review_channel_id)
+        WHERE NEW.review_channel_id IS NOT NULL;
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        SELECT NEW.updated_at, NEW.updated_by, 'set_spoilers', 'workspace',
+               NEW.platform, NEW.workspace_id, '', NULL, json_object('spoilers', NEW.spoilers)
+        WHERE NEW.spoilers <> 0;
+    END
+    """,
+    """
+    CREATE TRIGGER moderation_settings_audit_review AFTER UPDATE OF review_channel_id
+    ON moderation_settings
+    WHEN OLD.review_channel_id IS NOT NEW.review_channel_id
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        VALUES (NEW.updated_at, NEW.updated_by, 'set_review_channel', 'workspace',
+                NEW.platform, NEW.workspace_id, '',
+                json_object('review_channel_id', OLD.review_channel_id),
+                json_object('review_channel_id', NEW.review_channel_id));
+    END
+    """,
+    """
+    CREATE TRIGGER moderation_settings_audit_spoilers AFTER UPDATE OF spoilers
+    ON moderation_settings
+    WHEN OLD.spoilers <> NEW.spoilers
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        VALUES (NEW.updated_at, NEW.updated_by, 'set_spoilers', 'workspace',
+                NEW.platform, NEW.workspace_id, '',
+                json_object('spoilers', OLD.spoilers), json_object('spoilers', NEW.spoilers));
+    END
+    """,
+    """
+    CREATE TABLE reviews (
+        review_id       TEXT PRIMARY KEY,
+        platform        TEXT NOT NULL,
+        workspace_id    TEXT NOT NULL,
+        channel_id      TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        role_ids        TEXT NOT NULL DEFAULT '[]',
+        display_name    TEXT NOT NULL DEFAULT '',
+        prompt          TEXT NOT NULL,
+        negative_prompt TEXT,
+        model           TEXT NOT NULL,
+        size            TEXT NOT NULL,
+        n               INTEGER NOT NULL,
+        seed            INTEGER,
+        source          TEXT NOT NULL,
+        rule            TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'refused'
+                        CHECK (state IN ('refused', 'pending', 'approved', 'denied')),
+        created_at      TEXT NOT NULL,
+        requested_at    TEXT,
+        decided_by      TEXT,
+        decided_at      TEXT
+    )
+    """,
+    """
+    CREATE TABLE moderation_log (
+        id              INTEGER PRIMARY KEY,
+        at              TEXT NOT NULL,
+        platform        TEXT NOT NULL,
+        workspace_id    TEXT NOT NULL,
+        channel_id      TEXT NOT NULL,
+        user_id         TEXT NOT NULL,
+        prompt          TEXT NOT NULL,
+        negative_prompt TEXT,
+        source          TEXT NOT NULL,
+        rule            TEXT NOT NULL,
+        review_id       TEXT
+    )
+    """,
+    "CREATE INDEX moderation_log_workspace ON moderation_log (platform, workspace_id, at)",
+    # A refusal is one statement: the review row, and by this trigger its log row.
+    """
+    CREATE TRIGGER reviews_log AFTER INSERT ON reviews
+    BEGIN
+        INSERT INTO moderation_log (at, platform, workspace_id, channel_id, user_id, prompt,
+                                    negative_prompt, source, rule, review_id)
+        VALUES (NEW.created_at, NEW.platform, NEW.workspace_id, NEW.channel_id, NEW.user_id,
+                NEW.prompt, NEW.negative_prompt, NEW.source, NEW.rule, NEW.review_id);
+    END
+    """,
+    """
+    CREATE TRIGGER reviews_audit_decision AFTER UPDATE OF state ON reviews
+    WHEN NEW.state IN ('approved', 'denied') AND OLD.state = 'pending'
+    BEGIN
+        INSERT INTO audit (at, actor, action, scope_kind, platform, workspace_id, subject_id,
+                           old, new)
+        VALUES (NEW.decided_at, NEW.platform || ':' || NEW.decided_by,
+                CASE NEW.state WHEN 'approved' THEN 'approve_review' ELSE 'deny_review' END,
+                'user', NEW.platform, NEW.workspace_id, NEW.user_id,
+                json_object('review_id', NEW.review_id, 'state', OLD.state),
+                json_object('review_id', NEW.review_id, 'state', NEW.state));
+    END
+    """,
+    # A decided review stays decided.
+    """
+    CREATE TRIGGER reviews_final BEFORE UPDATE OF state ON reviews
+    WHEN OLD.state IN ('approved', 'denied')
+    BEGIN
+        SELECT RAISE(ABORT, 'review is already decided');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """``MIGRATIONS[i]`` takes the database from ``user_version`` i to i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

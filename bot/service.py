@@ -6,9 +6,10 @@ Every adapter goes through ``ImageService``; it never sees a platform object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 from bot.catalog import ModelCatalog
@@ -18,23 +19,32 @@ from bot.errors import (
     DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
+    JobCancelledError,
+    PermissionDeniedError,
     ProviderError,
     ProviderResponseError,
     ProviderTimeoutError,
+    QueueFullError,
+    ShuttingDownError,
+    TooManyJobsError,
 )
 from bot.ledger import Ledger
+from bot.logcontext import bind_job
 from bot.models import (
     Allowance,
+    GeneratedImage,
     GenerationRequest,
     GenerationResult,
     JobRecord,
     ModelSpec,
     Requester,
 )
+from bot.moderation import Moderation
 from bot.parsing import MAX_SEED, RequestOptions, parse_request
 from bot.provider import ImageProvider
+from bot.scheduler import Progress, Scheduler, Ticket
 
-__all__ = ["Deliver", "ImageService"]
+__all__ = ["Deliver", "ImageService", "Progress"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +60,19 @@ class ImageService:
         ledger: Ledger,
         max_prompt_length: int = 4000,
         job_timeout: float | None = None,
+        scheduler: Scheduler | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         self.catalog = catalog
         self.provider = provider
         self.ledger = ledger
+        # Without a scheduler, provider calls run at once with no caps (one-off commands).
+        self.scheduler = scheduler
+        self.moderation = moderation  # screens prompts before the hold (``screen=True``)
+        self._closing = False
+        self._unsettled: set[str] = set()  # jobs admitted and not yet charged or refunded
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.max_prompt_length = max_prompt_length
         # A job must settle well before the ledger's stale-hold sweep (which refunds holds
         # older than the job timeout) could refund it behind our back.
@@ -82,18 +101,32 @@ class ImageService:
         *,
         event_id: str | None = None,
         deliver: Deliver | None = None,
+        progress: Progress | None = None,
+        screen: bool = True,
     ) -> GenerationResult:
         """Run one job end to end. A seed is chosen when none was given, so the job can be
         repeated exactly.
 
         ``deliver`` posts the images (an adapter's upload); the job is charged only once it
         returns, and refunded if it raises. Without it, images count as delivered when drawn
-        (the CLI saves them itself)."""
+        (the CLI saves them itself).
+
+        With a scheduler, the job waits its turn after the quota hold: ``progress`` is awaited
+        with its ``QueueStatus`` when it is queued, whenever its ``ahead`` count changes, and
+        once when it starts (``running=True``); its exceptions are logged and ignored. The
+        scheduler's refusals (``TooManyJobsError``, ``QueueFullError``), a cancel while queued
+        (``JobCancelledError``) and shutdown (``ShuttingDownError``) all refund the hold.
+        The job time budget (80% of ``JOB_TIMEOUT``) runs from the hold, queue wait included,
+        so the stale-hold sweep can never refund a live job."""
+        if self._closing:
+            raise ShuttingDownError()
         spec = self.catalog.get(request.model)
         if request.n > spec.max_n or request.size not in spec.sizes:
             raise InvalidRequestError(f"{spec.short_name} cannot draw {request.n} x {request.size}")
         if request.seed is None:
             request = replace(request, seed=secrets.randbelow(MAX_SEED + 1))
+        if screen and self.moderation is not None:
+            await self.moderation.screen(request, requester)  # refusals never hold quota
         cost = self.price(request)
         hold = await self.ledger.hold(
             requester=requester, request=request, cost_micros=cost, event_id=event_id
@@ -101,13 +134,14 @@ class ImageService:
         if hold.duplicate:
             raise DuplicateRequestError(hold.job_id)
         job_id = hold.job_id
+        bind_job(job_id)  # every later log line in this task says job=<id>
         log.info(
             "job %s: %s x%d %s for %s", job_id, spec.id, request.n, request.size, requester.user_id
         )
         log.debug("job %s prompt: %r", job_id, request.prompt)
         try:
-            async with asyncio.timeout(self._budget):
-                result = await self._draw(job_id, request, spec, requester, cost)
+            async with asyncio.timeout(self._budget), self._admit(job_id, requester) as ticket:
+                result = await self._draw(job_id, request, spec, requester, cost, ticket, progress)
                 if deliver is not None:
                     await deliver(result)
         except BaseException as exc:
@@ -122,7 +156,13 @@ class ImageService:
             if isinstance(exc, BotError):
                 exc.job_id = job_id
             raise
-        await self.ledger.charge(job_id, images=len(result.images), cost_micros=result.cost_micros)
+        try:
+            charge = self.ledger.charge(
+                job_id, images=len(result.images), cost_micros=result.cost_micros
+            )
+            await asyncio.shield(charge)
+        finally:
+            self._settle(job_id)
         log.info(
             "job %s: delivered %d image(s), charged %d micro-USD",
             job_id,
@@ -138,8 +178,14 @@ class ImageService:
         spec: ModelSpec,
         requester: Requester,
         cost: int,
+        ticket: Ticket | None = None,
+        progress: Progress | None = None,
     ) -> GenerationResult:
-        images = (await self.provider.generate(request, spec))[: request.n]
+        def call() -> Awaitable[tuple[GeneratedImage, ...]]:
+            return self.provider.generate(request, spec)
+
+        drawn = await (call() if ticket is None else ticket.call(call, progress=progress))
+        images = drawn[: request.n]
         if not images:
             raise ProviderResponseError("the provider returned no images")
         # The hold already counts this job, so the allowance shown with it is what will be
@@ -162,13 +208,69 @@ class ImageService:
         event_id: str | None = None,
         n: int | None = None,
         deliver: Deliver | None = None,
+        progress: Progress | None = None,
+        screen: bool = True,
     ) -> GenerationResult:
         """The job ``job_id`` again with a new seed, charged to ``requester``."""
         record = await self.ledger.job(job_id)
         request = record.request
         spec = self.catalog.get(request.model)
         new = replace(request, n=min(n or request.n, spec.max_n), seed=None)
-        return await self.generate(new, requester, event_id=event_id, deliver=deliver)
+        return await self.generate(
+            new, requester, event_id=event_id, deliver=deliver, progress=progress, screen=screen
+        )
+
+    async def cancel(self, job_id: str, requester: Requester) -> None:
+        """Cancel a queued job; its waiting ``generate`` refunds it and raises
+        ``JobCancelledError``. Only the job's requester, or an admin of the same server, may
+        cancel (else ``PermissionDeniedError``); a job that has started or finished cannot be
+        cancelled (``InvalidRequestError``); an unknown id raises ``JobNotFoundError``."""
+        record = await self.ledger.job(job_id)
+        owner = record.requester
+        own = (owner.platform, owner.workspace_id, owner.user_id) == (
+            requester.platform,
+            requester.workspace_id,
+            requester.user_id,
+        )
+        admin = requester.is_admin and (owner.platform, owner.workspace_id) == (
+            requester.platform,
+            requester.workspace_id,
+        )
+        if not (own or admin):
+            raise PermissionDeniedError("cancel another member's image job")
+        if self.scheduler is None or not self.scheduler.cancel(job_id):
+            raise InvalidRequestError("that job is no longer waiting in the queue")
+        log.info("job %s: cancel requested by %s", job_id, requester.user_id)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking jobs (``ShuttingDownError``), refund queued ones, let running ones
+        finish within ``grace`` seconds, cancel (and refund) the rest; returns once every
+        job has been charged or refunded."""
+        self._closing = True
+        if self.scheduler is not None:
+            await self.scheduler.close(grace)
+            grace = 0.0
+        try:
+            # Without a scheduler, running jobs get the grace; with one, the last refunds
+            # are already under way and take a moment.
+            await asyncio.wait_for(self._settled.wait(), max(grace, 10.0))
+        except TimeoutError:
+            log.warning("shutdown: %d job(s) still unsettled", len(self._unsettled))
+
+    @contextlib.asynccontextmanager
+    async def _admit(self, job_id: str, requester: Requester) -> AsyncIterator[Ticket | None]:
+        self._unsettled.add(job_id)
+        self._settled.clear()
+        if self.scheduler is None:
+            yield None
+            return
+        async with self.scheduler.admit(job_id, requester) as ticket:
+            yield ticket
+
+    def _settle(self, job_id: str) -> None:
+        self._unsettled.discard(job_id)
+        if not self._unsettled:
+            self._settled.set()
 
     async def job(self, job_id: str) -> JobRecord:
         return await self.ledger.job(job_id)
@@ -182,6 +284,8 @@ class ImageService:
             await asyncio.shield(self.ledger.refund(job_id, reason=reason))
         except Exception:
             log.exception("job %s: refund failed; the stale-hold sweep will release it", job_id)
+        finally:
+            self._settle(job_id)
 
 
 def _refund_reason(exc: BaseException) -> str:
@@ -193,6 +297,14 @@ def _refund_reason(exc: BaseException) -> str:
         return f"provider_error:{type(exc).__name__}"
     if isinstance(exc, TimeoutError):
         return "job_timeout"
+    if isinstance(exc, JobCancelledError):
+        return "cancelled"
+    if isinstance(exc, ShuttingDownError):
+        return "shutdown"
+    if isinstance(exc, TooManyJobsError):
+        return "too_many_jobs"
+    if isinstance(exc, QueueFullError):
+        return "queue_full"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     return f"failed:{type(exc).__name__}"

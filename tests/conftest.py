@@ -19,10 +19,14 @@ _OUR_PREFIXES = (
     "JOB_TIMEOUT",
     "HTTP_PORT",
     "LOG_LEVEL",
+    "LOG_FORMAT",
     "DISCORD_",
     "SLACK_",
     "MODERATION_",
     "MAX_CONCURRENT",
+    "MAX_JOBS_PER_USER",
+    "MAX_QUEUED_JOBS",
+    "SHUTDOWN_GRACE",
 )
 
 

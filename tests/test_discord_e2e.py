@@ -126,6 +126,12 @@ async def test_start_up_registers_the_commands_in_the_guild_without_privileged_i
         "clear-quota",
         "spend-cap",
         "usage",
+        # moderation (adapters/discord/moderation_admin.py)
+        "block",
+        "channels",
+        "review-channel",
+        "spoilers",
+        "moderation-log",
     }
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from adapters.discord.moderation_admin import add_moderation_commands
 from adapters.discord.render import to_requester
 from adapters.discord.reply import Reply
 from bot.admin import QuotaAdmin, scope_in, to_csv
@@ -179,4 +180,5 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
         await _answer(interaction, action)
 
     del set_quota, clear_quota, spend_cap, usage  # registered on the group
+    add_moderation_commands(group, client)  # block, review-channel, channels, spoilers, log
     return group

@@ -98,8 +98,13 @@ async def _repeat(
     await run_job(
         interaction,
         reply,
-        lambda requester, deliver: service.reroll(
-            job_id, requester, event_id=str(interaction.id), n=n, deliver=deliver
+        lambda requester, deliver, progress: service.reroll(
+            job_id,
+            requester,
+            event_id=str(interaction.id),
+            n=n,
+            deliver=deliver,
+            progress=progress,
         ),
     )
 

@@ -13,9 +13,12 @@ from discord import app_commands
 from adapters.discord.buttons import JobButton
 from adapters.discord.commands import add_commands
 from adapters.discord.config import DiscordSettings
+from adapters.discord.moderation import ReviewButton
+from adapters.discord.progress import CancelButton
 from adapters.discord.reply import Reply
 from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
+from bot.health import CONNECTED, DISCONNECTED
 from bot.messages import TEMPORARILY_UNAVAILABLE, describe
 
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
@@ -101,7 +104,7 @@ class ImagineClient(discord.Client):
 
     async def setup_hook(self) -> None:
         add_commands(self.tree, self)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, CancelButton, ReviewButton)
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
@@ -133,6 +136,17 @@ class ImagineClient(discord.Client):
             user.id if user else "?",
             len(self.guilds),
         )
+
+    # The gateway session's state for /healthz (discord.py reconnects on its own). "connect"
+    # is dispatched on READY; "ready" comes seconds later, once guilds have streamed in.
+    async def on_connect(self) -> None:
+        self.runtime.health.set("discord", CONNECTED)
+
+    async def on_resumed(self) -> None:
+        self.runtime.health.set("discord", CONNECTED)
+
+    async def on_disconnect(self) -> None:
+        self.runtime.health.set("discord", DISCONNECTED)
 
 
 async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:

@@ -66,8 +66,12 @@ def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -
         await run_job(
             interaction,
             reply,
-            lambda requester, deliver: service.generate(
-                request, requester, event_id=str(interaction.id), deliver=deliver
+            lambda requester, deliver, progress: service.generate(
+                request,
+                requester,
+                event_id=str(interaction.id),
+                deliver=deliver,
+                progress=progress,
             ),
             progress=progress_text(request, label),
         )

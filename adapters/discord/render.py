@@ -144,14 +144,18 @@ async def fit_images(
     )
 
 
-def image_files(result: GenerationResult, images: Sequence[GeneratedImage]) -> list[discord.File]:
-    """Fresh ``discord.File`` objects (discord.py closes them after each request)."""
+def image_files(
+    result: GenerationResult, images: Sequence[GeneratedImage], *, spoiler: bool = False
+) -> list[discord.File]:
+    """Fresh ``discord.File`` objects (discord.py closes them after each request); with
+    ``spoiler``, Discord blurs them until clicked (``SPOILER_`` file names)."""
     stem = f"imagine-{result.job_id[:12]}"
     return [
         discord.File(
             io.BytesIO(image.data),
             filename=f"{stem}-{index}.{image.extension}",
             description=_clip(result.request.prompt, 1024),
+            spoiler=spoiler,
         )
         for index, image in enumerate(images, start=1)
     ]

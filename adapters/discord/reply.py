@@ -22,10 +22,22 @@ from typing import Any, Literal
 import discord
 
 from adapters.discord.render import fit_images, image_files, result_embed, to_requester
-from bot.errors import BotError, DeliveryError, DuplicateRequestError
-from bot.messages import DELIVERY_FAILED, describe, is_operator_fault, late_delivery_text
+from bot.errors import (
+    BotError,
+    DeliveryError,
+    DuplicateRequestError,
+    JobCancelledError,
+    PromptRefusedError,
+)
+from bot.messages import (
+    DELIVERY_FAILED,
+    GENERATING,
+    describe,
+    is_operator_fault,
+    late_delivery_text,
+)
 from bot.models import GeneratedImage, GenerationResult, Requester
-from bot.service import Deliver
+from bot.service import Deliver, Progress
 
 __all__ = [
     "ALREADY_ACKNOWLEDGED",
@@ -89,6 +101,7 @@ class Reply:
         self.interaction = interaction
         self.ephemeral = ephemeral
         self.loading_message_id: int | None = None
+        self.spoiler = False  # images as spoilers (the server's moderation rules)
         self._progress: asyncio.Task[None] | None = None
         interaction.extras["reply"] = self
 
@@ -107,9 +120,13 @@ class Reply:
     def token_usable(self) -> bool:
         return discord.utils.utcnow() + TOKEN_MARGIN < self.interaction.expires_at
 
-    def show_progress(self, text: str) -> None:
-        """Replace "thinking…" with ``text``, without holding up the job."""
-        self._progress = asyncio.create_task(self._edit_quietly(content=text))
+    def show_progress(
+        self, text: str, *, view: discord.ui.View | None = None
+    ) -> asyncio.Task[None]:
+        """Replace "thinking…" with ``text`` and ``view``'s buttons (none by default), without
+        holding up the job; the edit's task is returned for whoever wants to wait on it."""
+        self._progress = asyncio.create_task(self._edit_quietly(content=text, view=view))
+        return self._progress
 
     async def _edit_quietly(self, **fields: Any) -> None:
         try:
@@ -182,6 +199,9 @@ class Reply:
         interaction = self.interaction
         images = await fit_images(result.images, interaction.filesize_limit)
         embed = result_embed(result)
+        from adapters.discord.moderation import spoiler_for
+
+        self.spoiler = await spoiler_for(interaction)  # the server's rule, outside NSFW
         await self._settle()
         try:
             if await self._edit_into_result(result, images, embed):
@@ -189,7 +209,7 @@ class Reply:
             await self._post_to_channel(
                 content=late_delivery_text(f"<@{interaction.user.id}>"),
                 embed=embed,
-                files=image_files(result, images),
+                files=image_files(result, images, spoiler=self.spoiler),
                 view=result_view(result.job_id),
             )
         except discord.HTTPException as exc:
@@ -222,7 +242,7 @@ class Reply:
             await interaction.edit_original_response(
                 content=None,
                 embed=embed,
-                attachments=image_files(result, images),
+                attachments=image_files(result, images, spoiler=self.spoiler),
                 view=result_view(result.job_id),
             )
         except discord.HTTPException as exc:
@@ -265,8 +285,9 @@ class Reply:
                 await channel.get_partial_message(self.loading_message_id).delete()
 
 
-# Starts the job for the requester; the service calls the ``Deliver`` before charging.
-JobStarter = Callable[[Requester, Deliver], Awaitable[GenerationResult]]
+# Starts the job for the requester; the service calls the ``Deliver`` before charging, and
+# the ``Progress`` with the job's place in the queue.
+JobStarter = Callable[[Requester, Deliver, Progress], Awaitable[GenerationResult]]
 
 
 async def run_job(
@@ -276,19 +297,36 @@ async def run_job(
     *,
     progress: str | None = None,
 ) -> None:
-    """Run one generation for an interaction already deferred, then answer it. Only
-    unexpected exceptions escape, to the tree's error hook."""
+    """Run one generation for an interaction already deferred, then answer it. While the job
+    waits, the loading message shows its place in the queue with a Cancel button; once it
+    runs, ``progress`` (a generic line by default). Only unexpected exceptions escape, to
+    the tree's error hook."""
+    from adapters.discord.progress import QueueFeedback
+
     requester = to_requester(interaction)
-    if progress is not None:
-        reply.show_progress(progress)
+    feedback = QueueFeedback(reply, running_text=progress or GENERATING)
+
+    async def deliver(result: GenerationResult) -> None:
+        await feedback.close()  # no queue update may land on the result
+        await reply.deliver(result)
+
     try:
-        await start(requester, reply.deliver)
+        try:
+            await start(requester, deliver, feedback.feed)
+        finally:
+            await feedback.close()
     except DuplicateRequestError as err:
         log.info(
             "interaction %s was delivered twice; job %s handles it", interaction.id, err.job_id
         )
+    except JobCancelledError as err:
+        await feedback.cancelled(err)
     except DeliveryError as err:
         if not err.notified:
             await reply.fail(err)
+    except PromptRefusedError as err:
+        from adapters.discord.moderation import tell_refused
+
+        await tell_refused(reply, err)  # privately, with an "Ask an admin" button
     except BotError as err:
         await reply.fail(err)

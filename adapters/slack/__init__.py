@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from adapters.ops import OpsServer
     from adapters.runtime import Runtime
     from adapters.slack.config import SlackSettings
 
@@ -19,9 +20,12 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-async def serve(runtime: Runtime, settings: SlackSettings) -> None:
+async def serve(
+    runtime: Runtime, settings: SlackSettings, *, http: OpsServer | None = None
+) -> None:
     """Run the Slack adapter until cancelled, then close the websocket or web server, the
-    work in flight and the HTTP session."""
+    work in flight and the HTTP session. HTTP mode mounts ``/slack/events`` on ``http``, the
+    process's HTTP server (one of its own on ``HTTP_PORT`` when none is given)."""
     from adapters.slack.app import run_slack
 
-    await run_slack(runtime, settings)
+    await run_slack(runtime, settings, http=http)

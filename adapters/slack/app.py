@@ -7,6 +7,7 @@ Both run until cancelled and then close what they opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,11 +24,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.ops import OpsServer
 from adapters.runtime import Runtime
 from adapters.slack.config import SlackSettings
 from adapters.slack.handlers import SlackHandlers
 from bot.admin import QuotaAdmin
 from bot.errors import ConfigError
+from bot.health import CONNECTED, DISCONNECTED, Health
 
 __all__ = [
     "EVENTS_PATH",
@@ -47,9 +50,11 @@ RATE_LIMIT_RETRIES = 3
 CONNECTION_RETRIES = 2
 
 
-async def run_slack(runtime: Runtime, settings: SlackSettings) -> None:
+async def run_slack(
+    runtime: Runtime, settings: SlackSettings, *, http: OpsServer | None = None
+) -> None:
     """The adapter: one HTTP session and Web API client, the Bolt app and its listeners, then
-    Socket Mode or HTTP mode until cancelled."""
+    Socket Mode or HTTP mode (on ``http``, the process's HTTP server) until cancelled."""
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client = build_web_client(settings, session)
@@ -67,13 +72,24 @@ async def run_slack(runtime: Runtime, settings: SlackSettings) -> None:
             auth = await check_bot_token(client)
             handlers.bot_user_id = str(auth.get("user_id") or "")
 
+        async def serving() -> None:
+            # HTTP mode is up once /slack/events is mounted; a rejected token stops the bot.
+            runtime.health.set("slack", CONNECTED)
+            await identify()
+
         try:
             if settings.mode == "socket":
                 await identify()
-                await run_socket_mode(app, client, settings)
+                await run_socket_mode(app, client, settings, health=runtime.health)
             else:
-                await run_http_mode(app, settings, after_start=identify)
+                async with contextlib.AsyncExitStack() as stack:
+                    if http is None:
+                        port = settings.http_port
+                        assert port is not None
+                        http = await stack.enter_async_context(OpsServer(runtime, port=port))
+                    await run_http_mode(app, http, after_start=serving)
         finally:
+            runtime.health.set("slack", DISCONNECTED)
             await handlers.close()
 
 
@@ -141,8 +157,15 @@ async def check_bot_token(client: AsyncWebClient) -> dict[str, Any]:
     return data
 
 
-async def run_socket_mode(app: AsyncApp, client: AsyncWebClient, settings: SlackSettings) -> None:
-    """Open the Socket Mode websocket and serve until cancelled."""
+async def run_socket_mode(
+    app: AsyncApp,
+    client: AsyncWebClient,
+    settings: SlackSettings,
+    *,
+    health: Health | None = None,
+) -> None:
+    """Open the Socket Mode websocket and serve until cancelled. Once connected, ``health``
+    asks the SDK (which reconnects on its own) whether it still is."""
     app_token = settings.slack_app_token
     assert app_token is not None
     token = app_token.get_secret_value()
@@ -162,46 +185,37 @@ async def run_socket_mode(app: AsyncApp, client: AsyncWebClient, settings: Slack
         handler.client.wss_uri = str(opened["url"])
         await handler.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack: Socket Mode connected")
+        if health is not None:
+            health.set("slack", CONNECTED)
+            health.probe("slack", handler.client.is_connected)
         await asyncio.Event().wait()
     finally:
+        if health is not None:
+            health.probe("slack", None)
         await handler.close_async()  # type: ignore[no-untyped-call]
         log.info("Slack: Socket Mode closed")
 
 
 async def run_http_mode(
     app: AsyncApp,
-    settings: SlackSettings,
+    server: OpsServer,
     *,
-    host: str = "0.0.0.0",
     after_start: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Serve ``POST /slack/events`` (signatures verified by Bolt) on ``HTTP_PORT`` until
-    cancelled; ``GET /healthz`` answers ``ok``. ``after_start`` runs once it listens."""
-    port = settings.http_port
-    assert port is not None
+    """Serve ``POST /slack/events`` (signatures verified by Bolt) on ``server``, the
+    process's HTTP server on ``HTTP_PORT``, until cancelled. ``after_start`` runs once the
+    route is mounted."""
 
     async def events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    web_app = web.Application()
-    web_app.router.add_post(EVENTS_PATH, events)
-    web_app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
-    await runner.setup()
+    server.add_route("POST", EVENTS_PATH, events)
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on HTTP_PORT {port}: {exc.strerror}") from None
-        log.info("Slack: HTTP mode listening on %s:%d%s", host, port, EVENTS_PATH)
+        log.info("Slack: HTTP mode serving %s on port %d", EVENTS_PATH, server.port)
         if after_start is not None:
             await after_start()
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        server.remove_route("POST", EVENTS_PATH)

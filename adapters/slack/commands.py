@@ -6,6 +6,8 @@
     admin clear-quota <@user|default>
     admin spend-cap <X|off>
     admin usage [days]
+    admin block add|remove WORD|/regex/, block list, review-channel #channel|none,
+    admin channels allow|remove #channel, channels list, spoilers on|off, moderation-log [days]
 
 A subcommand word counts only when the whole text is that word (``/imagine models`` lists the
 models, ``/imagine models on a runway`` draws them), and ``admin`` only when the next word is
@@ -20,6 +22,11 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from adapters.slack.moderation_commands import (
+    MODERATION_SUBCOMMANDS,
+    ModerationCommand,
+    parse_moderation,
+)
 from bot.catalog import usd_to_micros
 from bot.errors import InvalidRequestError
 
@@ -40,7 +47,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ADMIN_SUBCOMMANDS = ("set-quota", "clear-quota", "spend-cap", "usage", "help")
+# ... and the moderation words (adapters/slack/moderation_commands.py).
+ADMIN_SUBCOMMANDS = (
+    "set-quota",
+    "clear-quota",
+    "spend-cap",
+    "usage",
+    "help",
+    *MODERATION_SUBCOMMANDS,
+)
 LIMIT_KEYS = ("images_per_day", "images_per_month", "usd_per_month")
 _UNSET = frozenset({"none", "off", "default", "-"})
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
@@ -103,7 +118,16 @@ class Usage:
 
 
 Command = (
-    Generate | Help | Quota | Models | AdminHelp | SetQuota | ClearQuota | SpendCap | Usage
+    Generate
+    | Help
+    | Quota
+    | Models
+    | AdminHelp
+    | SetQuota
+    | ClearQuota
+    | SpendCap
+    | Usage
+    | ModerationCommand
 )
 
 
@@ -129,6 +153,8 @@ def parse_command(text: str) -> Command:
     args = words[2:]
     if sub == "help":
         return AdminHelp()
+    if sub in MODERATION_SUBCOMMANDS:
+        return parse_moderation(sub, args)
     if sub == "set-quota":
         return _set_quota(args)
     if sub == "clear-quota":

@@ -23,6 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack import commands as cmd
+from adapters.slack.moderation import SlackModeration
+from adapters.slack.moderation_commands import is_moderation_command
+from adapters.slack.progress import CANCEL_ACTION_ID, QueueNote, QueueNotes
 from adapters.slack.render import (
     REROLL_ACTION_ID,
     Origin,
@@ -37,7 +40,15 @@ from adapters.slack.render import (
     strip_bot_mention,
 )
 from bot.admin import QuotaAdmin, scope_in, to_csv
-from bot.errors import BotError, DeliveryError, DuplicateRequestError, ProviderAuthError
+from bot.errors import (
+    BotError,
+    ChannelNotAllowedError,
+    DeliveryError,
+    DuplicateRequestError,
+    JobCancelledError,
+    PromptRefusedError,
+    ProviderAuthError,
+)
 from bot.messages import (
     DELIVERY_FAILED,
     REROLL_HINT,
@@ -94,6 +105,13 @@ class SlackHandlers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._members: dict[str, float] = {}
+        # Refusals' "Ask an admin", review posts, Approve / Deny, moderation admin commands.
+        moderation = service.moderation
+        self.moderation = None if moderation is None else SlackModeration(self, moderation)
+        # Queued jobs' notes (position, ETA, Cancel) and the Cancel click.
+        self.notes = QueueNotes(
+            service=service, client=client, session=session, is_admin=self.is_admin, tell=self.tell
+        )
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -101,6 +119,9 @@ class SlackHandlers:
         app.command(re.compile(r"^/imagine"))(self.on_command)
         app.event("app_mention")(self.on_mention)
         app.action(REROLL_ACTION_ID)(self.on_reroll)
+        app.action(CANCEL_ACTION_ID)(self.on_cancel)
+        if self.moderation is not None:
+            self.moderation.register(app)  # before the catch-all below
         # Buttons this version does not know (an older or newer release's) are acked, so
         # Slack does not show an error or redeliver them.
         app.action(re.compile(r".*"))(self.on_unknown_action)
@@ -184,6 +205,19 @@ class SlackHandlers:
         origin = from_action(body)
         self._spawn(origin, self._reroll(job_id, origin, event_id), name=f"slack-{event_id}")
 
+    async def on_cancel(
+        self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
+    ) -> None:
+        await ack()
+        self._note_bot_user(context)
+        event_id = _event_id(body.get("trigger_id"))
+        if not self._first_time(event_id):
+            return
+        actions = body.get("actions") or [{}]
+        job_id = str(actions[0].get("value") or "")
+        origin = from_action(body)
+        self._spawn(origin, self.notes.cancel(job_id, origin), name=f"slack-{event_id}")
+
     async def on_unknown_action(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any]
     ) -> None:
@@ -234,13 +268,18 @@ class SlackHandlers:
         if not await self.can_post(origin):
             await self.tell(origin, self._not_in_channel(), markup=True)
             return
-        await self.tell(origin, self._generating(request))
+        note = self.notes.note(origin, running_text=self._generating(request))
         requester = origin.requester()
         await self._run(
             origin,
             self.service.generate(
-                request, requester, event_id=event_id, deliver=self._deliverer(origin)
+                request,
+                requester,
+                event_id=event_id,
+                deliver=self._deliverer(origin, note),
+                progress=note.feed,
             ),
+            note,
         )
 
     async def _reroll(self, job_id: str, origin: Origin, event_id: str | None) -> None:
@@ -252,25 +291,43 @@ class SlackHandlers:
         if not await self.can_post(origin):
             await self.tell(origin, self._not_in_channel(), markup=True)
             return
-        await self.tell(origin, self._generating(record.request))
+        note = self.notes.note(origin, running_text=self._generating(record.request))
         await self._run(
             origin,
             self.service.reroll(
-                job_id, origin.requester(), event_id=event_id, deliver=self._deliverer(origin)
+                job_id,
+                origin.requester(),
+                event_id=event_id,
+                deliver=self._deliverer(origin, note),
+                progress=note.feed,
             ),
+            note,
         )
 
-    def _deliverer(self, origin: Origin) -> Deliver:
+    def _deliverer(self, origin: Origin, note: QueueNote | None = None) -> Deliver:
         async def deliver(result: GenerationResult) -> None:
+            if note is not None:
+                await note.close(flush=True)  # the note comes before the images
             await self.deliver(result, origin)
 
         return deliver
 
-    async def _run(self, origin: Origin, job: Awaitable[GenerationResult]) -> None:
+    async def _run(
+        self, origin: Origin, job: Awaitable[GenerationResult], note: QueueNote | None = None
+    ) -> None:
         """Await a job whose upload is part of it (the service charges only after it), then
-        post the Reroll button: its appearance means the job is complete and charged."""
+        post the Reroll button: its appearance means the job is complete and charged.
+        ``note`` shows the job's progress until then."""
         try:
-            result = await job
+            try:
+                result = await job
+            finally:
+                if note is not None:
+                    await note.close(flush=True)
+        except JobCancelledError as err:
+            if note is None or not note.cancel_claimed:  # else the Cancel click answered
+                await self._failed(origin, err, note)
+            return
         except DuplicateRequestError as dup:
             log.info("event already handled by job %s; nothing more to do", dup.job_id)
             return
@@ -279,11 +336,11 @@ class SlackHandlers:
                 await self.tell(origin, describe(err))
             return
         except BotError as err:
-            await self._failed(origin, err)
+            await self._failed(origin, err, note)
             return
         except Exception as exc:
             log.exception("Slack job failed unexpectedly")
-            await self._failed(origin, exc)
+            await self._failed(origin, exc, note)
             return
         await self._post_reroll_button(result, origin)
 
@@ -291,14 +348,21 @@ class SlackHandlers:
         spec = self.service.catalog.get(request.model)
         return progress_text(request, spec.label)
 
-    async def _failed(self, origin: Origin, err: BaseException) -> None:
+    async def _failed(
+        self, origin: Origin, err: BaseException, note: QueueNote | None = None
+    ) -> None:
         if isinstance(err, ProviderAuthError):
             log.error("image provider rejected our credentials: %s", err)
         elif is_operator_fault(err):
             log.warning("job for %s failed: %s: %s", origin.user_id, type(err).__name__, err)
         else:
             log.info("request from %s refused: %s", origin.user_id, type(err).__name__)
-        await self.tell(origin, describe(err))
+        if isinstance(err, PromptRefusedError | ChannelNotAllowedError) and self.moderation:
+            await self.moderation.refused(origin, err)  # with "Ask an admin", or the channels
+            return
+        # A note still offering Cancel is replaced by the outcome.
+        if note is None or not await note.settle(describe(err)):
+            await self.tell(origin, describe(err))
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -438,6 +502,8 @@ class SlackHandlers:
                 text = spend_cap_text(command.usd_micros)
             elif isinstance(command, cmd.Usage):
                 text = await self._usage(actor, command.days, origin)
+            elif self.moderation is not None and is_moderation_command(command):
+                text = await self.moderation.admin_command(actor, command)
             else:
                 raise AssertionError(f"unhandled command {command!r}")
         except BotError as err:

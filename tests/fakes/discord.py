@@ -54,6 +54,7 @@ __all__ = [
     "CommandSync",
     "DiscordAPIError",
     "FakeAttachment",
+    "FakeChannel",
     "FakeDiscord",
     "FakeInteraction",
     "FakeMember",
@@ -142,6 +143,19 @@ class FakeMember:
 
 
 @dataclass
+class FakeChannel:
+    """A text channel besides the default one (``FakeDiscord.add_channel``)."""
+
+    id: str
+    name: str
+    nsfw: bool = False
+
+    @property
+    def mention(self) -> str:
+        return f"<#{self.id}>"
+
+
+@dataclass
 class FakeAttachment:
     id: str
     filename: str
@@ -178,6 +192,7 @@ class FakeMessage:
     allowed_mentions: dict[str, Any] | None = None
     deleted: bool = False
     edits: int = 0
+    history: list[str] = field(default_factory=list)  # content after each edit
     created_at: float = field(default_factory=time.monotonic)
     message_type: int = 0
 
@@ -296,6 +311,7 @@ class FakeDiscord(Observed):
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
         self.channel_name = "imagine"
+        self.extra_channels: dict[str, FakeChannel] = {}
 
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[RecordedRequest] = []
@@ -393,6 +409,13 @@ class FakeDiscord(Observed):
             permissions=permissions,
         )
 
+    def add_channel(self, name: str, *, nsfw: bool = False) -> FakeChannel:
+        """Another text channel in the server (add it before the bot connects, so that it
+        is in the server's channel list; a later one reaches the bot with each interaction)."""
+        channel = FakeChannel(id=self.snowflake(), name=name, nsfw=nsfw)
+        self.extra_channels[channel.id] = channel
+        return channel
+
     async def create_role(self, name: str | None = None) -> str:
         """A new server role, announced to the bot (GUILD_ROLE_CREATE) as Discord does."""
         role_id = self.snowflake()
@@ -447,11 +470,15 @@ class FakeDiscord(Observed):
         ids += interaction.followup_ids
         return [self.messages[i] for i in dict.fromkeys(ids) if i in self.messages]
 
-    def channel_messages(self, *, include_deleted: bool = False) -> list[FakeMessage]:
+    def channel_messages(
+        self, *, include_deleted: bool = False, channel_id: str | None = None
+    ) -> list[FakeMessage]:
         return [
             m
             for m in self.messages.values()
-            if m.via == "channel" and (include_deleted or not m.deleted)
+            if m.via == "channel"
+            and (include_deleted or not m.deleted)
+            and (channel_id is None or m.channel_id == channel_id)
         ]
 
     def requests_to(self, fragment: str, method: str | None = None) -> list[RecordedRequest]:
@@ -502,6 +529,8 @@ class FakeDiscord(Observed):
         resolved_members: Iterable[FakeMember] = (),
         resolved_roles: Iterable[str] = (),
         attachment_size_limit: int | None = None,
+        group: str | None = None,
+        channel: FakeChannel | None = None,
     ) -> FakeInteraction:
         """Deliver a slash command (type 2) as Discord would for a guild command. ``options``
         maps option names to values; a ``FakeMember`` value becomes a USER option with its
@@ -518,6 +547,8 @@ class FakeDiscord(Observed):
             resolved.setdefault("members", {})[extra.id] = extra.member_payload(with_user=False)
         if subcommand is not None:
             built = [{"name": subcommand, "type": 1, "options": built}]
+        if group is not None:  # a subcommand group: /name group subcommand
+            built = [{"name": group, "type": 2, "options": built}]
         command = self._synced_command(name)
         data: dict[str, Any] = {
             "id": command.get("id", self.snowflake()) if command else self.snowflake(),
@@ -534,6 +565,7 @@ class FakeDiscord(Observed):
             data=data,
             member=member,
             attachment_size_limit=attachment_size_limit,
+            channel_id=channel.id if channel is not None else None,
         )
 
     async def autocomplete(
@@ -572,6 +604,7 @@ class FakeDiscord(Observed):
             member=member,
             message=message,
             attachment_size_limit=attachment_size_limit,
+            channel_id=message.channel_id,
         )
 
     def _option(
@@ -581,6 +614,12 @@ class FakeDiscord(Observed):
         roles: set[str],
         resolved: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
+        if isinstance(value, FakeChannel):
+            resolved.setdefault("channels", {})[value.id] = {
+                **self._channel_payload(value.id),
+                "permissions": str(ALL_PERMISSIONS),
+            }
+            return {"name": name, "type": 7, "value": value.id}
         if isinstance(value, FakeMember):
             resolved.setdefault("users", {})[value.id] = value.user_payload()
             resolved.setdefault("members", {})[value.id] = value.member_payload(with_user=False)
@@ -618,15 +657,16 @@ class FakeDiscord(Observed):
                     return command
         return None
 
-    def _channel_payload(self) -> dict[str, Any]:
+    def _channel_payload(self, channel_id: str | None = None) -> dict[str, Any]:
+        extra = self.extra_channels.get(channel_id or "")
         return {
-            "id": self.channel_id,
+            "id": extra.id if extra else self.channel_id,
             "type": 0,
-            "name": self.channel_name,
-            "position": 0,
+            "name": extra.name if extra else self.channel_name,
+            "position": 1 if extra else 0,
             "guild_id": self.guild_id,
             "permission_overwrites": [],
-            "nsfw": False,
+            "nsfw": extra.nsfw if extra else False,
             "parent_id": None,
             "topic": None,
             "last_message_id": None,
@@ -642,7 +682,9 @@ class FakeDiscord(Observed):
         member: FakeMember,
         message: FakeMessage | None = None,
         attachment_size_limit: int | None = None,
+        channel_id: str | None = None,
     ) -> FakeInteraction:
+        channel_id = channel_id or self.channel_id
         interaction_id = self.snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         limit = attachment_size_limit or self.attachment_size_limit
@@ -654,8 +696,8 @@ class FakeDiscord(Observed):
             "version": 1,
             "guild_id": self.guild_id,
             "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
-            "channel_id": self.channel_id,
-            "channel": self._channel_payload(),
+            "channel_id": channel_id,
+            "channel": self._channel_payload(channel_id),
             "app_permissions": str(MEMBER_PERMISSIONS),
             "attachment_size_limit": limit,
             "locale": "en-US",
@@ -767,7 +809,10 @@ class FakeDiscord(Observed):
                 {**self._role_payload(self.guild_id), "name": "@everyone", "position": 0},
                 *self.roles.values(),
             ],
-            "channels": [self._channel_payload()],
+            "channels": [
+                self._channel_payload(),
+                *(self._channel_payload(c) for c in self.extra_channels),
+            ],
             "threads": [],
             "members": [],
             "voice_states": [],
@@ -1090,14 +1135,16 @@ class FakeDiscord(Observed):
 
     async def _channel_messages(self, request: web.Request, parts: list[str]) -> Any:
         channel_id = parts[1]
-        if channel_id != self.channel_id:
+        if channel_id != self.channel_id and channel_id not in self.extra_channels:
             raise DiscordAPIError(404, 10003, "Unknown Channel")
         method = request.method
         if len(parts) == 3:
             if method != "POST":
                 raise DiscordAPIError(405, 0, "405: Method Not Allowed")
             body, files = await self._read_body(request)
-            created = self._new_message(body, files, interaction=None, via="channel", limit=None)
+            created = self._new_message(
+                body, files, interaction=None, via="channel", limit=None, channel_id=channel_id
+            )
             return self._message_payload(created)
         message = self.messages.get(parts[3])
         if (
@@ -1209,11 +1256,14 @@ class FakeDiscord(Observed):
         interaction: FakeInteraction | None,
         via: str,
         limit: FakeInteraction | None,
+        channel_id: str | None = None,
     ) -> FakeMessage:
         _validate_message(body)
+        if channel_id is None and interaction is not None:
+            channel_id = str(interaction.payload.get("channel_id") or "")
         message = FakeMessage(
             id=self.snowflake(),
-            channel_id=self.channel_id,
+            channel_id=channel_id or self.channel_id,
             author_id=self.bot_user_id,
             content=body.get("content") or "",
             embeds=list(body.get("embeds") or []),
@@ -1251,6 +1301,7 @@ class FakeDiscord(Observed):
             message.flags = (message.flags & (EPHEMERAL | LOADING)) | (int(body["flags"]) & 4)
         message.flags &= ~LOADING
         message.edits += 1
+        message.history.append(message.content)
 
     def _message_payload(self, message: FakeMessage) -> dict[str, Any]:
         payload: dict[str, Any] = {

@@ -29,7 +29,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aiohttp import ClientSession, WSMsgType, web
@@ -141,6 +141,16 @@ class ResponsePost:
     @property
     def ephemeral(self) -> bool:
         return bool(self.body.get("response_type", "ephemeral") == "ephemeral")
+
+    def buttons(self) -> list[Mapping[str, Any]]:
+        found: list[Mapping[str, Any]] = []
+        for block in self.body.get("blocks") or []:
+            if block.get("type") == "actions":
+                found.extend(e for e in block.get("elements", []) if e.get("type") == "button")
+            accessory = block.get("accessory")
+            if isinstance(accessory, Mapping) and accessory.get("type") == "button":
+                found.append(accessory)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +468,54 @@ class FakeSlack(Observed):
             ],
         }
 
+    def note_click_payload(
+        self, button: Mapping[str, Any], *, channel: str, user: str, message_ts: str = ""
+    ) -> dict[str, Any]:
+        """``block_actions`` for ``user`` clicking ``button`` on an ephemeral message (a
+        ``response_url`` note or a ``chat.postEphemeral`` one): Slack marks the container
+        ephemeral and sends no ``message``."""
+        n = next(self._ids)
+        return {
+            "type": "block_actions",
+            "user": {
+                "id": user,
+                "username": self._user_name(user),
+                "name": self._user_name(user),
+                "team_id": self.team_id,
+            },
+            "api_app_id": "A1",
+            "token": "verification-token-unused",
+            "container": {
+                "type": "message",
+                "message_ts": message_ts or f"{1700000000 + n}.000000",
+                "channel_id": channel,
+                "is_ephemeral": True,
+            },
+            "trigger_id": f"{n}.{n}.click{n}",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": channel.lower()},
+            "state": {"values": {}},
+            "response_url": f"{self.url}/respond/click-{n}",
+            "actions": [
+                {
+                    "action_id": button["action_id"],
+                    "block_id": "b",
+                    "text": button.get("text", {}),
+                    "value": button.get("value", ""),
+                    "type": "button",
+                    "action_ts": f"{1700000000 + n}.000000",
+                }
+            ],
+        }
+
+    async def click_note(
+        self, button: Mapping[str, Any], *, channel: str, user: str, message_ts: str = ""
+    ) -> Envelope:
+        payload = self.note_click_payload(button, channel=channel, user=user, message_ts=message_ts)
+        return await self.send("interactive", payload)
+
     async def slash_command(self, text: str, **kwargs: Any) -> Envelope:
         return await self.send("slash_commands", self.slash_payload(text, **kwargs))
 
@@ -647,6 +705,21 @@ class FakeSlack(Observed):
             )
         )
         return {"ok": True, "channel": args["channel"], "ts": ts, "message": {"text": text}}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Replaces the text and blocks of a message the bot posted (same ``ts``)."""
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        for index, message in enumerate(self.messages):
+            if message.channel == channel and message.ts == ts and message.user is None:
+                text = str(args.get("text") or "")
+                blocks = _json_arg(args.get("blocks"))
+                self.messages[index] = replace(
+                    message,
+                    text=text or message.text,
+                    blocks=tuple(blocks) if blocks is not None else message.blocks,
+                )
+                return {"ok": True, "channel": channel, "ts": ts, "text": text}
+        return {"ok": False, "error": "message_not_found"}
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}

@@ -1,0 +1,352 @@
+"""Moderation on Discord: the "Ask an admin" button under a refusal, the review post with
+Approve / Deny in the server's review channel, the approved job, and spoilers.
+
+Every button is a ``DynamicItem`` whose custom id is ``imagine-review:<action>:<review id>``;
+the review lives in the database, so the buttons work on any message, across restarts. Who
+may decide is checked by the core (``Moderation.decide``: ``actor.is_admin``, computed here
+from the member's permissions as for the quota commands).
+
+A denied member is told with a mention in the channel they asked in; the refused prompt is
+not repeated there (Discord has no ephemeral message a bot can send unprompted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+
+from adapters.discord.render import (
+    EMBED_COLOUR,
+    fit_images,
+    image_files,
+    result_embed,
+    to_requester,
+)
+from adapters.discord.reply import Reply, acknowledge, result_view
+from bot.errors import (
+    BotError,
+    DeliveryError,
+    DuplicateRequestError,
+    PromptRefusedError,
+)
+from bot.messages import (
+    REVIEW_BUTTON_LABELS,
+    REVIEW_POST_FAILED,
+    REVIEW_SENT,
+    describe,
+    review_approved_delivery_text,
+    review_decided_text,
+    review_denied_text,
+    review_fields,
+    review_job_failed_text,
+    review_title,
+)
+from bot.models import GenerationResult, Review
+from bot.moderation import Moderation
+
+if TYPE_CHECKING:
+    from adapters.discord.client import ImagineClient
+    from adapters.runtime import Runtime
+
+__all__ = [
+    "CUSTOM_ID",
+    "ReviewButton",
+    "custom_id",
+    "is_nsfw",
+    "refusal_view",
+    "review_embed",
+    "review_view",
+    "spoiler_for",
+    "spoiler_wanted",
+    "tell_refused",
+]
+
+log = logging.getLogger(__name__)
+
+CUSTOM_ID = re.compile(r"imagine-review:(?P<action>ask|approve|deny):(?P<review_id>[\w-]{1,64})")
+PLATFORM = "discord"
+_STYLES = {
+    "ask": discord.ButtonStyle.secondary,
+    "approve": discord.ButtonStyle.success,
+    "deny": discord.ButtonStyle.danger,
+}
+_FIELD_MAX = 1024
+_DESCRIPTION_MAX = 4096
+
+
+def custom_id(action: str, review_id: str) -> str:
+    value = f"imagine-review:{action}:{review_id}"
+    if not CUSTOM_ID.fullmatch(value):
+        raise ValueError(f"review id {review_id!r} cannot go into a custom id")
+    return value
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
+    def __init__(self, action: str, review_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=REVIEW_BUTTON_LABELS[action],
+                style=_STYLES[action],
+                custom_id=custom_id(action, review_id),
+            )
+        )
+        self.action = action
+        self.review_id = review_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ReviewButton:
+        return cls(match["action"], match["review_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = cast("ImagineClient", interaction.client)
+        try:
+            if self.action == "ask":
+                await _ask(client, interaction, self.review_id)
+            else:
+                await _decide(client, interaction, self.review_id, self.action == "approve")
+        except Exception as exc:
+            # The one error hook, shared with the slash commands.
+            await client.tree.report_unexpected(interaction, exc)
+
+
+def refusal_view(review_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ReviewButton("ask", review_id))
+    return view
+
+
+def review_view(review_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ReviewButton("approve", review_id))
+    view.add_item(ReviewButton("deny", review_id))
+    return view
+
+
+# -- the refusal ---------------------------------------------------------------------------
+
+
+async def tell_refused(reply: Reply, err: PromptRefusedError) -> None:
+    """The refusal, privately, with an "Ask an admin" button carrying the review id (none
+    when the core kept no review)."""
+    if err.review_id is None:
+        await reply.fail(err)
+        return
+    log.info("interaction %s: prompt refused (%s)", reply.interaction.id, err.source)
+    interaction = reply.interaction
+    text = describe(err)
+    view = refusal_view(err.review_id)
+    await reply._settle()  # a "Generating…" edit must not land after the refusal
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, view=view, ephemeral=True)
+    elif reply.ephemeral:
+        await interaction.edit_original_response(content=text, view=view)
+    else:
+        # After a public defer: remove the loading message, then answer privately.
+        with contextlib.suppress(discord.NotFound):
+            await interaction.delete_original_response()
+        await interaction.followup.send(text, view=view, ephemeral=True, wait=True)
+
+
+# -- Ask an admin ---------------------------------------------------------------------------
+
+
+async def _ask(client: ImagineClient, interaction: discord.Interaction, review_id: str) -> None:
+    """The refused member asks for a review: the prompt goes to the review channel with
+    Approve / Deny; the refusal message becomes "sent to the admins"."""
+    if await acknowledge(interaction) is False:  # an update of the clicked message
+        return
+    moderation = _moderation(client)
+    requester = to_requester(interaction)
+    try:
+        review = await moderation.request_review(review_id, requester)
+        rules = await moderation.rules(PLATFORM, requester.workspace_id)
+    except BotError as err:
+        log.info("review %s: request refused: %s", review_id, type(err).__name__)
+        await interaction.followup.send(describe(err), ephemeral=True)
+        return
+    channel_id = rules.review_channel_id
+    if channel_id is None:  # removed in between; request_review checked it
+        await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
+        return
+    channel = client.get_partial_messageable(int(channel_id), guild_id=interaction.guild_id)
+    try:
+        await channel.send(
+            embed=review_embed(review),
+            view=review_view(review.review_id),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+    except discord.HTTPException as exc:
+        log.error(
+            "review %s: cannot post in the review channel %s (%s %s): give the bot View "
+            "Channel, Send Messages and Embed Links there",
+            review_id,
+            channel_id,
+            exc.status,
+            exc.code,
+        )
+        await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
+        return
+    log.info("review %s: sent to the review channel %s", review_id, channel_id)
+    await interaction.edit_original_response(content=REVIEW_SENT, view=None)
+
+
+def review_embed(review: Review, *, decided: str | None = None) -> discord.Embed:
+    """What the admins see: the prompt, who asked where, the rule that matched."""
+    embed = discord.Embed(
+        title=review_title(review),
+        description=_clip(review.request.prompt, _DESCRIPTION_MAX),
+        colour=EMBED_COLOUR,
+    )
+    fields = review_fields(
+        review,
+        user=f"<@{review.requester.user_id}>",
+        channel=f"<#{review.requester.channel_id}>",
+    )
+    for name, value in fields:
+        embed.add_field(name=name, value=_clip(value, _FIELD_MAX), inline=len(value) < 40)
+    if decided is not None:
+        embed.add_field(name="\u200b", value=_clip(decided, _FIELD_MAX), inline=False)
+    embed.set_footer(text=f"review {review.review_id}")
+    return embed
+
+
+# -- Approve / Deny -------------------------------------------------------------------------
+
+
+async def _decide(
+    client: ImagineClient, interaction: discord.Interaction, review_id: str, approve: bool
+) -> None:
+    if await acknowledge(interaction) is False:
+        return
+    runtime = client.runtime
+    actor = to_requester(interaction)
+    try:
+        review = await _moderation(client).decide(review_id, actor, approve)
+    except BotError as err:
+        log.info("review %s: decision by %s refused: %s", review_id, actor.user_id, err)
+        await interaction.followup.send(describe(err), ephemeral=True)
+        return
+    decided = review_decided_text(approve, f"<@{actor.user_id}>")
+    log.info("review %s: %s by %s", review_id, review.state, actor.user_id)
+    with contextlib.suppress(discord.HTTPException):
+        await interaction.edit_original_response(
+            content=decided, embed=review_embed(review, decided=decided), view=None
+        )
+    user_id = int(review.requester.user_id)
+    channel = client.get_partial_messageable(
+        int(review.requester.channel_id), guild_id=interaction.guild_id
+    )
+    if not approve:
+        try:
+            await channel.send(review_denied_text(f"<@{user_id}>"), allowed_mentions=_only(user_id))
+        except discord.HTTPException as exc:
+            log.warning("review %s: could not tell the member: %s", review_id, exc)
+        return
+    await _run_approved(runtime, interaction, review, channel)
+
+
+def _only(user_id: int) -> discord.AllowedMentions:
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+
+
+async def _run_approved(
+    runtime: Runtime,
+    interaction: discord.Interaction,
+    review: Review,
+    channel: discord.PartialMessageable,
+) -> None:
+    """The approved job, for the member who asked (and charged to them), posted in the
+    channel they asked in with the bot's token."""
+    requester = review.requester
+    user_id = int(requester.user_id)
+    limit = interaction.filesize_limit
+    client = interaction.client
+
+    async def deliver(result: GenerationResult) -> None:
+        spoiler = await spoiler_wanted(
+            runtime, requester.workspace_id, client.get_channel(channel.id)
+        )
+        images = await fit_images(result.images, limit)
+        try:
+            await channel.send(
+                review_approved_delivery_text(f"<@{user_id}>"),
+                embed=result_embed(result),
+                files=image_files(result, images, spoiler=spoiler),
+                view=result_view(result.job_id),
+                allowed_mentions=_only(user_id),
+            )
+        except discord.HTTPException as exc:
+            log.error(
+                "review %s: job %s: Discord refused the result: %s %s",
+                review.review_id,
+                result.job_id,
+                exc.status,
+                exc.code,
+            )
+            raise DeliveryError(f"Discord refused the result: {exc.status}") from exc
+
+    try:
+        await runtime.service.generate(
+            review.request,
+            requester,
+            event_id=f"review:{review.review_id}",
+            deliver=deliver,
+            screen=False,
+        )
+    except DuplicateRequestError as err:
+        log.info("review %s: already handled by job %s", review.review_id, err.job_id)
+    except BotError as err:
+        log.info("review %s: approved job failed: %s", review.review_id, type(err).__name__)
+        text = describe(err)
+        with contextlib.suppress(discord.HTTPException):
+            await channel.send(f"<@{user_id}> {text}", allowed_mentions=_only(user_id))
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.followup.send(review_job_failed_text(text), ephemeral=True)
+
+
+# -- spoilers -------------------------------------------------------------------------------
+
+
+def is_nsfw(channel: object) -> bool:
+    """Whether Discord marks ``channel`` age-restricted; unknown channels count as not."""
+    check = getattr(channel, "is_nsfw", None)
+    if callable(check):
+        return bool(check())
+    return bool(getattr(channel, "nsfw", False))
+
+
+async def spoiler_wanted(runtime: Runtime, workspace_id: str, channel: object) -> bool:
+    """The server posts images as spoilers, and ``channel`` is not marked NSFW."""
+    if not workspace_id or runtime.moderation is None:
+        return False
+    rules = await runtime.moderation.rules(PLATFORM, workspace_id)
+    return rules.spoilers and not is_nsfw(channel)
+
+
+async def spoiler_for(interaction: discord.Interaction) -> bool:
+    """``spoiler_wanted`` for the channel an interaction came from."""
+    runtime: Runtime | None = getattr(interaction.client, "runtime", None)
+    if runtime is None:
+        return False
+    return await spoiler_wanted(runtime, str(interaction.guild_id or ""), interaction.channel)
+
+
+def _moderation(client: ImagineClient) -> Moderation:
+    moderation = client.runtime.moderation
+    if moderation is None:  # open_runtime always builds one
+        raise RuntimeError("the runtime has no moderation")
+    return moderation

@@ -1,0 +1,429 @@
+"""Moderation (issue 7): screen prompts before any quota hold, review refusals, admin rules.
+
+``Moderation.screen`` runs, in order, for every ``/imagine`` (``ImageService.generate`` calls
+it before the hold, so a refusal costs nothing):
+
+1. the server's channel allow-list (``ChannelNotAllowedError`` outside it);
+2. the built-in word list (``bot/data/blocked_words.txt``), then the server's blocked words and
+   patterns (``bot.filter``), on the prompt and on the negative prompt;
+3. when ``MODERATION_API_BASE_URL`` is set, an OpenAI-compatible ``POST {base}/moderations``
+   (``ModerationClient``); a flagged prompt is refused with its categories as the rule. When
+   the endpoint fails, ``MODERATION_FAIL_POLICY`` (``refuse`` or ``allow``) decides and a
+   WARNING says so.
+
+A refusal writes a ``Review`` in state ``refused`` and its moderation log row (one statement),
+then raises ``PromptRefusedError(source, rule, review_id=...)``. The user may ask an admin
+(``request_review``: ``refused -> pending``); an admin approves or denies it (``decide``);
+after an approval the adapter runs the job with ``screen=False``, charged to the user.
+
+``ModerationAdmin`` is the permission-checked admin API; every change is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Literal, NoReturn
+
+import httpx
+from pydantic import SecretStr
+
+from bot.admin import actor_name
+from bot.errors import (
+    ChannelNotAllowedError,
+    ConfigError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    PromptRefusedError,
+    ReviewNotYoursError,
+)
+from bot.filter import PromptFilter, builtin_terms, cached_filter, check_term, compile_pattern
+from bot.ledger import SqliteLedger
+from bot.messages import (
+    NO_REVIEW_CHANNEL,
+    REVIEW_ALREADY_DECIDED,
+    REVIEW_ALREADY_REQUESTED,
+    REVIEW_NOT_FOUND,
+    REVIEW_NOT_REQUESTED,
+)
+from bot.models import (
+    GenerationRequest,
+    ModerationEntry,
+    Requester,
+    Review,
+    ReviewState,
+    ServerRules,
+)
+from bot.moderation_store import ModerationStore
+
+__all__ = [
+    "DEFAULT_MODERATION_MODEL",
+    "MAX_RULES",
+    "FailPolicy",
+    "Moderation",
+    "ModerationAdmin",
+    "ModerationClient",
+    "ModerationUnavailableError",
+    "split_block_term",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+MAX_RULES = 500
+"""Most blocked words (and, separately, patterns and allowed channels) per server."""
+
+FailPolicy = Literal["refuse", "allow"]
+
+
+def split_block_term(text: str) -> tuple[bool, str]:
+    """How admins type a block rule: ``/regex/`` is a pattern, anything else a word or phrase.
+    Returns ``(is_pattern, value)``: ``"/n[a@]ked/"`` -> ``(True, "n[a@]ked")``."""
+    stripped = text.strip()
+    if len(stripped) > 2 and stripped.startswith("/") and stripped.endswith("/"):
+        return True, stripped[1:-1].strip()
+    return False, stripped
+
+
+class ModerationUnavailableError(Exception):
+    """The moderation endpoint gave no usable answer; ``detail`` is safe to log."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _moderations_url(base_url: str) -> httpx.URL:
+    url = httpx.URL(base_url.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError("MODERATION_API_BASE_URL must be an http(s) URL")
+    path = url.path.rstrip("/") or "/v1"
+    return url.copy_with(path=f"{path}/moderations", query=None, fragment=None)
+
+
+class ModerationClient:
+    """An OpenAI-compatible ``POST {base}/moderations`` client on the process's HTTP client.
+
+    ``base_url`` is the API root like ``IMAGE_API_BASE_URL``, ``/v1`` included (a bare origin
+    gets ``/v1``). The key rides only in the ``Authorization`` header and never appears in a
+    log line or an exception."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: SecretStr | None,
+        model: str = DEFAULT_MODERATION_MODEL,
+        fail_policy: FailPolicy = "refuse",
+        timeout: float = 10.0,
+    ) -> None:
+        if fail_policy not in ("refuse", "allow"):
+            raise ConfigError("MODERATION_FAIL_POLICY must be refuse or allow")
+        self._http = http
+        self._url = _moderations_url(base_url)
+        self._where = f"{self._url.host}{self._url.path}"
+        self._api_key = api_key
+        self.model = model
+        self.fail_policy: FailPolicy = fail_policy
+        self._timeout = httpx.Timeout(timeout, connect=min(5.0, timeout))
+
+    @property
+    def endpoint(self) -> str:
+        """Host and path of the endpoint (safe to log: no query, no user info)."""
+        return self._where
+
+    async def flagged(self, texts: Sequence[str]) -> str | None:
+        """The flagged categories (``"sexual, violence"``) if any text is flagged, else
+        ``None``. Raises ``ModerationUnavailableError`` when there is no usable answer."""
+        headers = {}
+        if self._api_key is not None and self._api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        try:
+            response = await self._http.post(
+                self._url,
+                json={"model": self.model, "input": list(texts)},
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException:
+            raise ModerationUnavailableError("timed out") from None
+        except httpx.HTTPError as exc:
+            raise ModerationUnavailableError(f"request failed ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise ModerationUnavailableError(f"HTTP {response.status_code}{_error_code(response)}")
+        try:
+            results = response.json()["results"]
+            if not isinstance(results, list) or not results:
+                raise ValueError("no results")
+            flagged: set[str] = set()
+            any_flagged = False
+            for result in results:
+                if not isinstance(result.get("flagged"), bool):
+                    raise ValueError("no flagged field")
+                if result["flagged"]:
+                    any_flagged = True
+                    categories = result.get("categories") or {}
+                    flagged.update(name for name, on in categories.items() if on is True)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModerationUnavailableError("malformed response") from None
+        if not any_flagged:
+            return None
+        return ", ".join(sorted(flagged)) or "flagged"
+
+
+def _error_code(response: httpx.Response) -> str:
+    """`` (code)`` from an OpenAI-shaped error body, or nothing; never the message, which
+    may echo (part of) the key."""
+    try:
+        error: Any = response.json()["error"]
+        code = error.get("code") or error.get("type")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    return f" ({code})" if isinstance(code, str | int) and code != "" else ""
+
+
+class Moderation:
+    """Screening, reviews and rules for every server; built once in ``adapters.runtime``."""
+
+    def __init__(
+        self,
+        *,
+        store: ModerationStore,
+        client: ModerationClient | None = None,
+        builtin: Iterable[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self._builtin = PromptFilter(
+            builtin_terms() if builtin is None else builtin, label="builtin"
+        )
+
+    @classmethod
+    def open(
+        cls,
+        ledger: SqliteLedger,
+        *,
+        http: httpx.AsyncClient | None = None,
+        base_url: str | None = None,
+        api_key: SecretStr | None = None,
+        model: str = DEFAULT_MODERATION_MODEL,
+        fail_policy: FailPolicy = "refuse",
+    ) -> Moderation:
+        """Moderation on ``ledger``'s database; with ``base_url`` (and ``http``) it also asks
+        the moderation endpoint."""
+        client = None
+        if base_url:
+            if http is None:
+                raise ValueError("the moderation endpoint needs the process's HTTP client")
+            client = ModerationClient(
+                http=http,
+                base_url=base_url,
+                api_key=api_key,
+                model=model,
+                fail_policy=fail_policy,
+            )
+            log.info("moderation endpoint %s (on failure: %s)", client.endpoint, fail_policy)
+        return cls(store=ModerationStore(ledger), client=client)
+
+    # --- screening -----------------------------------------------------------------------
+
+    async def screen(self, request: GenerationRequest, requester: Requester) -> None:
+        """Raise ``ChannelNotAllowedError`` or ``PromptRefusedError`` (logged, with a review)
+        when the server's rules refuse this request; return when it may run."""
+        rules = await self.rules(requester.platform, requester.workspace_id)
+        if rules.allowed_channel_ids and requester.channel_id not in rules.allowed_channel_ids:
+            raise ChannelNotAllowedError(rules.allowed_channel_ids)
+        server = cached_filter(rules.blocked_terms, rules.blocked_patterns)
+        texts = [("", request.prompt)]
+        if request.negative_prompt:
+            texts.append((" (negative prompt)", request.negative_prompt))
+        for where, text in texts:
+            rule = self._builtin.match(text) or server.match(text)
+            if rule is not None:
+                await self._refuse(request, requester, source="filter", rule=rule + where)
+        if self.client is not None:
+            try:
+                categories = await self.client.flagged([text for _, text in texts])
+            except ModerationUnavailableError as exc:
+                refuse = self.client.fail_policy == "refuse"
+                log.warning(
+                    "moderation endpoint %s failed (%s); MODERATION_FAIL_POLICY=%s, so the "
+                    "prompt from %s:%s is %s",
+                    self.client.endpoint,
+                    exc.detail,
+                    self.client.fail_policy,
+                    requester.platform,
+                    requester.user_id,
+                    "refused" if refuse else "allowed",
+                )
+                if refuse:
+                    await self._refuse(
+                        request,
+                        requester,
+                        source="moderation",
+                        rule=f"moderation endpoint unavailable: {exc.detail}",
+                    )
+                return
+            if categories is not None:
+                await self._refuse(request, requester, source="moderation", rule=categories)
+
+    async def _refuse(
+        self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
+    ) -> NoReturn:
+        review = await self.store.record_refusal(request, requester, source=source, rule=rule)
+        log.info(
+            "refused a prompt from %s:%s in %s (%s; review %s)",
+            requester.platform,
+            requester.user_id,
+            requester.workspace_id or "-",
+            source,
+            review.review_id,
+        )
+        log.debug("review %s: rule %r, prompt %r", review.review_id, rule, request.prompt)
+        raise PromptRefusedError(source=source, rule=rule, review_id=review.review_id)
+
+    # --- rules and reviews ---------------------------------------------------------------
+
+    async def rules(self, platform: str, workspace_id: str) -> ServerRules:
+        return await self.store.rules(platform, workspace_id)
+
+    async def review(self, review_id: str) -> Review:
+        """The review, or ``InvalidRequestError`` when there is none."""
+        review = await self.store.review(review_id)
+        if review is None:
+            raise InvalidRequestError(REVIEW_NOT_FOUND)
+        return review
+
+    async def request_review(self, review_id: str, requester: Requester) -> Review:
+        """The refused user asks an admin: ``refused -> pending``. Only that user may ask
+        (``ReviewNotYoursError``); the server needs a review channel and a review is asked
+        for once (``InvalidRequestError``)."""
+        review = await self.review(review_id)
+        mine = review.requester
+        if (requester.platform, requester.workspace_id, requester.user_id) != (
+            mine.platform,
+            mine.workspace_id,
+            mine.user_id,
+        ):
+            raise ReviewNotYoursError()
+        rules = await self.rules(mine.platform, mine.workspace_id)
+        if rules.review_channel_id is None:
+            raise InvalidRequestError(NO_REVIEW_CHANNEL)
+        pending = await self.store.mark_pending(review_id)
+        if pending is None:
+            raise InvalidRequestError(REVIEW_ALREADY_REQUESTED)
+        log.info("review %s requested by %s:%s", review_id, mine.platform, mine.user_id)
+        return pending
+
+    async def decide(self, review_id: str, actor: Requester, approve: bool) -> Review:
+        """An admin of the review's server approves or denies it (``pending -> approved |
+        denied``, audited). A second decision is an ``InvalidRequestError``."""
+        review = await self.review(review_id)
+        if (
+            not actor.is_admin
+            or actor.platform != review.requester.platform
+            or actor.workspace_id != review.requester.workspace_id
+        ):
+            raise PermissionDeniedError("approve or deny reviews")
+        decided = await self.store.decide(review_id, approve=approve, decided_by=actor.user_id)
+        if decided is None:
+            current = await self.review(review_id)
+            if current.state is ReviewState.REFUSED:
+                raise InvalidRequestError(REVIEW_NOT_REQUESTED)
+            raise InvalidRequestError(REVIEW_ALREADY_DECIDED)
+        log.info("review %s %s by %s:%s", review_id, decided.state, actor.platform, actor.user_id)
+        return decided
+
+
+class ModerationAdmin:
+    """The admin API for moderation. Every method takes the acting ``Requester``, raises
+    ``PermissionDeniedError`` unless ``actor.is_admin``, acts on the actor's own platform and
+    server only, and is audited (actor ``"<platform>:<user id>"``)."""
+
+    def __init__(self, moderation: Moderation) -> None:
+        self.moderation = moderation
+        self._store = moderation.store
+
+    @staticmethod
+    def _check(actor: Requester, action: str) -> None:
+        if not actor.is_admin:
+            raise PermissionDeniedError(action)
+
+    async def _add(self, actor: Requester, kind: str, value: str) -> bool:
+        if await self._store.count_rules(actor.platform, actor.workspace_id, kind) >= MAX_RULES:
+            raise InvalidRequestError(f"this server already has {MAX_RULES} of those")
+        added = await self._store.add_rule(
+            actor.platform, actor.workspace_id, kind, value, actor=actor_name(actor)
+        )
+        log.info("%s added %s rule to %s", actor_name(actor), kind, actor.workspace_id or "-")
+        return added
+
+    async def block_add(self, actor: Requester, term: str) -> bool:
+        """Block a word or phrase; ``False`` when it was already blocked."""
+        self._check(actor, "change the blocked words")
+        return await self._add(actor, "term", check_term(term))
+
+    async def block_add_pattern(self, actor: Requester, regex: str) -> bool:
+        """Block a regular expression (``InvalidRequestError`` when it is invalid or risky)."""
+        self._check(actor, "change the blocked words")
+        compile_pattern(regex)
+        return await self._add(actor, "pattern", regex.strip())
+
+    async def block_remove(self, actor: Requester, term_or_regex: str) -> bool:
+        """Unblock a word or a pattern (also accepted as ``/regex/``); ``False`` when neither
+        was blocked."""
+        self._check(actor, "change the blocked words")
+        where = (actor.platform, actor.workspace_id)
+        name = actor_name(actor)
+        is_pattern, value = split_block_term(term_or_regex)
+        if is_pattern and await self._store.remove_rule(*where, "pattern", value, actor=name):
+            return True
+        try:
+            term = check_term(term_or_regex)
+        except InvalidRequestError:
+            term = None
+        if term is not None and await self._store.remove_rule(*where, "term", term, actor=name):
+            return True
+        return await self._store.remove_rule(*where, "pattern", term_or_regex.strip(), actor=name)
+
+    async def block_list(self, actor: Requester) -> ServerRules:
+        self._check(actor, "view the blocked words")
+        return await self.moderation.rules(actor.platform, actor.workspace_id)
+
+    async def set_review_channel(self, actor: Requester, channel_id: str | None) -> None:
+        """Where "Ask an admin" requests go (``None``: nowhere; the button then says so)."""
+        self._check(actor, "set the review channel")
+        await self._store.set_review_channel(
+            actor.platform, actor.workspace_id, channel_id or None, actor=actor_name(actor)
+        )
+
+    async def allow_channel(self, actor: Requester, channel_id: str) -> bool:
+        """Add a channel to the allow-list (once it has one, /imagine works only there)."""
+        self._check(actor, "change where images can be made")
+        if not channel_id:
+            raise InvalidRequestError("name a channel")
+        return await self._add(actor, "channel", channel_id)
+
+    async def disallow_channel(self, actor: Requester, channel_id: str) -> bool:
+        self._check(actor, "change where images can be made")
+        return await self._store.remove_rule(
+            actor.platform, actor.workspace_id, "channel", channel_id, actor=actor_name(actor)
+        )
+
+    async def set_spoilers(self, actor: Requester, on: bool) -> None:
+        self._check(actor, "change the spoiler setting")
+        await self._store.set_spoilers(
+            actor.platform, actor.workspace_id, on, actor=actor_name(actor)
+        )
+
+    async def log(
+        self, actor: Requester, days: int = 7, *, limit: int = 50
+    ) -> tuple[ModerationEntry, ...]:
+        """Refusals in the actor's server over the last ``days`` days, newest first."""
+        self._check(actor, "view the moderation log")
+        if not 1 <= days <= 366:
+            raise InvalidRequestError("days must be between 1 and 366")
+        since = self._store.now() - timedelta(days=days)
+        return await self._store.log(actor.platform, actor.workspace_id, since=since, limit=limit)

@@ -1,0 +1,362 @@
+"""Moderation storage on the ledger's SQLite database (schema version 2, ``bot.schema``).
+
+It shares the ledger's one aiosqlite connection and, like the ledger, changes state only with
+single statements: a review moves ``refused -> pending -> approved | denied`` through one
+conditional ``UPDATE``, so two admins pressing Approve at once cannot both win. Audit rows
+(who, when, what) and moderation log rows are written by triggers inside those statements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.ledger import SqliteLedger
+from bot.models import (
+    GenerationRequest,
+    ModerationEntry,
+    Requester,
+    Review,
+    ReviewState,
+    ServerRules,
+)
+
+__all__ = ["ModerationStore", "RuleKind"]
+
+log = logging.getLogger(__name__)
+
+RuleKind = str  # "term", "pattern" or "channel"
+
+_REVIEW_COLUMNS = """
+    review_id, platform, workspace_id, channel_id, user_id, role_ids, display_name, prompt,
+    negative_prompt, model, size, n, seed, source, rule, state, created_at, decided_by,
+    decided_at
+"""
+
+
+def _stamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("times must be aware datetimes (UTC)")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+class ModerationStore:
+    """Per-server rules, reviews and the moderation log, in the ledger's database."""
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self._ledger = ledger
+
+    def now(self) -> datetime:
+        return self._ledger.now()
+
+    async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        return list(await self._ledger.connection.execute_fetchall(sql, params))
+
+    # --- rules ---------------------------------------------------------------------------
+
+    async def rules(self, platform: str, workspace_id: str) -> ServerRules:
+        where = {"platform": platform, "workspace": workspace_id}
+        entries = await self._rows(
+            """
+            SELECT kind, value FROM moderation_rules
+            WHERE platform = :platform AND workspace_id = :workspace AND active = 1
+            ORDER BY kind, value
+            """,
+            where,
+        )
+        settings = await self._rows(
+            """
+            SELECT review_channel_id, spoilers FROM moderation_settings
+            WHERE platform = :platform AND workspace_id = :workspace
+            """,
+            where,
+        )
+        review_channel, spoilers = settings[0] if settings else (None, 0)
+        return ServerRules(
+            platform=platform,
+            workspace_id=workspace_id,
+            blocked_terms=tuple(v for k, v in entries if k == "term"),
+            blocked_patterns=tuple(v for k, v in entries if k == "pattern"),
+            review_channel_id=review_channel,
+            allowed_channel_ids=tuple(v for k, v in entries if k == "channel"),
+            spoilers=bool(spoilers),
+        )
+
+    async def count_rules(self, platform: str, workspace_id: str, kind: RuleKind) -> int:
+        rows = await self._rows(
+            """
+            SELECT count(*) FROM moderation_rules
+            WHERE platform = ? AND workspace_id = ? AND kind = ? AND active = 1
+            """,
+            (platform, workspace_id, kind),
+        )
+        return int(rows[0][0])
+
+    async def add_rule(
+        self, platform: str, workspace_id: str, kind: RuleKind, value: str, *, actor: str
+    ) -> bool:
+        """Add (or re-activate) a rule; ``False`` when it was already there (nothing audited)."""
+        rows = await self._rows(
+            """
+            INSERT INTO moderation_rules (platform, workspace_id, kind, value, active,
+                                          updated_at, updated_by)
+            VALUES (:platform, :workspace, :kind, :value, 1, :at, :actor)
+            ON CONFLICT DO UPDATE SET active = 1, updated_at = excluded.updated_at,
+                updated_by = excluded.updated_by
+            WHERE active = 0
+            RETURNING value
+            """,
+            {
+                "platform": platform,
+                "workspace": workspace_id,
+                "kind": kind,
+                "value": value,
+                "at": _stamp(self.now()),
+                "actor": actor,
+            },
+        )
+        return bool(rows)
+
+    async def remove_rule(
+        self, platform: str, workspace_id: str, kind: RuleKind, value: str, *, actor: str
+    ) -> bool:
+        """Deactivate a rule; ``False`` when there was no such active rule."""
+        rows = await self._rows(
+            """
+            UPDATE moderation_rules SET active = 0, updated_at = :at, updated_by = :actor
+            WHERE platform = :platform AND workspace_id = :workspace AND kind = :kind
+              AND value = :value AND active = 1
+            RETURNING value
+            """,
+            {
+                "platform": platform,
+                "workspace": workspace_id,
+                "kind": kind,
+                "value": value,
+                "at": _stamp(self.now()),
+                "actor": actor,
+            },
+        )
+        return bool(rows)
+
+    async def set_review_channel(
+        self, platform: str, workspace_id: str, channel_id: str | None, *, actor: str
+    ) -> None:
+        await self._rows(
+            """
+            INSERT INTO moderation_settings (platform, workspace_id, review_channel_id,
+                                             updated_at, updated_by)
+            VALUES (:platform, :workspace, :channel, :at, :actor)
+            ON CONFLICT DO UPDATE SET review_channel_id = excluded.review_channel_id,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            WHERE review_channel_id IS NOT excluded.review_channel_id
+            """,
+            {
+                "platform": platform,
+                "workspace": workspace_id,
+                "channel": channel_id,
+                "at": _stamp(self.now()),
+                "actor": actor,
+            },
+        )
+
+    async def set_spoilers(self, platform: str, workspace_id: str, on: bool, *, actor: str) -> None:
+        await self._rows(
+            """
+            INSERT INTO moderation_settings (platform, workspace_id, spoilers, updated_at,
+                                             updated_by)
+            VALUES (:platform, :workspace, :on, :at, :actor)
+            ON CONFLICT DO UPDATE SET spoilers = excluded.spoilers,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            WHERE spoilers <> excluded.spoilers
+            """,
+            {
+                "platform": platform,
+                "workspace": workspace_id,
+                "on": int(on),
+                "at": _stamp(self.now()),
+                "actor": actor,
+            },
+        )
+
+    # --- refusals and reviews ------------------------------------------------------------
+
+    async def record_refusal(
+        self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
+    ) -> Review:
+        """A new review in state ``refused`` and (by trigger, same statement) its log row."""
+        review_id = uuid.uuid4().hex
+        now = self.now()
+        await self._rows(
+            """
+            INSERT INTO reviews (review_id, platform, workspace_id, channel_id, user_id,
+                                 role_ids, display_name, prompt, negative_prompt, model, size,
+                                 n, seed, source, rule, created_at)
+            VALUES (:review_id, :platform, :workspace, :channel, :user, :role_ids,
+                    :display_name, :prompt, :negative, :model, :size, :n, :seed, :source,
+                    :rule, :at)
+            """,
+            {
+                "review_id": review_id,
+                "platform": requester.platform,
+                "workspace": requester.workspace_id,
+                "channel": requester.channel_id,
+                "user": requester.user_id,
+                "role_ids": json.dumps(list(requester.role_ids)),
+                "display_name": requester.display_name,
+                "prompt": request.prompt,
+                "negative": request.negative_prompt,
+                "model": request.model,
+                "size": request.size,
+                "n": request.n,
+                "seed": request.seed,
+                "source": source,
+                "rule": rule,
+                "at": _stamp(now),
+            },
+        )
+        return Review(
+            review_id=review_id,
+            requester=Requester(
+                platform=requester.platform,
+                workspace_id=requester.workspace_id,
+                channel_id=requester.channel_id,
+                user_id=requester.user_id,
+                role_ids=requester.role_ids,
+                display_name=requester.display_name,
+            ),
+            request=request,
+            rule=rule,
+            source=source,
+            state=ReviewState.REFUSED,
+            created_at=now,
+        )
+
+    async def review(self, review_id: str) -> Review | None:
+        rows = await self._rows(
+            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id = ?", (review_id,)
+        )
+        return _review(rows[0]) if rows else None
+
+    async def mark_pending(self, review_id: str) -> Review | None:
+        """refused -> pending; ``None`` when the review is not in state ``refused``."""
+        rows = await self._rows(
+            f"""
+            UPDATE reviews SET state = 'pending', requested_at = :at
+            WHERE review_id = :review_id AND state = 'refused'
+            RETURNING {_REVIEW_COLUMNS}
+            """,
+            {"review_id": review_id, "at": _stamp(self.now())},
+        )
+        return _review(rows[0]) if rows else None
+
+    async def decide(self, review_id: str, *, approve: bool, decided_by: str) -> Review | None:
+        """pending -> approved | denied (audited by trigger); ``None`` when not pending."""
+        rows = await self._rows(
+            f"""
+            UPDATE reviews SET state = :state, decided_by = :by, decided_at = :at
+            WHERE review_id = :review_id AND state = 'pending'
+            RETURNING {_REVIEW_COLUMNS}
+            """,
+            {
+                "review_id": review_id,
+                "state": "approved" if approve else "denied",
+                "by": decided_by,
+                "at": _stamp(self.now()),
+            },
+        )
+        return _review(rows[0]) if rows else None
+
+    async def log(
+        self, platform: str, workspace_id: str, *, since: datetime, limit: int = 50
+    ) -> tuple[ModerationEntry, ...]:
+        """Refusals in one server since ``since``, newest first."""
+        rows = await self._rows(
+            """
+            SELECT at, platform, workspace_id, channel_id, user_id, prompt, negative_prompt,
+                   source, rule, review_id
+            FROM moderation_log
+            WHERE platform = :platform AND workspace_id = :workspace AND at >= :since
+            ORDER BY at DESC, id DESC LIMIT :limit
+            """,
+            {
+                "platform": platform,
+                "workspace": workspace_id,
+                "since": _stamp(since),
+                "limit": limit,
+            },
+        )
+        return tuple(
+            ModerationEntry(
+                at=datetime.fromisoformat(r[0]),
+                platform=r[1],
+                workspace_id=r[2],
+                channel_id=r[3],
+                user_id=r[4],
+                prompt=r[5],
+                negative_prompt=r[6],
+                source=r[7],
+                rule=r[8],
+                review_id=r[9],
+            )
+            for r in rows
+        )
+
+
+def _review(row: Sequence[Any]) -> Review:
+    (
+        review_id,
+        platform,
+        workspace_id,
+        channel_id,
+        user_id,
+        role_ids,
+        display_name,
+        prompt,
+        negative_prompt,
+        model,
+        size,
+        n,
+        seed,
+        source,
+        rule,
+        state,
+        created_at,
+        decided_by,
+        decided_at,
+    ) = row
+    created = _parse(created_at)
+    assert created is not None
+    return Review(
+        review_id=review_id,
+        requester=Requester(
+            platform=platform,
+            workspace_id=workspace_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            role_ids=tuple(json.loads(role_ids)),
+            display_name=display_name,
+        ),
+        request=GenerationRequest(
+            prompt=prompt,
+            model=model,
+            size=size,
+            n=n,
+            seed=seed,
+            negative_prompt=negative_prompt,
+        ),
+        rule=rule,
+        source=source,
+        state=ReviewState(state),
+        created_at=created,
+        decided_by=decided_by,
+        decided_at=_parse(decided_at),
+    )

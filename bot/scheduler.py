@@ -1,0 +1,561 @@
+"""The fair queue between the service and the provider.
+
+``Scheduler`` admits jobs (a per-user cap on jobs queued or running, a bounded queue), starts
+them in a fair order under a global cap on concurrent provider calls, reports each job's queue
+position and an ETA, cancels queued jobs, backs off when the provider rate-limits, and shuts
+down gracefully.
+
+Fair order: round-robin across servers (``platform`` + ``workspace_id``), then across users
+within a server. The next job comes from the server that was served least recently (one that
+has not been served while it has jobs in the system comes first), and within it from the user
+served least recently; ties go to whoever has waited longest. So a newcomer's single job
+starts before the 2nd..10th jobs of a user who queued ten. A server's or user's turn is
+remembered only while it has jobs queued or running.
+
+Back-pressure: a provider call that raises ``ProviderRateLimitedError`` halves the effective
+concurrency (at least 1; calls already in flight then do not halve it again) and holds every
+new start until its ``retry_after`` has passed (or ``default_retry_after``); the rate-limited
+job goes back to the front of the queue and is retried at most ``max_rate_limit_retries``
+times. Each run of ``concurrency`` successful calls started after the cut then raises the cap
+by one, back up to ``max_concurrent``.
+
+How the service uses it::
+
+    async with scheduler.admit(job_id, requester) as ticket:  # refusals raise here
+        images = await ticket.call(lambda: provider.generate(...), progress=progress)
+        await deliver(...)  # still counts against the user's cap and the shutdown grace
+
+Nothing here sleeps for synchronisation: waits are on events, and the clock and the sleep
+used for the rate-limit hold are injectable so tests can drive them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bot.errors import (
+    JobCancelledError,
+    ProviderRateLimitedError,
+    QueueFullError,
+    ShuttingDownError,
+    TooManyJobsError,
+)
+from bot.models import QueueStatus, Requester
+
+__all__ = ["Progress", "Scheduler", "Ticket"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Progress = Callable[[QueueStatus], Awaitable[None]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+
+_Key = tuple[str, ...]
+
+_QUEUED = "queued"
+_RUNNING = "running"  # holds a provider slot
+_ADMITTED = "admitted"  # between provider calls: delivering, or before its first call
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One admitted job. Made by ``Scheduler.admit``; use ``call`` for each provider call."""
+
+    job_id: str
+    requester: Requester
+    _scheduler: Scheduler
+    _seq: int
+    _task: asyncio.Task[object] | None
+    _state: str = _ADMITTED
+    _error: BaseException | None = None
+    _started_at: float | None = None
+    _epoch: int = 0  # the scheduler's rate-limit epoch when this call started
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _aborted: bool = False
+
+    @property
+    def space(self) -> _Key:
+        return (self.requester.platform, self.requester.workspace_id)
+
+    @property
+    def user(self) -> _Key:
+        return (self.requester.platform, self.requester.workspace_id, self.requester.user_id)
+
+    def status(self) -> QueueStatus:
+        return self._scheduler.status_of(self)
+
+    async def call(
+        self, factory: Callable[[], Awaitable[T]], *, progress: Progress | None = None
+    ) -> T:
+        """Wait for this job's turn (reporting its place to ``progress``), then run
+        ``factory()`` under a provider slot. Raises ``JobCancelledError`` or
+        ``ShuttingDownError`` if the job is cancelled or the scheduler closes while it waits."""
+        scheduler = self._scheduler
+        if self._error is not None:
+            raise self._error
+        if self._state == _ADMITTED:
+            if scheduler.closed:
+                raise ShuttingDownError()
+            scheduler._enqueue(self)
+        retries = 0
+        while True:
+            await self._wait_turn(progress)
+            started = scheduler._clock()
+            try:
+                result = await factory()
+            except ProviderRateLimitedError as exc:
+                scheduler._finish_call(self, started, rate_limited=exc)
+                if retries >= scheduler.max_rate_limit_retries or scheduler.closed:
+                    raise
+                retries += 1
+                log.info("job %s: rate-limited; back in the queue (retry %d)", self.job_id, retries)
+                scheduler._enqueue(self, front=True)
+                continue
+            except BaseException:
+                scheduler._finish_call(self, started)
+                raise
+            scheduler._finish_call(self, started, succeeded=True)
+            return result
+
+    async def _wait_turn(self, progress: Progress | None) -> None:
+        reported: int | None = None
+        while True:
+            self._wakeup.clear()
+            if self._error is not None:
+                raise self._error
+            if self._state != _QUEUED:
+                break
+            status = self.status()
+            if progress is not None and status.ahead != reported:
+                reported = status.ahead
+                await _report(progress, status)
+                continue
+            await self._wakeup.wait()
+        if progress is not None:
+            await _report(progress, self.status())
+
+    def _abort(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._aborted = True
+            self._task.cancel()
+
+
+async def _report(progress: Progress, status: QueueStatus) -> None:
+    try:
+        await progress(status)
+    except Exception:
+        log.warning("job %s: progress callback failed; ignored", status.job_id, exc_info=True)
+
+
+class Scheduler:
+    """Fair queue and concurrency caps for provider calls; see the module docstring.
+
+    Read-only figures for metrics: ``queued``, ``running`` (provider calls in flight),
+    ``active`` (jobs admitted and not finished), ``concurrency`` (the current effective cap),
+    ``latency_seconds`` (exponentially weighted mean of recent successful provider calls, or
+    None before the first), ``closed``."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: int = 4,
+        max_per_user: int = 2,
+        max_queue: int = 100,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        latency_weight: float = 0.3,
+        default_retry_after: float = 1.0,
+        max_rate_limit_retries: int = 1,
+    ) -> None:
+        if max_concurrent < 1 or max_per_user < 1 or max_queue < 0:
+            raise ValueError("max_concurrent and max_per_user must be >= 1, max_queue >= 0")
+        self.max_concurrent = max_concurrent
+        self.max_per_user = max_per_user
+        self.max_queue = max_queue
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self._clock = clock
+        self._sleep = sleep
+        self._weight = latency_weight
+        self._default_retry_after = default_retry_after
+        self._concurrency = max_concurrent
+        self._successes = 0
+        self._epoch = 0  # bumped by each 429 that lowers the cap
+        self._hold_until = 0.0
+        self._latency: float | None = None
+        self._seq = 0
+        self._starts = 0
+        # Queued tickets: server -> user -> FIFO; rate-limited retries go first.
+        self._queues: dict[_Key, dict[_Key, deque[Ticket]]] = {}
+        self._retries: deque[Ticket] = deque()
+        self._queued = 0
+        self._running = 0
+        self._tickets: dict[str, Ticket] = {}
+        self._per_user: dict[_Key, int] = {}
+        self._per_space: dict[_Key, int] = {}
+        self._user_turn: dict[_Key, int] = {}
+        self._space_turn: dict[_Key, int] = {}
+        self._order: list[Ticket] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- figures -------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def active(self) -> int:
+        return len(self._tickets)
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def latency_seconds(self) -> float | None:
+        return self._latency
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- admission and cancel ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def admit(self, job_id: str, requester: Requester) -> AsyncIterator[Ticket]:
+        """Admit a job (queued at once, or started when a slot is free); refusals raise
+        ``ShuttingDownError``, ``TooManyJobsError`` or ``QueueFullError`` before anything is
+        queued. The job counts against its user's cap until the block exits. If the
+        scheduler's shutdown grace runs out while the block runs, the block's task is
+        cancelled and the block raises ``ShuttingDownError``."""
+        ticket = self._admit(job_id, requester)
+        try:
+            yield ticket
+        except asyncio.CancelledError as exc:
+            task = ticket._task
+            if ticket._aborted and task is not None and task.uncancel() == 0:
+                raise ShuttingDownError() from exc
+            raise
+        finally:
+            self._release(ticket)
+
+    def _admit(self, job_id: str, requester: Requester) -> Ticket:
+        if self._closed:
+            raise ShuttingDownError()
+        user = (requester.platform, requester.workspace_id, requester.user_id)
+        if self._per_user.get(user, 0) >= self.max_per_user:
+            raise TooManyJobsError(self.max_per_user)
+        if self._queued >= self.max_queue and not self._can_start_now():
+            raise QueueFullError(self.max_queue)
+        self._seq += 1
+        ticket = Ticket(
+            job_id=job_id,
+            requester=requester,
+            _scheduler=self,
+            _seq=self._seq,
+            _task=asyncio.current_task(),
+        )
+        self._tickets[job_id] = ticket
+        self._per_user[user] = self._per_user.get(user, 0) + 1
+        self._per_space[ticket.space] = self._per_space.get(ticket.space, 0) + 1
+        self._idle.clear()
+        self._enqueue(ticket)
+        return ticket
+
+    def cancel(self, job_id: str) -> bool:
+        """Take a queued job out of the queue; its ``call`` raises ``JobCancelledError``.
+        False when the job is not queued here (running, finished, or unknown)."""
+        ticket = self._tickets.get(job_id)
+        if ticket is None or ticket._state != _QUEUED:
+            return False
+        self._dequeue(ticket)
+        ticket._error = JobCancelledError(job_id)
+        ticket._wakeup.set()
+        log.info("job %s: cancelled while queued", job_id)
+        self._changed()
+        return True
+
+    def status(self, job_id: str) -> QueueStatus | None:
+        ticket = self._tickets.get(job_id)
+        return None if ticket is None else self.status_of(ticket)
+
+    def status_of(self, ticket: Ticket) -> QueueStatus:
+        latency = self._latency
+        if ticket._state != _QUEUED:
+            eta = None
+            if latency is not None and ticket._started_at is not None:
+                eta = max(0.0, latency - (self._clock() - ticket._started_at))
+            return QueueStatus(ticket.job_id, 0, ticket._state == _RUNNING, eta)
+        order = self._dispatch_order()
+        ahead = order.index(ticket)
+        return QueueStatus(ticket.job_id, ahead, False, self._eta(ahead))
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def close(self, grace: float) -> None:
+        """Refuse new jobs, fail queued ones with ``ShuttingDownError``, give running ones
+        ``grace`` seconds to finish, then cancel what remains (those raise
+        ``ShuttingDownError``). Returns once every admitted job has left."""
+        if not self._closed:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            queued = self._dispatch_order()
+            for ticket in queued:
+                self._dequeue(ticket)
+                ticket._error = ShuttingDownError()
+                ticket._wakeup.set()
+            self._order = None
+            if self._tickets:
+                log.info(
+                    "scheduler closing: %d queued job(s) to refund, %d running",
+                    len(queued),
+                    len(self._tickets) - len(queued),
+                )
+        if self._idle.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+            return
+        except TimeoutError:
+            pass
+        remaining = list(self._tickets.values())
+        log.warning("shutdown grace over: cancelling %d job(s)", len(remaining))
+        for ticket in remaining:
+            ticket._abort()
+        await self._idle.wait()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _can_start_now(self) -> bool:
+        return (
+            not self._retries
+            and not self._queues
+            and self._running < self._concurrency
+            and self._clock() >= self._hold_until
+        )
+
+    def _enqueue(self, ticket: Ticket, *, front: bool = False) -> None:
+        ticket._state = _QUEUED
+        if front:
+            self._retries.append(ticket)
+        else:
+            users = self._queues.setdefault(ticket.space, {})
+            users.setdefault(ticket.user, deque()).append(ticket)
+        self._queued += 1
+        self._changed()
+
+    def _dequeue(self, ticket: Ticket) -> None:
+        if ticket in self._retries:
+            self._retries.remove(ticket)
+        else:
+            users = self._queues[ticket.space]
+            fifo = users[ticket.user]
+            fifo.remove(ticket)
+            if not fifo:
+                del users[ticket.user]
+            if not users:
+                del self._queues[ticket.space]
+        self._queued -= 1
+        ticket._state = _ADMITTED
+
+    def _release(self, ticket: Ticket) -> None:
+        if self._tickets.get(ticket.job_id) is not ticket:
+            return
+        if ticket._state == _QUEUED:
+            self._dequeue(ticket)
+        elif ticket._state == _RUNNING:
+            self._running -= 1
+        ticket._state = "done"
+        del self._tickets[ticket.job_id]
+        for counts, turns, key in (
+            (self._per_user, self._user_turn, ticket.user),
+            (self._per_space, self._space_turn, ticket.space),
+        ):
+            counts[key] -= 1
+            if not counts[key]:
+                del counts[key]
+                turns.pop(key, None)
+        if not self._tickets:
+            self._idle.set()
+        self._changed()
+
+    def _finish_call(
+        self,
+        ticket: Ticket,
+        started: float,
+        *,
+        succeeded: bool = False,
+        rate_limited: ProviderRateLimitedError | None = None,
+    ) -> None:
+        if ticket._state == _RUNNING:
+            self._running -= 1
+            ticket._state = _ADMITTED
+        if succeeded:
+            elapsed = max(0.0, self._clock() - started)
+            w = self._weight
+            self._latency = (
+                elapsed if self._latency is None else w * elapsed + (1 - w) * self._latency
+            )
+            # Only calls started since the last 429 show that the provider has recovered.
+            if self._concurrency < self.max_concurrent and ticket._epoch == self._epoch:
+                self._successes += 1
+                if self._successes >= self._concurrency:
+                    self._concurrency += 1
+                    self._successes = 0
+                    log.info("provider recovering: concurrency back to %d", self._concurrency)
+        elif rate_limited is not None:
+            wait = rate_limited.retry_after
+            if wait is None:
+                wait = self._default_retry_after
+            if ticket._epoch == self._epoch:
+                # Calls already in flight when the cap was lowered do not lower it again.
+                self._concurrency = max(1, self._concurrency // 2)
+                self._epoch += 1
+                self._successes = 0
+            self._hold_until = max(self._hold_until, self._clock() + wait)
+            log.warning(
+                "provider rate limit: concurrency lowered to %d, next start in %.2f s",
+                self._concurrency,
+                wait,
+            )
+        self._changed()
+
+    def _changed(self) -> None:
+        self._order = None
+        self._pump()
+        for fifo in self._queues.values():
+            for tickets in fifo.values():
+                for ticket in tickets:
+                    ticket._wakeup.set()
+        for ticket in self._retries:
+            ticket._wakeup.set()
+
+    def _pump(self) -> None:
+        while self._queued and self._running < self._concurrency and not self._closed:
+            now = self._clock()
+            if now < self._hold_until:
+                self._arm_timer(self._hold_until - now)
+                return
+            ticket = self._pick(self._user_turn, self._space_turn)
+            self._dequeue(ticket)
+            self._starts += 1
+            self._user_turn[ticket.user] = self._starts
+            self._space_turn[ticket.space] = self._starts
+            ticket._state = _RUNNING
+            ticket._started_at = now
+            ticket._epoch = self._epoch
+            self._running += 1
+            self._order = None
+            ticket._wakeup.set()
+            log.debug("job %s: started", ticket.job_id)
+
+    def _arm_timer(self, delay: float) -> None:
+        if self._timer is not None and not self._timer.done():
+            return
+        self._timer = asyncio.get_running_loop().create_task(self._wake_after(delay))
+
+    async def _wake_after(self, delay: float) -> None:
+        await self._sleep(delay)
+        self._timer = None
+        self._changed()
+
+    def _pick(
+        self,
+        user_turn: dict[_Key, int],
+        space_turn: dict[_Key, int],
+        taken: set[Ticket] | None = None,
+    ) -> Ticket:
+        """The next ticket to start, given when each server and user was last served;
+        ``taken`` tickets (already placed by a simulation) are skipped."""
+        taken = taken or set()
+        for ticket in self._retries:
+            if ticket not in taken:
+                return ticket
+        best: tuple[tuple[int, int], Ticket] | None = None
+        for space, users in self._queues.items():
+            head = _head(users, user_turn, taken)
+            if head is None:
+                continue
+            key = (space_turn.get(space, 0), min(_oldest(f, taken) for f in users.values()))
+            if best is None or key < best[0]:
+                best = (key, head)
+        if best is None:
+            raise LookupError("nothing queued")
+        return best[1]
+
+    def _dispatch_order(self) -> list[Ticket]:
+        """Every queued ticket in the order it would start if nothing else arrived."""
+        if self._order is None:
+            user_turn = dict(self._user_turn)
+            space_turn = dict(self._space_turn)
+            taken: set[Ticket] = set()
+            order: list[Ticket] = []
+            starts = self._starts
+            for _ in range(self._queued):
+                ticket = self._pick(user_turn, space_turn, taken)
+                starts += 1
+                user_turn[ticket.user] = starts
+                space_turn[ticket.space] = starts
+                taken.add(ticket)
+                order.append(ticket)
+            self._order = order
+        return self._order
+
+    def _eta(self, ahead: int) -> float | None:
+        """Seconds until the job ``ahead`` places from the front would be done, assuming
+        every provider call takes the recent mean latency."""
+        latency = self._latency
+        if latency is None:
+            return None
+        now = self._clock()
+        hold = max(0.0, self._hold_until - now)
+        running = sorted(
+            max(0.0, latency - (now - t._started_at))
+            for t in self._tickets.values()
+            if t._state == _RUNNING and t._started_at is not None
+        )
+        slots = max(1, self._concurrency)
+        free = [max(hold, r) for r in running[:slots]]
+        free += [hold] * (slots - len(free))
+        free.sort()
+        # Each job ahead takes the earliest free slot; ours takes the next one.
+        for _ in range(ahead):
+            free[0] += latency
+            free.sort()
+        return free[0] + latency
+
+
+def _oldest(fifo: deque[Ticket], taken: set[Ticket]) -> int:
+    return min((t._seq for t in fifo if t not in taken), default=1 << 62)
+
+
+def _head(
+    users: dict[_Key, deque[Ticket]], user_turn: dict[_Key, int], taken: set[Ticket]
+) -> Ticket | None:
+    best: tuple[tuple[int, int], Ticket] | None = None
+    for user, fifo in users.items():
+        head = next((t for t in fifo if t not in taken), None)
+        if head is None:
+            continue
+        key = (user_turn.get(user, 0), head._seq)
+        if best is None or key < best[0]:
+            best = (key, head)
+    return None if best is None else best[1]

@@ -1,0 +1,414 @@
+"""Moderation in the core with the real SQLite ledger: server rules and their audit rows, the
+moderation log, the review state machine (across a restart), and the service: a refused
+prompt never holds quota nor reaches the provider; an approved one runs for the user."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.errors import (
+    ChannelNotAllowedError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    PromptRefusedError,
+    ReviewNotYoursError,
+)
+from bot.ledger import SqliteLedger
+from bot.messages import NO_REVIEW_CHANNEL, describe
+from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewState
+from bot.moderation import Moderation, ModerationAdmin, split_block_term
+from bot.moderation_store import ModerationStore
+from bot.schema import MIGRATIONS, SCHEMA_VERSION
+from bot.service import ImageService
+from tests.fakes.provider import ScriptedProvider
+from tests.ledger_support import FakeClock
+
+ALICE = Requester(
+    platform="discord",
+    workspace_id="G1",
+    channel_id="C1",
+    user_id="alice",
+    role_ids=("R1",),
+    display_name="Alice",
+)
+BOB = Requester(platform="discord", workspace_id="G1", channel_id="C1", user_id="bob")
+ADMIN = Requester(
+    platform="discord", workspace_id="G1", channel_id="C9", user_id="boss", is_admin=True
+)
+OTHER_ADMIN = Requester(
+    platform="discord", workspace_id="G2", channel_id="C1", user_id="boss2", is_admin=True
+)
+SLACK_ADMIN = Requester(
+    platform="slack", workspace_id="G1", channel_id="C1", user_id="boss", is_admin=True
+)
+FLUX = "black-forest-labs/flux-1-schnell"
+
+
+def req(prompt: str, negative: str | None = None, n: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt, model=FLUX, size="1024x1024", n=n, negative_prompt=negative
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
+    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+def moderation(ledger: SqliteLedger) -> Moderation:
+    return Moderation.open(ledger)
+
+
+@pytest.fixture
+def admin(moderation: Moderation) -> ModerationAdmin:
+    return ModerationAdmin(moderation)
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def service(
+    ledger: SqliteLedger, provider: ScriptedProvider, moderation: Moderation
+) -> ImageService:
+    return ImageService(
+        catalog=load_catalog(), provider=provider, ledger=ledger, moderation=moderation
+    )
+
+
+async def refuse(moderation: Moderation, prompt: str = "nsfw art") -> str:
+    with pytest.raises(PromptRefusedError) as caught:
+        await moderation.screen(req(prompt), ALICE)
+    assert caught.value.review_id is not None
+    return caught.value.review_id
+
+
+# --- rules and the admin API -------------------------------------------------------------
+
+
+async def test_admins_edit_the_server_list_and_every_change_is_audited(
+    admin: ModerationAdmin, moderation: Moderation, ledger: SqliteLedger
+) -> None:
+    assert await admin.block_add(ADMIN, "  Dragon  ") is True
+    assert await admin.block_add(ADMIN, "dragon") is False  # already there: no audit row
+    assert await admin.block_add_pattern(ADMIN, r"blood\s*bath") is True
+    rules = await admin.block_list(ADMIN)
+    assert rules.blocked_terms == ("dragon",)
+    assert rules.blocked_patterns == (r"blood\s*bath",)
+
+    with pytest.raises(PromptRefusedError) as caught:
+        await moderation.screen(req("a DR4GON"), ALICE)
+    assert (caught.value.source, caught.value.rule) == ("filter", "term:dragon")
+    with pytest.raises(PromptRefusedError):
+        await moderation.screen(req("a bloodbath"), ALICE)
+    # Other servers are not affected.
+    await moderation.screen(req("a dragon"), Requester("discord", "G2", "C1", "carol"))
+
+    assert await admin.block_remove(ADMIN, "DRAGON") is True
+    assert await admin.block_remove(ADMIN, "/blood\\s*bath/") is True
+    assert await admin.block_remove(ADMIN, "dragon") is False
+    await moderation.screen(req("a dragon in a bloodbath"), ALICE)
+    assert await admin.block_add(ADMIN, "dragon") is True  # re-added after removal
+
+    audit = await ledger.audit_log(platform="discord", workspace_id="G1")
+    assert [(a.action, a.scope.subject_id) for a in reversed(audit)] == [
+        ("block_term", "dragon"),
+        ("block_pattern", r"blood\s*bath"),
+        ("unblock_term", "dragon"),
+        ("unblock_pattern", r"blood\s*bath"),
+        ("block_term", "dragon"),
+    ]
+    assert {a.actor for a in audit} == {"discord:boss"}
+
+
+async def test_invalid_or_risky_patterns_are_refused_and_not_stored(
+    admin: ModerationAdmin,
+) -> None:
+    for pattern in ("(a+)+", "(unclosed", ".*"):
+        with pytest.raises(InvalidRequestError):
+            await admin.block_add_pattern(ADMIN, pattern)
+    assert (await admin.block_list(ADMIN)).blocked_patterns == ()
+
+
+async def test_non_admins_are_refused_every_admin_action(admin: ModerationAdmin) -> None:
+    calls = [
+        admin.block_add(ALICE, "x"),
+        admin.block_add_pattern(ALICE, "x+"),
+        admin.block_remove(ALICE, "x"),
+        admin.block_list(ALICE),
+        admin.set_review_channel(ALICE, "C9"),
+        admin.allow_channel(ALICE, "C1"),
+        admin.disallow_channel(ALICE, "C1"),
+        admin.set_spoilers(ALICE, True),
+        admin.log(ALICE, 7),
+    ]
+    for call in calls:
+        with pytest.raises(PermissionDeniedError) as caught:
+            await call
+        assert describe(caught.value).startswith("Only admins can")
+
+
+async def test_admins_act_only_on_their_own_server(
+    admin: ModerationAdmin, moderation: Moderation
+) -> None:
+    await admin.block_add(OTHER_ADMIN, "dragon")
+    await admin.allow_channel(SLACK_ADMIN, "C7")  # same workspace id, other platform
+    await moderation.screen(req("a dragon"), ALICE)
+    assert (await admin.block_list(ADMIN)).blocked_terms == ()
+    assert (await moderation.rules("discord", "G1")).allowed_channel_ids == ()
+
+
+async def test_settings_channels_and_spoilers_are_stored_and_audited(
+    admin: ModerationAdmin, moderation: Moderation, ledger: SqliteLedger
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    await admin.set_review_channel(ADMIN, "C9")  # unchanged: no audit row
+    await admin.set_spoilers(ADMIN, True)
+    await admin.allow_channel(ADMIN, "C1")
+    await admin.allow_channel(ADMIN, "C2")
+    assert await admin.disallow_channel(ADMIN, "C2") is True
+    await admin.set_review_channel(ADMIN, None)
+
+    rules = await moderation.rules("discord", "G1")
+    assert rules.review_channel_id is None
+    assert rules.spoilers is True
+    assert rules.allowed_channel_ids == ("C1",)
+    actions = [a.action for a in reversed(await ledger.audit_log(workspace_id="G1"))]
+    assert actions == [
+        "set_review_channel",
+        "set_spoilers",
+        "allow_channel",
+        "allow_channel",
+        "disallow_channel",
+        "set_review_channel",
+    ]
+
+
+async def test_the_channel_allow_list_refuses_other_channels_before_anything_else(
+    admin: ModerationAdmin, service: ImageService, provider: ScriptedProvider
+) -> None:
+    await admin.allow_channel(ADMIN, "C5")
+    elsewhere = Requester("discord", "G1", "C1", "alice")
+    with pytest.raises(ChannelNotAllowedError) as caught:
+        await service.generate(req("nsfw"), elsewhere)  # the channel, not the word
+    assert caught.value.allowed_channel_ids == ("C5",)
+    assert "<#C5>" in describe(caught.value)
+    assert provider.calls == []
+    result = await service.generate(req("a fox"), Requester("discord", "G1", "C5", "alice"))
+    assert len(result.images) == 1
+
+
+# --- the log and the service --------------------------------------------------------------
+
+
+async def test_a_refused_prompt_costs_nothing_and_never_reaches_the_provider(
+    service: ImageService, provider: ScriptedProvider, ledger: SqliteLedger, admin: ModerationAdmin
+) -> None:
+    with pytest.raises(PromptRefusedError) as caught:
+        await service.generate(req("a lovely p0rn still", n=3), ALICE, event_id="ev-1")
+    assert describe(caught.value) == (
+        "This prompt was refused by this server's rules. Nothing was charged."
+    )
+    assert "p0rn" not in describe(caught.value) and "porn" not in describe(caught.value)
+    with pytest.raises(PromptRefusedError):
+        await service.generate(req("a castle", negative="n.u.d.e"), ALICE)
+
+    assert provider.calls == []
+    allowance = await ledger.allowance(ALICE)
+    usage = allowance.get("images_per_day")
+    assert usage is not None and usage.used == 0
+    report = await ledger.usage(since=ledger.now().replace(year=2000))
+    assert report.rows == ()
+
+    entries = await admin.log(ADMIN, 7)
+    assert [(e.prompt, e.negative_prompt, e.source) for e in entries] == [
+        ("a castle", "n.u.d.e", "filter"),
+        ("a lovely p0rn still", None, "filter"),
+    ]
+    assert entries[0].rule == "builtin:nude (negative prompt)"
+    assert entries[1].rule == "builtin:porn"
+    assert (entries[1].user_id, entries[1].channel_id, entries[1].workspace_id) == (
+        "alice",
+        "C1",
+        "G1",
+    )
+    assert entries[1].review_id == caught.value.review_id
+    # The same event id can still run once the prompt is fixed: the refusal held nothing.
+    result = await service.generate(req("a castle"), ALICE, event_id="ev-1")
+    assert result.images
+
+
+async def test_the_log_covers_the_asked_days_only(
+    moderation: Moderation, admin: ModerationAdmin, clock: FakeClock
+) -> None:
+    await refuse(moderation, "old nsfw")
+    clock.advance(days=10)
+    await refuse(moderation, "new nsfw")
+    assert [e.prompt for e in await admin.log(ADMIN, 7)] == ["new nsfw"]
+    assert [e.prompt for e in await admin.log(ADMIN, 30)] == ["new nsfw", "old nsfw"]
+    assert await admin.log(OTHER_ADMIN, 30) == ()
+    with pytest.raises(InvalidRequestError):
+        await admin.log(ADMIN, 0)
+
+
+# --- reviews ------------------------------------------------------------------------------
+
+
+async def test_review_goes_refused_pending_approved_and_runs_for_the_user(
+    moderation: Moderation,
+    admin: ModerationAdmin,
+    service: ImageService,
+    provider: ScriptedProvider,
+    ledger: SqliteLedger,
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    with pytest.raises(PromptRefusedError) as caught:
+        await service.generate(req("a nude statue in a museum", n=2), ALICE)
+    review_id = caught.value.review_id
+    assert review_id is not None
+    review = await moderation.review(review_id)
+    assert review.state is ReviewState.REFUSED
+    assert review.requester.user_id == "alice" and review.requester.role_ids == ("R1",)
+
+    with pytest.raises(ReviewNotYoursError) as not_yours:
+        await moderation.request_review(review_id, BOB)
+    assert "Only the person whose prompt was refused" in describe(not_yours.value)
+    with pytest.raises(PermissionDeniedError):
+        await moderation.request_review(review_id, ADMIN)  # not even an admin
+    with pytest.raises(InvalidRequestError, match="nobody has asked"):
+        await moderation.decide(review_id, ADMIN, True)
+
+    pending = await moderation.request_review(review_id, ALICE)
+    assert pending.state is ReviewState.PENDING
+    with pytest.raises(InvalidRequestError, match="already asked"):
+        await moderation.request_review(review_id, ALICE)
+
+    with pytest.raises(PermissionDeniedError):
+        await moderation.decide(review_id, BOB, True)
+    with pytest.raises(PermissionDeniedError):
+        await moderation.decide(review_id, OTHER_ADMIN, True)
+    approved = await moderation.decide(review_id, ADMIN, True)
+    assert approved.state is ReviewState.APPROVED
+    assert approved.decided_by == "boss" and approved.decided_at == ledger.now()
+    with pytest.raises(InvalidRequestError, match="already decided"):
+        await moderation.decide(review_id, ADMIN, False)
+
+    # The adapter runs the approved job without screening, charged to the original user.
+    result = await service.generate(
+        approved.request, approved.requester, event_id=f"review:{review_id}", screen=False
+    )
+    assert len(result.images) == 2
+    assert provider.calls[0].prompt == "a nude statue in a museum"
+    record = await ledger.job(result.job_id)
+    assert record.state is JobState.CHARGED
+    assert record.requester.user_id == "alice"
+    assert record.event_id == f"review:{review_id}"
+    audit = await ledger.audit_log(workspace_id="G1")
+    assert (audit[0].action, audit[0].actor, audit[0].scope.subject_id) == (
+        "approve_review",
+        "discord:boss",
+        "alice",
+    )
+
+
+async def test_a_denied_review_stays_denied(moderation: Moderation, admin: ModerationAdmin) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    await moderation.request_review(review_id, ALICE)
+    denied = await moderation.decide(review_id, ADMIN, False)
+    assert denied.state is ReviewState.DENIED
+    with pytest.raises(InvalidRequestError):
+        await moderation.decide(review_id, ADMIN, True)
+    assert (await moderation.review(review_id)).state is ReviewState.DENIED
+
+
+async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
+    review_id = await refuse(moderation)
+    with pytest.raises(InvalidRequestError) as caught:
+        await moderation.request_review(review_id, ALICE)
+    assert caught.value.reason == NO_REVIEW_CHANNEL
+    assert "ask an admin" in describe(caught.value)
+    with pytest.raises(InvalidRequestError):
+        await moderation.review("no-such-review")
+
+
+async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "imagine.db"
+    async with await SqliteLedger.open(path, clock=clock) as ledger:
+        moderation = Moderation.open(ledger)
+        await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
+        review_id = await refuse(moderation, "x.x.x art")
+        await moderation.request_review(review_id, ALICE)
+
+    async with await SqliteLedger.open(path, clock=clock) as ledger:
+        moderation = Moderation.open(ledger)
+        decided = await moderation.decide(review_id, ADMIN, True)
+        assert decided.state is ReviewState.APPROVED
+        assert decided.request.prompt == "x.x.x art"
+        assert decided.requester.display_name == "Alice"
+        assert (await moderation.rules("discord", "G1")).review_channel_id == "C9"
+
+
+async def test_concurrent_decisions_have_one_winner(
+    moderation: Moderation, admin: ModerationAdmin
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    await moderation.request_review(review_id, ALICE)
+    second = Requester("discord", "G1", "C9", "boss-two", is_admin=True)
+    results = await asyncio.gather(
+        moderation.decide(review_id, ADMIN, True),
+        moderation.decide(review_id, second, False),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, InvalidRequestError) for r in results) == 1
+
+
+async def test_the_schema_is_at_the_moderation_version(ledger: SqliteLedger) -> None:
+    assert SCHEMA_VERSION >= 2
+    store = ModerationStore(ledger)
+    assert (await store.rules("discord", "G1")).blocked_terms == ()
+
+
+def test_admins_type_patterns_between_slashes() -> None:
+    assert split_block_term(" /n[a@]ked/ ") == (True, "n[a@]ked")
+    assert split_block_term("dragon") == (False, "dragon")
+    assert split_block_term("/") == (False, "/")
+
+
+async def test_a_version_1_database_migrates_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO jobs (job_id, platform, workspace_id, channel_id, user_id, prompt, model,"
+        " size, n, held_images, held_micros, day, month, created_at) VALUES ('j1', 'discord',"
+        " 'G1', 'C1', 'alice', 'a fox', 'm', '1024x1024', 1, 1, 0, '2026-06-16', '2026-06',"
+        " '2026-06-16T09:00:00.000000+00:00')"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    async with await SqliteLedger.open(path) as ledger:
+        assert (await ledger.job("j1")).request.prompt == "a fox"
+        moderation = Moderation.open(ledger)
+        await ModerationAdmin(moderation).block_add(ADMIN, "dragon")
+        assert (await moderation.rules("discord", "G1")).blocked_terms == ("dragon",)

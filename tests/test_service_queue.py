@@ -1,0 +1,317 @@
+"""The service with a scheduler and the real SQLite ledger: refusals, cancel and shutdown
+refund the hold; progress reports the queue; a 429 is waited out, not charged twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.errors import (
+    InvalidRequestError,
+    JobCancelledError,
+    PermissionDeniedError,
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
+    QueueFullError,
+    ShuttingDownError,
+    TooManyJobsError,
+)
+from bot.ledger import SqliteLedger
+from bot.models import GenerationResult, JobState, Limits, QueueStatus, Requester
+from bot.scheduler import Scheduler
+from bot.service import ImageService
+from tests.fakes.clock import FakeClock
+from tests.fakes.provider import ScriptedProvider
+
+
+def member(user: str, server: str = "G1", *, admin: bool = False) -> Requester:
+    return Requester(
+        platform="discord", workspace_id=server, channel_id="C1", user_id=user, is_admin=admin
+    )
+
+
+ALICE, BOB, CAROL = member("alice"), member("bob"), member("carol")
+
+
+@pytest.fixture
+async def ledger() -> AsyncIterator[SqliteLedger]:
+    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10))
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return ScriptedProvider()
+
+
+def make_service(
+    ledger: SqliteLedger, provider: ScriptedProvider, scheduler: Scheduler, **kwargs: float
+) -> ImageService:
+    return ImageService(
+        catalog=load_catalog(), provider=provider, ledger=ledger, scheduler=scheduler, **kwargs
+    )
+
+
+class Recorder:
+    """A progress callback: keeps every status; a test can wait for the k-th."""
+
+    def __init__(self) -> None:
+        self.statuses: list[QueueStatus] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, status: QueueStatus) -> None:
+        self.statuses.append(status)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, count: int) -> QueueStatus:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.statuses) >= count)
+        return self.statuses[count - 1]
+
+
+def start(
+    service: ImageService, prompt: str, who: Requester, progress: Recorder | None = None
+) -> asyncio.Task[GenerationResult]:
+    request = service.parse(prompt)
+    return asyncio.create_task(service.generate(request, who, progress=progress))
+
+
+async def images_left(ledger: SqliteLedger, who: Requester) -> int:
+    usage = (await ledger.allowance(who)).get("images_per_day")
+    assert usage is not None
+    return usage.remaining
+
+
+async def refund_reason(ledger: SqliteLedger, job_id: str | None) -> str | None:
+    assert job_id is not None
+    record = await ledger.job(job_id)
+    assert record.state is JobState.REFUNDED
+    return record.refund_reason
+
+
+async def test_cancel_refunds_a_queued_job_for_its_owner_or_an_admin(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=1))
+    gate = provider.gate("first")
+    first = start(service, "first", ALICE)
+    await provider.wait_calls(1)
+    bob_progress, carol_progress = Recorder(), Recorder()
+    bobs = start(service, "bob's --n 3", BOB, bob_progress)
+    carols = start(service, "carol's", CAROL, carol_progress)
+    bob_job = (await bob_progress.wait(1)).job_id
+    carol_job = (await carol_progress.wait(1)).job_id
+    assert await images_left(ledger, BOB) == 7  # held while queued
+
+    with pytest.raises(PermissionDeniedError):
+        await service.cancel(bob_job, ALICE)
+    with pytest.raises(PermissionDeniedError):  # an admin of another server
+        await service.cancel(bob_job, member("root", server="G2", admin=True))
+    await service.cancel(bob_job, BOB)
+    with pytest.raises(JobCancelledError) as cancelled:
+        await bobs
+    assert cancelled.value.job_id == bob_job
+    assert await refund_reason(ledger, bob_job) == "cancelled"
+    assert await images_left(ledger, BOB) == 10
+    with pytest.raises(InvalidRequestError):  # already gone
+        await service.cancel(bob_job, BOB)
+
+    await service.cancel(carol_job, member("mod", admin=True))
+    with pytest.raises(JobCancelledError):
+        await carols
+    assert await refund_reason(ledger, carol_job) == "cancelled"
+
+    gate.set()
+    result = await first
+    assert (await ledger.job(result.job_id)).state is JobState.CHARGED
+    assert [c.prompt for c in provider.calls] == ["first"]
+
+
+async def test_a_running_job_cannot_be_cancelled(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=1))
+    gate = provider.gate("busy")
+    progress = Recorder()
+    task = start(service, "busy", ALICE, progress)
+    status = await progress.wait(1)
+    assert status.running
+
+    with pytest.raises(InvalidRequestError, match="no longer waiting"):
+        await service.cancel(status.job_id, ALICE)
+    gate.set()
+    assert len((await task).images) == 1
+    assert await images_left(ledger, ALICE) == 9
+
+
+async def test_a_job_over_the_per_user_cap_is_refused_and_refunded(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=4, max_per_user=1))
+    gate = provider.gate("first")
+    first = start(service, "first", ALICE)
+    await provider.wait_calls(1)
+
+    with pytest.raises(TooManyJobsError) as refused:
+        await service.generate(service.parse("second --n 2"), ALICE)
+    assert refused.value.limit == 1
+    assert await refund_reason(ledger, refused.value.job_id) == "too_many_jobs"
+    assert await images_left(ledger, ALICE) == 9  # only the running job is held
+    bobs = await service.generate(service.parse("bob's"), BOB)  # others are not affected
+
+    gate.set()
+    await first
+    assert len(bobs.images) == 1
+    assert len(provider.calls) == 2
+
+
+async def test_a_full_queue_refuses_and_refunds(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=1, max_queue=1))
+    gate = provider.gate("first")
+    first = start(service, "first", ALICE)
+    await provider.wait_calls(1)
+    progress = Recorder()
+    queued = start(service, "second", BOB, progress)
+    await progress.wait(1)
+
+    with pytest.raises(QueueFullError) as full:
+        await service.generate(service.parse("third"), CAROL)
+    assert full.value.capacity == 1
+    assert await refund_reason(ledger, full.value.job_id) == "queue_full"
+    assert await images_left(ledger, CAROL) == 10
+
+    gate.set()
+    await first
+    await queued
+    assert [c.prompt for c in provider.calls] == ["first", "second"]
+
+
+async def test_progress_counts_down_then_says_running_and_its_failures_are_ignored(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=1))
+    gates = {p: provider.gate(p) for p in ("p0", "p1", "p2")}
+    tasks = [start(service, p, member(f"u{i}")) for i, p in enumerate(gates)]
+    await provider.wait_calls(1)
+    seen = Recorder()
+
+    async def flaky(status: QueueStatus) -> None:
+        await seen(status)
+        raise ConnectionError("the platform is down for a moment")
+
+    mine = asyncio.create_task(service.generate(service.parse("mine"), ALICE, progress=flaky))
+    assert (await seen.wait(1)).ahead == 2
+    for count, prompt in enumerate(gates, start=2):
+        gates[prompt].set()
+        await seen.wait(count)
+    result = await mine
+
+    assert [(s.ahead, s.running) for s in seen.statuses] == [
+        (2, False),
+        (1, False),
+        (0, False),
+        (0, True),
+    ]
+    assert {s.job_id for s in seen.statuses} == {result.job_id}
+    assert (await ledger.job(result.job_id)).state is JobState.CHARGED
+    await asyncio.gather(*tasks)
+
+
+async def test_a_429_lowers_concurrency_and_the_job_runs_after_retry_after(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(max_concurrent=4, clock=clock, sleep=clock.sleep)
+    service = make_service(ledger, provider, scheduler)
+    provider.script.append(ProviderRateLimitedError("429", retry_after=3.0))
+    progress = Recorder()
+    task = start(service, "a fox", ALICE, progress)
+
+    assert (await progress.wait(2)) == QueueStatus(progress.statuses[0].job_id, 0, False, None)
+    assert scheduler.concurrency == 2
+    assert await clock.wait_sleeps(1) == [3.0]
+    assert len(provider.calls) == 1
+    clock.advance(3.0)
+    result = await task
+
+    assert len(provider.calls) == 2
+    record = await ledger.job(result.job_id)
+    assert (record.state, record.charged_images) == (JobState.CHARGED, 1)
+    assert await images_left(ledger, ALICE) == 9
+
+
+async def test_shutdown_refunds_queued_jobs_finishes_running_ones_and_refuses_new(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=1))
+    gate = provider.gate("running")
+    running = start(service, "running --n 2", ALICE)
+    await provider.wait_calls(1)
+    queued = [start(service, "queued", who, Recorder()) for who in (BOB, CAROL)]
+
+    stopping = asyncio.create_task(service.shutdown(grace=60.0))
+    for task in queued:
+        with pytest.raises(ShuttingDownError) as stopped:
+            await task
+        assert await refund_reason(ledger, stopped.value.job_id) == "shutdown"
+    with pytest.raises(ShuttingDownError) as refused:
+        await service.generate(service.parse("late"), BOB)
+    assert refused.value.job_id is None  # refused before any hold
+    assert await images_left(ledger, BOB) == 10
+    assert not stopping.done()
+
+    gate.set()
+    result = await running
+    await stopping
+    record = await ledger.job(result.job_id)
+    assert (record.state, record.charged_images) == (JobState.CHARGED, 2)
+    assert [c.prompt for c in provider.calls] == ["running"]
+
+
+async def test_shutdown_cancels_and_refunds_what_outlives_the_grace(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    service = make_service(ledger, provider, Scheduler(max_concurrent=2))
+    provider.gate("stuck")
+    stuck = [start(service, "stuck", who) for who in (ALICE, BOB)]
+    await provider.wait_calls(2)
+
+    await service.shutdown(grace=0.0)
+
+    for task in stuck:
+        with pytest.raises(ShuttingDownError) as stopped:
+            await task
+        assert await refund_reason(ledger, stopped.value.job_id) == "shutdown"
+    assert await images_left(ledger, ALICE) == 10
+    assert provider.running == 0
+
+
+async def test_the_job_budget_counts_the_queue_wait_so_no_hold_outlives_it(
+    ledger: SqliteLedger, provider: ScriptedProvider
+) -> None:
+    # JOB_TIMEOUT 0.05 s: a job gets 0.04 s from its hold, queue wait included, so the
+    # stale-hold sweep (holds older than JOB_TIMEOUT) can never refund a live job. The slot
+    # is taken by a job of a service without a timeout, sharing the scheduler.
+    scheduler = Scheduler(max_concurrent=1)
+    patient = make_service(ledger, provider, scheduler)
+    hasty = make_service(ledger, provider, scheduler, job_timeout=0.05)
+    gate = provider.gate("slow")
+    slow = start(patient, "slow", ALICE)
+    await provider.wait_calls(1)
+
+    with pytest.raises(ProviderTimeoutError) as late:
+        await hasty.generate(hasty.parse("waiting"), BOB)
+    assert await refund_reason(ledger, late.value.job_id) == "job_timeout"
+    assert await images_left(ledger, BOB) == 10
+    assert scheduler.queued == 0
+
+    gate.set()
+    await slow
+    assert [c.prompt for c in provider.calls] == ["slow"]
