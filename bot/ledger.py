@@ -69,6 +69,7 @@ from bot.models import (
     UsageReport,
     UsageRow,
 )
+from bot.row import parse_stamp, request_from_row, requester_from_row, stamp
 from bot.schema import migrate
 
 __all__ = [
@@ -204,15 +205,6 @@ def next_month(moment: datetime) -> datetime:
     if start.month == 12:
         return start.replace(year=start.year + 1, month=1)
     return start.replace(month=start.month + 1)
-
-
-def _stamp(moment: datetime) -> str:
-    # Fixed width, always UTC: these strings sort in time order.
-    return _utc(moment).isoformat(timespec="microseconds")
-
-
-def _parse_stamp(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 def _system_clock() -> datetime:
@@ -506,7 +498,7 @@ class SqliteLedger:
                 cost=cost_micros,
                 day=now.strftime("%Y-%m-%d"),
                 month=now.strftime("%Y-%m"),
-                created_at=_stamp(now),
+                created_at=stamp(now),
             )
             if await self._rows(_hold_sql(len(roles)), params):
                 log.debug(
@@ -552,7 +544,7 @@ class SqliteLedger:
               AND :images <= held_images AND :cost <= held_micros
             RETURNING job_id
             """,
-            {"job_id": job_id, "images": images, "cost": cost_micros, "now": _stamp(self.now())},
+            {"job_id": job_id, "images": images, "cost": cost_micros, "now": stamp(self.now())},
         )
         if rows:
             return
@@ -576,7 +568,7 @@ class SqliteLedger:
             WHERE job_id = :job_id AND state = 'held'
             RETURNING job_id
             """,
-            {"job_id": job_id, "reason": reason, "now": _stamp(self.now())},
+            {"job_id": job_id, "reason": reason, "now": stamp(self.now())},
         )
         if rows:
             log.debug("job %s refunded (%s)", job_id, reason)
@@ -594,7 +586,7 @@ class SqliteLedger:
             WHERE state = 'held' AND created_at < :cutoff
             RETURNING job_id
             """,
-            {"now": _stamp(self.now()), "cutoff": _stamp(cutoff)},
+            {"now": stamp(self.now()), "cutoff": stamp(cutoff)},
         )
         if rows:
             log.info(
@@ -662,7 +654,7 @@ class SqliteLedger:
         ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
         user and model."""
         since = _utc(since)
-        until_stamp = None if until is None else _stamp(until)
+        until_stamp = None if until is None else stamp(until)
         until = self.now() if until is None else _utc(until)
         rows = await self._rows(
             """
@@ -677,7 +669,7 @@ class SqliteLedger:
             ORDER BY day, platform, workspace_id, user_id, model
             """,
             {
-                "since": _stamp(since),
+                "since": stamp(since),
                 "until": until_stamp,
                 "platform": platform,
                 "workspace": workspace_id,
@@ -726,7 +718,7 @@ class SqliteLedger:
                 "day": limits.images_per_day,
                 "month": limits.images_per_month,
                 "usd": limits.usd_micros_per_month,
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
                 "actor": actor,
             },
         )
@@ -744,7 +736,7 @@ class SqliteLedger:
               AND NOT (images_per_day IS NULL AND images_per_month IS NULL
                        AND usd_micros_per_month IS NULL)
             """,
-            {**_scope_params(scope), "at": _stamp(self.now()), "actor": actor},
+            {**_scope_params(scope), "at": stamp(self.now()), "actor": actor},
         )
         log.info("%s cleared limits at %s", actor, scope)
 
@@ -757,7 +749,7 @@ class SqliteLedger:
             "platform": platform,
             "workspace": workspace_id,
             "usd": usd_micros,
-            "at": _stamp(self.now()),
+            "at": stamp(self.now()),
             "actor": actor,
         }
         if usd_micros is None:
@@ -804,7 +796,7 @@ class SqliteLedger:
         )
         return tuple(
             AuditEntry(
-                at=_parse_stamp(r[0]),
+                at=parse_stamp(r[0]),
                 actor=r[1],
                 action=r[2],
                 scope=Scope(
@@ -910,29 +902,17 @@ def _job_record(row: Sequence[Any]) -> JobRecord:
     ) = row
     return JobRecord(
         job_id=job_id,
-        requester=Requester(
-            platform=platform,
-            workspace_id=workspace_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            role_ids=tuple(json.loads(role_ids)),
-            display_name=display_name,
+        requester=requester_from_row(
+            platform, workspace_id, channel_id, user_id, role_ids, display_name
         ),
-        request=GenerationRequest(
-            prompt=prompt,
-            model=model,
-            size=size,
-            n=n,
-            seed=seed,
-            negative_prompt=negative_prompt,
-        ),
+        request=request_from_row(prompt, model, size, n, seed, negative_prompt),
         state=JobState(state),
         held_micros=held_micros,
         held_images=held_images,
         charged_micros=charged_micros,
         charged_images=charged_images,
-        created_at=_parse_stamp(created_at),
-        finished_at=None if finished_at is None else _parse_stamp(finished_at),
+        created_at=parse_stamp(created_at),
+        finished_at=None if finished_at is None else parse_stamp(finished_at),
         event_id=event_id,
         refund_reason=refund_reason,
     )

@@ -12,7 +12,8 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from bot.ledger import SqliteLedger
@@ -24,6 +25,7 @@ from bot.models import (
     ReviewState,
     ServerRules,
 )
+from bot.row import parse_stamp, request_from_row, requester_from_row, stamp
 
 __all__ = ["ModerationStore", "RuleKind"]
 
@@ -36,16 +38,6 @@ _REVIEW_COLUMNS = """
     negative_prompt, model, size, n, seed, source, rule, state, created_at, decided_by,
     decided_at
 """
-
-
-def _stamp(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("times must be aware datetimes (UTC)")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _parse(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
 
 
 class ModerationStore:
@@ -119,7 +111,7 @@ class ModerationStore:
                 "workspace": workspace_id,
                 "kind": kind,
                 "value": value,
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
                 "actor": actor,
             },
         )
@@ -141,7 +133,7 @@ class ModerationStore:
                 "workspace": workspace_id,
                 "kind": kind,
                 "value": value,
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
                 "actor": actor,
             },
         )
@@ -163,7 +155,7 @@ class ModerationStore:
                 "platform": platform,
                 "workspace": workspace_id,
                 "channel": channel_id,
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
                 "actor": actor,
             },
         )
@@ -182,7 +174,7 @@ class ModerationStore:
                 "platform": platform,
                 "workspace": workspace_id,
                 "on": int(on),
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
                 "actor": actor,
             },
         )
@@ -220,19 +212,12 @@ class ModerationStore:
                 "seed": request.seed,
                 "source": source,
                 "rule": rule,
-                "at": _stamp(now),
+                "at": stamp(now),
             },
         )
         return Review(
             review_id=review_id,
-            requester=Requester(
-                platform=requester.platform,
-                workspace_id=requester.workspace_id,
-                channel_id=requester.channel_id,
-                user_id=requester.user_id,
-                role_ids=requester.role_ids,
-                display_name=requester.display_name,
-            ),
+            requester=replace(requester, is_admin=False),
             request=request,
             rule=rule,
             source=source,
@@ -254,7 +239,7 @@ class ModerationStore:
             WHERE review_id = :review_id AND state = 'refused'
             RETURNING {_REVIEW_COLUMNS}
             """,
-            {"review_id": review_id, "at": _stamp(self.now())},
+            {"review_id": review_id, "at": stamp(self.now())},
         )
         return _review(rows[0]) if rows else None
 
@@ -270,7 +255,7 @@ class ModerationStore:
                 "review_id": review_id,
                 "state": "approved" if approve else "denied",
                 "by": decided_by,
-                "at": _stamp(self.now()),
+                "at": stamp(self.now()),
             },
         )
         return _review(rows[0]) if rows else None
@@ -290,13 +275,13 @@ class ModerationStore:
             {
                 "platform": platform,
                 "workspace": workspace_id,
-                "since": _stamp(since),
+                "since": stamp(since),
                 "limit": limit,
             },
         )
         return tuple(
             ModerationEntry(
-                at=datetime.fromisoformat(r[0]),
+                at=parse_stamp(r[0]),
                 platform=r[1],
                 workspace_id=r[2],
                 channel_id=r[3],
@@ -333,30 +318,16 @@ def _review(row: Sequence[Any]) -> Review:
         decided_by,
         decided_at,
     ) = row
-    created = _parse(created_at)
-    assert created is not None
     return Review(
         review_id=review_id,
-        requester=Requester(
-            platform=platform,
-            workspace_id=workspace_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            role_ids=tuple(json.loads(role_ids)),
-            display_name=display_name,
+        requester=requester_from_row(
+            platform, workspace_id, channel_id, user_id, role_ids, display_name
         ),
-        request=GenerationRequest(
-            prompt=prompt,
-            model=model,
-            size=size,
-            n=n,
-            seed=seed,
-            negative_prompt=negative_prompt,
-        ),
+        request=request_from_row(prompt, model, size, n, seed, negative_prompt),
         rule=rule,
         source=source,
         state=ReviewState(state),
-        created_at=created,
+        created_at=parse_stamp(created_at),
         decided_by=decided_by,
-        decided_at=_parse(decided_at),
+        decided_at=None if decided_at is None else parse_stamp(decided_at),
     )
