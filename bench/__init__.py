@@ -1,0 +1,1 @@
+"""Benchmarks (see BENCHMARKS.md); each module runs as ``python bench/NAME.py``."""

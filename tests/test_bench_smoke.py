@@ -1,0 +1,56 @@
+"""The benchmarks (``bench/``) still run: each one's core function with tiny parameters.
+
+Not a benchmark and not timed: each test asserts only that figures came out, so that the
+scripts do not rot as the code they measure changes. The numbers are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import ack, fairness, memory, overhead, throughput
+
+
+async def test_ack_measures_every_command_and_a_baseline(tmp_path: Path) -> None:
+    for run in (
+        await ack.discord_run(3, tmp_path / "discord", warm_up=1),
+        await ack.slack_run(3, tmp_path / "slack", warm_up=1),
+    ):
+        assert len(run.acks) == 3 and len(run.baseline) == 3
+        assert run.figures()["p99"] > 0
+        assert "p99" in ack.report([run], 3)
+
+
+async def test_overhead_times_each_path() -> None:
+    result = await overhead.measure(jobs=1, latency=0.01, size="1024x1024", discord=False)
+    assert set(result.times) >= {"raw HTTP", "provider", "service: delivered"}
+    assert result.median("service: charged") > 0
+    assert "raw HTTP" in overhead.report(result)
+
+
+async def test_throughput_runs_jobs_through_the_scheduler_and_the_baseline() -> None:
+    [(service, baseline)] = await throughput.measure(
+        jobs=5, caps=[2], latency=0.01, baseline_jobs=2
+    )
+    assert (service.jobs, baseline.jobs) == (5, 2)
+    assert service.wall_s > 0 and baseline.wall_s > 0
+    assert "wall/ideal" in throughput.report([(service, baseline)])
+
+
+async def test_fairness_measures_the_newcomer_under_round_robin_and_fifo() -> None:
+    waits = await fairness.measure(cap=2, burst=4, latency=0.01)
+    assert {(w.burst, w.order) for w in waits} == {
+        ("1 user x 4", "round-robin"),
+        ("1 user x 4", "FIFO"),
+        ("10 users x 1", "round-robin"),
+        ("10 users x 1", "FIFO"),
+    }
+    assert all(w.wait_units >= 0 for w in waits)
+    assert "newcomer" in fairness.report(waits, cap=2, latency=0.01)
+
+
+async def test_memory_reads_the_bot_process_rss() -> None:
+    base, [run] = await memory.measure(jobs=2, latency=0.01, images=("flat",), side=1024)
+    assert base.rss_mib > 0
+    assert run.busy.hwm_mib >= run.idle.hwm_mib > 0
+    assert "peak" in memory.report(base, [run])
