@@ -27,6 +27,11 @@ How the service uses it::
 
 Nothing here sleeps for synchronisation: waits are on events, and the clock and the sleep
 used for the rate-limit hold are injectable so tests can drive them.
+
+Cost: the dispatch order is built in O(queued + users log users) and cached; starting a job
+pops its front, so it is rebuilt only when a job joins or leaves the queue otherwise. A waiting
+job is woken only to start or fail, or, when it has a progress callback, when its place has
+changed (checked at most once per event-loop turn, however many changes the turn made).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class Ticket:
     _epoch: int = 0  # the scheduler's rate-limit epoch when this call started
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _aborted: bool = False
+    _reported: int | None = None  # the place last sent to this call's progress callback
 
     @property
     def space(self) -> _Key:
@@ -127,19 +133,26 @@ class Ticket:
             return result
 
     async def _wait_turn(self, progress: Progress | None) -> None:
-        reported: int | None = None
-        while True:
-            self._wakeup.clear()
-            if self._error is not None:
-                raise self._error
-            if self._state != _QUEUED:
-                break
-            status = self.status()
-            if progress is not None and status.ahead != reported:
-                reported = status.ahead
-                await _report(progress, status)
-                continue
-            await self._wakeup.wait()
+        scheduler = self._scheduler
+        self._reported = None
+        if progress is not None:
+            scheduler._watchers.add(self)
+        try:
+            while True:
+                self._wakeup.clear()
+                if self._error is not None:
+                    raise self._error
+                if self._state != _QUEUED:
+                    break
+                if progress is not None:
+                    status = self.status()
+                    if status.ahead != self._reported:
+                        self._reported = status.ahead
+                        await _report(progress, status)
+                        continue
+                await self._wakeup.wait()
+        finally:
+            scheduler._watchers.discard(self)
         if progress is not None:
             await _report(progress, self.status())
 
@@ -203,7 +216,17 @@ class Scheduler:
         self._per_space: dict[_Key, int] = {}
         self._user_turn: dict[_Key, int] = {}
         self._space_turn: dict[_Key, int] = {}
-        self._order: list[Ticket] | None = None
+        self._in_flight: set[Ticket] = set()  # tickets whose provider call holds a slot
+        # The dispatch order, rebuilt only when a job joins or leaves the queue other than by
+        # starting (a start pops the front and the rest keeps its order), with each ticket's
+        # index in the order as built; ``_front`` counts the starts since.
+        self._order: deque[Ticket] | None = None
+        self._index: dict[Ticket, int] = {}
+        self._front = 0
+        # Tickets waiting with a progress callback, woken (once per event-loop turn at most)
+        # only when their place in the queue has changed.
+        self._watchers: set[Ticket] = set()
+        self._notify_pending = False
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
         self._idle = asyncio.Event()
@@ -302,8 +325,7 @@ class Scheduler:
             if latency is not None and ticket._started_at is not None:
                 eta = max(0.0, latency - (self._clock() - ticket._started_at))
             return QueueStatus(ticket.job_id, 0, ticket._state == _RUNNING, eta)
-        order = self._dispatch_order()
-        ahead = order.index(ticket)
+        ahead = self._ahead(ticket)
         return QueueStatus(ticket.job_id, ahead, False, self._eta(ahead))
 
     # -- shutdown ------------------------------------------------------------------------
@@ -322,7 +344,6 @@ class Scheduler:
                 self._dequeue(ticket)
                 ticket._error = ShuttingDownError()
                 ticket._wakeup.set()
-            self._order = None
             if self._tickets:
                 log.info(
                     "scheduler closing: %d queued job(s) to refund, %d running",
@@ -354,6 +375,7 @@ class Scheduler:
 
     def _enqueue(self, ticket: Ticket, *, front: bool = False) -> None:
         ticket._state = _QUEUED
+        self._order = None
         if front:
             self._retries.append(ticket)
         else:
@@ -362,7 +384,9 @@ class Scheduler:
         self._queued += 1
         self._changed()
 
-    def _dequeue(self, ticket: Ticket) -> None:
+    def _dequeue(self, ticket: Ticket, *, starting: bool = False) -> None:
+        if not starting:
+            self._order = None
         if ticket in self._retries:
             self._retries.remove(ticket)
         else:
@@ -383,6 +407,7 @@ class Scheduler:
             self._dequeue(ticket)
         elif ticket._state == _RUNNING:
             self._running -= 1
+            self._in_flight.discard(ticket)
         ticket._state = "done"
         del self._tickets[ticket.job_id]
         for counts, turns, key in (
@@ -407,6 +432,7 @@ class Scheduler:
     ) -> None:
         if ticket._state == _RUNNING:
             self._running -= 1
+            self._in_flight.discard(ticket)
             ticket._state = _ADMITTED
         if succeeded:
             elapsed = max(0.0, self._clock() - started)
@@ -439,14 +465,23 @@ class Scheduler:
         self._changed()
 
     def _changed(self) -> None:
-        self._order = None
         self._pump()
-        for fifo in self._queues.values():
-            for tickets in fifo.values():
-                for ticket in tickets:
-                    ticket._wakeup.set()
-        for ticket in self._retries:
-            ticket._wakeup.set()
+        if not self._watchers or self._notify_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._notify_watchers()
+            return
+        # Coalesce: a burst of changes in one event-loop turn costs one pass.
+        self._notify_pending = True
+        loop.call_soon(self._notify_watchers)
+
+    def _notify_watchers(self) -> None:
+        self._notify_pending = False
+        for ticket in self._watchers:
+            if ticket._state == _QUEUED and self._ahead(ticket) != ticket._reported:
+                ticket._wakeup.set()
 
     def _pump(self) -> None:
         while self._queued and self._running < self._concurrency and not self._closed:
@@ -454,8 +489,11 @@ class Scheduler:
             if now < self._hold_until:
                 self._arm_timer(self._hold_until - now)
                 return
-            ticket = self._pick(self._user_turn, self._space_turn)
-            self._dequeue(ticket)
+            # The front of the dispatch order; starting it leaves the rest of the order as is.
+            ticket = self._dispatch_list().popleft()
+            self._front += 1
+            del self._index[ticket]
+            self._dequeue(ticket, starting=True)
             self._starts += 1
             self._user_turn[ticket.user] = self._starts
             self._space_turn[ticket.space] = self._starts
@@ -463,7 +501,7 @@ class Scheduler:
             ticket._started_at = now
             ticket._epoch = self._epoch
             self._running += 1
-            self._order = None
+            self._in_flight.add(ticket)
             ticket._wakeup.set()
             log.debug("job %s: started", ticket.job_id)
 
@@ -477,47 +515,61 @@ class Scheduler:
         self._timer = None
         self._changed()
 
-    def _pick(
-        self,
-        user_turn: dict[_Key, int],
-        space_turn: dict[_Key, int],
-        taken: set[Ticket] | None = None,
-    ) -> Ticket:
-        """The next ticket to start, given when each server and user was last served;
-        ``taken`` tickets (already placed by a simulation) are skipped."""
-        taken = taken or set()
-        for ticket in self._retries:
-            if ticket not in taken:
-                return ticket
-        best: tuple[tuple[int, int], Ticket] | None = None
-        for space, users in self._queues.items():
-            head = _head(users, user_turn, taken)
-            if head is None:
-                continue
-            key = (space_turn.get(space, 0), min(_oldest(f, taken) for f in users.values()))
-            if best is None or key < best[0]:
-                best = (key, head)
-        if best is None:
-            raise LookupError("nothing queued")
-        return best[1]
+    def _ahead(self, ticket: Ticket) -> int:
+        """How many queued tickets start before this queued one."""
+        self._dispatch_list()
+        return self._index[ticket] - self._front
 
     def _dispatch_order(self) -> list[Ticket]:
         """Every queued ticket in the order it would start if nothing else arrived."""
+        return list(self._dispatch_list())
+
+    def _dispatch_list(self) -> deque[Ticket]:
+        """The cached dispatch order (the scheduler's own: pop only to start a job)."""
         if self._order is None:
-            user_turn = dict(self._user_turn)
-            space_turn = dict(self._space_turn)
-            taken: set[Ticket] = set()
-            order: list[Ticket] = []
+            order = self._build_order()
+            self._index = {ticket: i for i, ticket in enumerate(order)}
+            self._order = deque(order)
+            self._front = 0
+        return self._order
+
+    def _build_order(self) -> list[Ticket]:
+        """The dispatch order, from scratch: the rate-limited retries first, then one job per
+        turn from the server served least recently, from its user served least recently.
+        Serving a server (user) makes it the most recently served, so after one sort by (last
+        served, oldest job) the servers, and the users within each server, simply take turns
+        in a rotation. O(queued + users log users)."""
+        order = list(self._retries)
+        user_turn = self._user_turn
+        space_turn = self._space_turn
+        if order:  # each retry served first counts as a turn of its user and server
+            user_turn = dict(user_turn)
+            space_turn = dict(space_turn)
             starts = self._starts
-            for _ in range(self._queued):
-                ticket = self._pick(user_turn, space_turn, taken)
+            for ticket in order:
                 starts += 1
                 user_turn[ticket.user] = starts
                 space_turn[ticket.space] = starts
-                taken.add(ticket)
-                order.append(ticket)
-            self._order = order
-        return self._order
+        spaces: list[tuple[tuple[int, int], deque[deque[Ticket]]]] = []
+        for space, users in self._queues.items():
+            turn = space_turn.get(space, 0)
+            # Turns are unique; only servers never served are told apart by their oldest job.
+            oldest = 0 if turn else min(t._seq for fifo in users.values() for t in fifo)
+            by_turn = sorted(
+                users.items(), key=lambda item: (user_turn.get(item[0], 0), item[1][0]._seq)
+            )
+            spaces.append(((turn, oldest), deque(deque(fifo) for _, fifo in by_turn)))
+        spaces.sort(key=lambda item: item[0])
+        rotation = deque(users_ring for _, users_ring in spaces)
+        while rotation:
+            ring = rotation.popleft()
+            fifo = ring.popleft()
+            order.append(fifo.popleft())
+            if fifo:
+                ring.append(fifo)
+            if ring:
+                rotation.append(ring)
+        return order
 
     def _eta(self, ahead: int) -> float | None:
         """Seconds until the job ``ahead`` places from the front would be done, assuming
@@ -529,33 +581,15 @@ class Scheduler:
         hold = max(0.0, self._hold_until - now)
         running = sorted(
             max(0.0, latency - (now - t._started_at))
-            for t in self._tickets.values()
-            if t._state == _RUNNING and t._started_at is not None
+            for t in self._in_flight
+            if t._started_at is not None
         )
         slots = max(1, self._concurrency)
         free = [max(hold, r) for r in running[:slots]]
         free += [hold] * (slots - len(free))
         free.sort()
-        # Each job ahead takes the earliest free slot; ours takes the next one.
-        for _ in range(ahead):
-            free[0] += latency
-            free.sort()
-        return free[0] + latency
-
-
-def _oldest(fifo: deque[Ticket], taken: set[Ticket]) -> int:
-    return min((t._seq for t in fifo if t not in taken), default=1 << 62)
-
-
-def _head(
-    users: dict[_Key, deque[Ticket]], user_turn: dict[_Key, int], taken: set[Ticket]
-) -> Ticket | None:
-    best: tuple[tuple[int, int], Ticket] | None = None
-    for user, fifo in users.items():
-        head = next((t for t in fifo if t not in taken), None)
-        if head is None:
-            continue
-        key = (user_turn.get(user, 0), head._seq)
-        if best is None or key < best[0]:
-            best = (key, head)
-    return None if best is None else best[1]
+        # Each job ahead takes the earliest free slot; ours takes the next one. Every slot is
+        # free within one latency of the earliest (a call has at most ``latency`` left), so the
+        # slots are taken in turn: each round of ``slots`` jobs moves all of them on by one
+        # latency.
+        return free[ahead % slots] + (ahead // slots) * latency + latency
