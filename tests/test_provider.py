@@ -1,9 +1,10 @@
 """The OpenAI-compatible client, driven through the real httpx client against the fake image
 API on 127.0.0.1: request shape, results, every error mapping, bounded retries, timeouts, byte
-caps, and the API key never leaking."""
+caps, how many answers are read and checked at once, and the API key never leaking."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import io
@@ -38,6 +39,7 @@ from tests.fakes.image_api import (
     DeadUrl,
     ErrorReply,
     FakeImageAPI,
+    HeldBody,
     Images,
     NotAnImage,
     OversizedDownload,
@@ -54,6 +56,7 @@ from tests.fakes.image_api import (
     server_error,
     service_unavailable,
 )
+from tests.fakes.observer import Observed
 
 SPEC = ModelSpec(
     id="black-forest-labs/flux-1-schnell",
@@ -527,6 +530,16 @@ async def test_a_b64_image_over_the_byte_cap_is_refused(
     assert "too large" in caught.value.detail
 
 
+@pytest.mark.parametrize("limit", ["timeout", "max_download_bytes", "max_concurrent_decodes"])
+def test_limits_that_are_not_positive_are_config_errors(
+    make_client: Callable[..., OpenAIImageClient], limit: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_client(**{limit: 0})
+
+    assert limit in str(caught.value)
+
+
 def test_a_base_url_that_is_not_http_is_a_config_error(http: httpx.AsyncClient) -> None:
     with pytest.raises(ConfigError):
         OpenAIImageClient(
@@ -537,6 +550,144 @@ def test_a_base_url_that_is_not_http_is_a_config_error(http: httpx.AsyncClient) 
             max_retries=0,
             max_download_bytes=1,
         )
+
+
+# -- how many answers are read, decoded and checked at once ----------------------------------------
+
+
+class BodyCounter(Observed, httpx.AsyncBaseTransport):
+    """httpx's own transport, counting the answers whose status and headers have arrived and
+    the bodies being read now (from their first read until they are closed)."""
+
+    name = "the client's transport"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner = httpx.AsyncHTTPTransport()
+        self.answers = 0
+        self.reading = 0
+        self.most_reading = 0
+
+    def summary(self) -> str:
+        return f"{self.answers} answer(s), {self.reading} body(ies) being read"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        self.answers += 1
+        await self._notify()
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CountedBody(response.stream, self),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def _reading(self, change: int) -> None:
+        self.reading += change
+        self.most_reading = max(self.most_reading, self.reading)
+        await self._notify()
+
+
+class _CountedBody(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, counter: BodyCounter) -> None:
+        self._inner = inner
+        self._counter = counter
+        self._open = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if not self._open:
+            self._open = True
+            await self._counter._reading(+1)
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            await self._counter._reading(-1)
+        await self._inner.aclose()
+
+
+@pytest.fixture
+async def counted() -> AsyncIterator[tuple[httpx.AsyncClient, BodyCounter]]:
+    transport = BodyCounter()
+    async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
+        yield client, transport
+
+
+async def test_only_max_concurrent_decodes_answers_are_read_at_once(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
+) -> None:
+    # Six answers arrive together, each still being transferred: two are read (and will be
+    # decoded and checked), the other four wait with their bodies unread. Memory stays
+    # bounded however many answers come at once.
+    http, transport = counted
+    client = make_client(http=http, max_concurrent_decodes=2)
+    image_api.script(*[HeldBody()] * 6)
+    jobs = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(6)]
+
+    await transport.wait_for(lambda: transport.answers == 6)
+    reading_while_held = transport.reading
+    image_api.release_bodies.set()
+    results = await asyncio.gather(*jobs)
+
+    assert reading_while_held == 2
+    assert transport.most_reading == 2
+    assert [[decoded(image) for image in images] for images in results] == [[("PNG", (96, 48))]] * 6
+
+
+async def test_downloads_of_url_images_wait_for_their_answer_s_turn(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
+) -> None:
+    http, transport = counted
+    client = make_client(http=http, max_concurrent_decodes=1)
+    image_api.script(*[HeldBody(Images(as_url=True))] * 3)
+    jobs = [asyncio.create_task(client.generate(replace(FOX, n=2), SPEC)) for _ in range(3)]
+
+    await transport.wait_for(lambda: transport.answers == 3)
+    reading_while_held = transport.reading
+    image_api.release_bodies.set()
+    results = await asyncio.gather(*jobs)
+
+    assert reading_while_held == 1
+    assert transport.most_reading <= 2  # one answer's two downloads, never two answers'
+    assert len(image_api.downloads) == 6
+    assert [len(images) for images in results] == [2, 2, 2]
+
+
+async def test_waiting_for_a_turn_does_not_count_against_the_timeout(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
+) -> None:
+    # Nine requests are sent; then a tenth, whose answer comes at once and takes the only
+    # turn, but whose body never finishes: it times out 0.5 s after it was sent, after the
+    # nine's own deadlines. The nine answers arrive meanwhile, in time, and wait for the
+    # turn past their deadlines: they must still be delivered.
+    http, transport = counted
+    client = make_client(http=http, timeout=0.5, max_concurrent_decodes=1)
+    image_api.script(*[Stall()] * 9, HeldBody())
+    early = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(9)]
+    await image_api.wait_for(lambda: len(image_api.generations) == 9)
+    late = asyncio.create_task(client.generate(FOX, SPEC))
+    await transport.wait_for(lambda: transport.reading == 1)
+
+    image_api.release.set()  # the nine answers now, well within their 0.5 s
+    results = await asyncio.gather(*early, return_exceptions=True)
+    with pytest.raises(ProviderTimeoutError):
+        await late
+
+    assert [r if isinstance(r, BaseException) else decoded(r[0]) for r in results] == [
+        ("PNG", (96, 48))
+    ] * 9
 
 
 # -- the key never leaks ------------------------------------------------------------------------

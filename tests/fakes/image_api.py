@@ -15,8 +15,11 @@ that passed the key check, and when none is left the server draws images::
         assert len(api.generations) == 3
 
 ``Stall`` answers wait on ``api.release`` (set by the test, or at shutdown) and set
-``api.stalled`` when they start waiting, so a test never sleeps to synchronise. ``latency`` adds
-a fixed delay to every generation answer, to imitate a real provider in benchmarks.
+``api.stalled`` when they start waiting, so a test never sleeps to synchronise. ``HeldBody``
+answers send their status, headers and half their body at once and the rest once
+``api.release_bodies`` is set (or at shutdown). ``await api.wait_for(predicate)`` waits until
+a condition over the recorded requests holds. ``latency`` adds a fixed delay to every
+generation answer, to imitate a real provider in benchmarks.
 
 Error bodies always carry OpenAI's four keys (``message, type, param, code``), and the
 messages are OpenAI's own wording.
@@ -41,12 +44,15 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.observer import Observed
+
 __all__ = [
     "FAKE_API_KEY",
     "Answer",
     "DeadUrl",
     "ErrorReply",
     "FakeImageAPI",
+    "HeldBody",
     "Images",
     "NotAnImage",
     "OversizedDownload",
@@ -126,6 +132,15 @@ class RawReply(Answer):
 @dataclass(frozen=True, slots=True)
 class Stall(Answer):
     """Wait until ``FakeImageAPI.release`` is set, then answer ``then``."""
+
+    then: Answer = field(default_factory=Images)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBody(Answer):
+    """Send ``then``'s status, headers and the first half of its body at once, the rest once
+    ``FakeImageAPI.release_bodies`` is set: an answer that has arrived but is still being
+    transferred."""
 
     then: Answer = field(default_factory=Images)
 
@@ -272,15 +287,19 @@ def _mask(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
-class FakeImageAPI:
+class FakeImageAPI(Observed):
     """``async with FakeImageAPI() as api``: serves on ``api.base_url`` until the block ends."""
 
+    name = "the fake image API"
+
     def __init__(self, *, api_key: str = FAKE_API_KEY, latency: float = 0.0) -> None:
+        super().__init__()
         self.api_key = api_key
         self.latency = latency
         self.requests: list[RecordedRequest] = []
         self.release = asyncio.Event()
         self.stalled = asyncio.Event()
+        self.release_bodies = asyncio.Event()
         self._script: deque[Answer] = deque()
         self._files: dict[str, tuple[bytes, str]] = {}
         self._oversized: dict[str, OversizedDownload] = {}
@@ -307,6 +326,7 @@ class FakeImageAPI:
         tb: TracebackType | None,
     ) -> None:
         self.release.set()
+        self.release_bodies.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -339,6 +359,12 @@ class FakeImageAPI:
     def downloads(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.startswith("/files/")]
 
+    def summary(self) -> str:
+        return (
+            f"{len(self.generations)} generation request(s), {len(self.downloads)} download(s), "
+            f"{self.pending} scripted answer(s) left"
+        )
+
     # -- handlers --------------------------------------------------------------------------
 
     async def _generations(self, request: web.Request) -> web.StreamResponse:
@@ -348,6 +374,7 @@ class FakeImageAPI:
         except ValueError:
             body = None
         self._record(request, raw, body)
+        await self._notify()
         if self.latency:
             await asyncio.sleep(self.latency)  # imitated provider latency, not synchronisation
         presented = request.headers.get("Authorization", "")
@@ -371,6 +398,11 @@ class FakeImageAPI:
             self.stalled.set()
             await self.release.wait()
             answer = answer.then
+        if isinstance(answer, HeldBody):
+            return await self._hold_body(request, self._answer(body, answer.then))
+        return self._answer(body, answer)
+
+    def _answer(self, body: Any, answer: Answer) -> web.Response:
         if isinstance(answer, ErrorReply):
             return self._error_response(answer)
         if isinstance(answer, RawReply):
@@ -385,8 +417,25 @@ class FakeImageAPI:
             return self._error_response(problem)
         return self._images_response(body, answer)
 
+    async def _hold_body(self, request: web.Request, reply: web.Response) -> web.StreamResponse:
+        data = reply.body
+        assert isinstance(data, bytes)
+        headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+        response = web.StreamResponse(status=reply.status, headers=headers)
+        response.content_length = len(data)
+        try:
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+            await self.release_bodies.wait()
+            await response.write(data[len(data) // 2 :])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client gave up waiting (its timeout), as it may
+        return response
+
     async def _file(self, request: web.Request) -> web.StreamResponse:
         self._record(request, b"", None)
+        await self._notify()
         name = request.match_info["name"]
         if name in self._oversized:
             return await self._stream_oversized(request, self._oversized[name])
