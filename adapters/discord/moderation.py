@@ -149,7 +149,7 @@ async def tell_refused(reply: Reply, err: PromptRefusedError) -> None:
     interaction = reply.interaction
     text = describe(err)
     view = refusal_view(err.review_id)
-    await reply._settle()  # a "Generating…" edit must not land after the refusal
+    await reply.settle()  # a "Generating…" edit must not land after the refusal
     if not interaction.response.is_done():
         await interaction.response.send_message(text, view=view, ephemeral=True)
     elif reply.ephemeral:

@@ -134,7 +134,7 @@ class Reply:
         except discord.HTTPException as exc:
             log.debug("interaction %s: progress edit failed: %s", self.interaction.id, exc)
 
-    async def _settle(self) -> None:
+    async def settle(self) -> None:
         """Let a progress edit finish first, so it never lands after the answer."""
         if self._progress is not None:
             task, self._progress = self._progress, None
@@ -145,7 +145,7 @@ class Reply:
 
     async def say(self, text: str, *, file: discord.File | None = None) -> None:
         """A private answer (the caller deferred ephemerally, or has not answered yet)."""
-        await self._settle()
+        await self.settle()
         interaction = self.interaction
         files = [file] if file is not None else []
         if not interaction.response.is_done():
@@ -202,7 +202,7 @@ class Reply:
         from adapters.discord.moderation import spoiler_for
 
         self.spoiler = await spoiler_for(interaction)  # the server's rule, outside NSFW
-        await self._settle()
+        await self.settle()
         try:
             if await self._edit_into_result(result, images, embed):
                 return

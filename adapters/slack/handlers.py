@@ -135,7 +135,7 @@ class SlackHandlers:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, origin: Origin, work: Coroutine[Any, Any, None], *, name: str) -> None:
+    def spawn(self, origin: Origin, work: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.create_task(self._guard(origin, work), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -149,7 +149,7 @@ class SlackHandlers:
             log.exception("Slack request from %s failed unexpectedly", origin.user_id)
             await self.tell(origin, describe(exc))
 
-    def _first_time(self, event_id: str | None) -> bool:
+    def first_time(self, event_id: str | None) -> bool:
         """False when this process already took ``event_id`` (a redelivery while the first
         delivery is still running); the ledger catches redeliveries across restarts."""
         if event_id is None:
@@ -172,11 +172,11 @@ class SlackHandlers:
         # A slash command has no event id; its trigger_id is unique per invocation and is
         # the same in a redelivered envelope.
         event_id = _event_id(body.get("trigger_id"))
-        if not self._first_time(event_id):
+        if not self.first_time(event_id):
             log.info("ignoring a redelivered slash command (%s)", event_id)
             return
         text = str(body.get("text") or "")
-        self._spawn(origin, self._command(text, origin, event_id), name=f"slack-{event_id}")
+        self.spawn(origin, self._command(text, origin, event_id), name=f"slack-{event_id}")
 
     async def on_mention(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
@@ -184,39 +184,41 @@ class SlackHandlers:
         await ack()
         self._note_bot_user(context)
         event_id = _event_id(body.get("event_id"))
-        if not self._first_time(event_id):
+        if not self.first_time(event_id):
             log.info("ignoring a redelivered app_mention (%s)", event_id)
             return
         origin = from_mention(body)
         raw = str((body.get("event") or {}).get("text") or "")
         text = strip_bot_mention(raw, self.bot_user_id)
-        self._spawn(origin, self._command(text, origin, event_id), name=f"slack-{event_id}")
+        self.spawn(origin, self._command(text, origin, event_id), name=f"slack-{event_id}")
 
     async def on_reroll(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
     ) -> None:
-        await ack()
-        self._note_bot_user(context)
-        event_id = _event_id(body.get("trigger_id"))
-        if not self._first_time(event_id):
-            return
-        actions = body.get("actions") or [{}]
-        job_id = str(actions[0].get("value") or "")
-        origin = from_action(body)
-        self._spawn(origin, self._reroll(job_id, origin, event_id), name=f"slack-{event_id}")
+        click = await self._job_button(ack, body, context)
+        if click is not None:
+            job_id, origin, event_id = click
+            self.spawn(origin, self._reroll(job_id, origin, event_id), name=f"slack-{event_id}")
 
     async def on_cancel(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
     ) -> None:
+        click = await self._job_button(ack, body, context)
+        if click is not None:
+            job_id, origin, event_id = click
+            self.spawn(origin, self.notes.cancel(job_id, origin), name=f"slack-{event_id}")
+
+    async def _job_button(
+        self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
+    ) -> tuple[str, Origin, str | None] | None:
+        """Ack a click on a button whose value is a job id; ``None`` for a redelivery."""
         await ack()
         self._note_bot_user(context)
         event_id = _event_id(body.get("trigger_id"))
-        if not self._first_time(event_id):
-            return
+        if not self.first_time(event_id):
+            return None
         actions = body.get("actions") or [{}]
-        job_id = str(actions[0].get("value") or "")
-        origin = from_action(body)
-        self._spawn(origin, self.notes.cancel(job_id, origin), name=f"slack-{event_id}")
+        return str(actions[0].get("value") or ""), from_action(body), event_id
 
     async def on_unknown_action(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any]

@@ -225,7 +225,7 @@ class SlackModeration:
             return
         origin = from_action(body)
         review_id = _value(body)
-        self.handlers._spawn(origin, self._ask(review_id, origin), name=f"slack-ask-{review_id}")
+        self.handlers.spawn(origin, self._ask(review_id, origin), name=f"slack-ask-{review_id}")
 
     async def on_decide(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any]) -> None:
         await ack()
@@ -237,7 +237,7 @@ class SlackModeration:
         container = body.get("container") or {}
         message_ts = str(container.get("message_ts") or (body.get("message") or {}).get("ts"))
         review_id = _value(body)
-        self.handlers._spawn(
+        self.handlers.spawn(
             origin,
             self._decide(review_id, origin, approve, message_ts),
             name=f"slack-decide-{review_id}",
@@ -246,7 +246,7 @@ class SlackModeration:
     def _first_time(self, body: dict[str, Any]) -> bool:
         """False for a click this process already took (a redelivered envelope)."""
         trigger = body.get("trigger_id")
-        return self.handlers._first_time(f"slack:{trigger}" if trigger else None)
+        return self.handlers.first_time(f"slack:{trigger}" if trigger else None)
 
     # -- Ask an admin ---------------------------------------------------------------------------
 
