@@ -581,8 +581,8 @@ REVIEW_SENT = (
 )
 
 REVIEW_POST_FAILED = (
-    "I couldn't post in the admins' review channel, so nothing was sent; please ask an admin "
-    "directly."
+    "I couldn't post in the admins' review channel, so nothing was sent. Please tell an admin; "
+    "you can press the button again once it works."
 )
 
 SPOILERS_DISCORD_ONLY = "(Spoilers apply on Discord only; Slack shows images as usual.)"

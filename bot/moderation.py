@@ -317,6 +317,12 @@ class Moderation:
         log.info("review %s requested by %s:%s", review_id, mine.platform, mine.user_id)
         return pending
 
+    async def withdraw_request(self, review_id: str) -> None:
+        """``pending -> refused``: the adapter could not post the review for the admins, so the
+        user may ask again once the review channel works."""
+        if await self.store.mark_refused(review_id):
+            log.info("review %s: request withdrawn (the review channel was unreachable)", review_id)
+
     async def decide(self, review_id: str, actor: Requester, approve: bool) -> Review:
         """An admin of the review's server approves or denies it (``pending -> approved |
         denied``, audited). A second decision is an ``InvalidRequestError``."""

@@ -243,6 +243,19 @@ class ModerationStore:
         )
         return _review(rows[0]) if rows else None
 
+    async def mark_refused(self, review_id: str) -> bool:
+        """pending -> refused again (the request never reached the admins); False when the
+        review is not pending."""
+        rows = await self._rows(
+            """
+            UPDATE reviews SET state = 'refused', requested_at = NULL
+            WHERE review_id = :review_id AND state = 'pending'
+            RETURNING review_id
+            """,
+            {"review_id": review_id},
+        )
+        return bool(rows)
+
     async def decide(self, review_id: str, *, approve: bool, decided_by: str) -> Review | None:
         """pending -> approved | denied (audited by trigger); ``None`` when not pending."""
         rows = await self._rows(

@@ -338,6 +338,23 @@ async def test_a_denied_review_stays_denied(moderation: Moderation, admin: Moder
     assert (await moderation.review(review_id)).state is ReviewState.DENIED
 
 
+async def test_a_request_that_never_reached_the_admins_can_be_made_again(
+    moderation: Moderation, admin: ModerationAdmin
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    await moderation.request_review(review_id, ALICE)
+    # The adapter could not post in the review channel.
+    await moderation.withdraw_request(review_id)
+    assert (await moderation.review(review_id)).state is ReviewState.REFUSED
+    again = await moderation.request_review(review_id, ALICE)
+    assert again.state is ReviewState.PENDING
+    # A decided review is never reopened.
+    await moderation.decide(review_id, ADMIN, False)
+    await moderation.withdraw_request(review_id)
+    assert (await moderation.review(review_id)).state is ReviewState.DENIED
+
+
 async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
     review_id = await refuse(moderation)
     with pytest.raises(InvalidRequestError) as caught:

@@ -96,7 +96,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     workdir: Path = tmp_path_factory.mktemp("slack-moderation")
     async with FakeSlack(member_channels=("C1", MODS, ART)) as slack, FakeImageAPI() as api:
         slack.add_user(ADMIN, "ada")
-        for user in ("U1", "U2", "U3", "U4", "U5", "U6", "U7"):
+        for user in ("U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8"):
             slack.add_user(user)
         env = {
             **slack.env(),
@@ -188,6 +188,27 @@ async def test_deny_tells_the_user_privately(world: World) -> None:
     await slack.wait_for(lambda: not world.current(post).buttons())
     assert f"Denied by <@{ADMIN}>" in _text(world.current(post))
     assert len(world.api.generations) == before
+
+
+async def test_a_review_the_admins_never_received_can_be_asked_for_again(world: World) -> None:
+    slack = world.slack
+    _, refusal = await world.refused("a nude figure study", user="U8")
+    [button] = refusal.buttons()
+    # Slack refuses the post in the review channel once.
+    slack.fail(
+        "chat.postMessage", status=200, error="channel_not_found", retry_after=None, channel=MODS
+    )
+    await slack.click_note(button, channel="C1", user="U8")
+    await slack.wait_for(
+        lambda: any(
+            "couldn't post in the admins' review channel" in t for t in slack.ephemeral_to("U8")
+        )
+    )
+    assert world.review_post(str(button["value"])) is None
+    # Pressing again once the channel works sends it, instead of "already asked".
+    await slack.click_note(button, channel="C1", user="U8")
+    post = await slack.wait_for(lambda: world.review_post(str(button["value"])))
+    assert "a nude figure study" in _text(post)
 
 
 async def test_a_refused_mention_gets_the_button_in_an_ephemeral_message(world: World) -> None:

@@ -180,6 +180,7 @@ async def _ask(client: ImagineClient, interaction: discord.Interaction, review_i
         return
     channel_id = rules.review_channel_id
     if channel_id is None:  # removed in between; request_review checked it
+        await moderation.withdraw_request(review_id)
         await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
         return
     channel = client.get_partial_messageable(int(channel_id), guild_id=interaction.guild_id)
@@ -198,6 +199,7 @@ async def _ask(client: ImagineClient, interaction: discord.Interaction, review_i
             exc.status,
             exc.code,
         )
+        await moderation.withdraw_request(review_id)
         await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
         return
     log.info("review %s: sent to the review channel %s", review_id, channel_id)

@@ -275,6 +275,7 @@ class SlackModeration:
         if channel_id is None:  # set in between; request_review checked there is one now
             channel_id = (await self.moderation.rules(PLATFORM, origin.team_id)).review_channel_id
         if channel_id is None:
+            await self.moderation.withdraw_request(review_id)
             await handlers.tell(origin, REVIEW_POST_FAILED)
             return
         try:
@@ -285,6 +286,7 @@ class SlackModeration:
             )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.error("review %s: cannot post in the review channel: %s", review_id, exc)
+            await self.moderation.withdraw_request(review_id)
             await handlers.tell(origin, REVIEW_POST_FAILED)
             return
         log.info("review %s: sent to the review channel %s", review_id, channel_id)
