@@ -188,16 +188,22 @@ class ImageService:
         images = drawn[: request.n]
         if not images:
             raise ProviderResponseError("the provider returned no images")
-        # The hold already counts this job, so the allowance shown with it is what will be
-        # left once it is charged.
+        charged = spec.image_price_micros(request.size) * len(images) if cost else 0
+        # The hold counts the whole job; what is left once it is charged for the images that
+        # arrived is that allowance plus what the hold over-reserved.
+        allowance = _release(
+            await self.ledger.allowance(requester),
+            images=request.n - len(images),
+            micros=cost - charged,
+        )
         return GenerationResult(
             job_id=job_id,
             request=request,
             images=images,
-            cost_micros=spec.image_price_micros(request.size) * len(images) if cost else 0,
+            cost_micros=charged,
             model_label=spec.label,
             preview=not self.provider.billable,
-            allowance=await self.ledger.allowance(requester),
+            allowance=allowance,
         )
 
     async def reroll(
@@ -286,6 +292,17 @@ class ImageService:
             log.exception("job %s: refund failed; the stale-hold sweep will release it", job_id)
         finally:
             self._settle(job_id)
+
+
+def _release(allowance: Allowance, *, images: int, micros: int) -> Allowance:
+    if not images and not micros:
+        return allowance
+    return Allowance(
+        tuple(
+            replace(usage, used=max(0, usage.used - (micros if "usd" in usage.name else images)))
+            for usage in allowance.limits
+        )
+    )
 
 
 def _refund_reason(exc: BaseException) -> str:

@@ -133,6 +133,8 @@ async def test_partial_delivery_charges_only_delivered_images(
     record = await ledger.job(result.job_id)
     assert (record.charged_images, record.charged_micros) == (1, 3_000)
     assert images_left(await service.allowance(ALICE)) == 9
+    # What the result tells the user is left matches the ledger once charged.
+    assert result.allowance is not None and images_left(result.allowance) == 9
 
 
 async def test_redelivered_event_runs_once(
