@@ -20,6 +20,7 @@ from bot.ledger import SqliteLedger
 from bot.models import GenerationRequest, Requester
 from bot.moderation import FailPolicy, Moderation, ModerationClient
 from bot.moderation_store import ModerationStore
+from tests.fakes.loopback import serve_loopback
 from tests.fakes.moderation_api import (
     FAKE_MODERATION_KEY,
     FakeModerationAPI,
@@ -119,11 +120,7 @@ async def test_a_bare_origin_gets_v1(
 
 
 async def _closed_port_url() -> str:
-    runner = web.AppRunner(web.Application())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
+    runner, port = await serve_loopback(web.Application())
     await runner.cleanup()
     return f"http://127.0.0.1:{port}/v1"
 

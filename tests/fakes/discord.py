@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 from PIL import Image
 
+from tests.fakes.loopback import serve_loopback
 from tests.fakes.observer import Observed
 
 __all__ = [
@@ -345,13 +346,7 @@ class FakeDiscord(Observed):
         app = web.Application(client_max_size=200 * 1024 * 1024)
         app.router.add_get("/", self._gateway)
         app.router.add_route("*", "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_loopback(app)
 
     async def close(self) -> None:
         self._stop_watching()

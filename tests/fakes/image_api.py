@@ -44,6 +44,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.loopback import serve_loopback
 from tests.fakes.observer import Observed
 
 __all__ = [
@@ -312,11 +313,7 @@ class FakeImageAPI(Observed):
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(GENERATIONS_PATH, self._generations)
         app.router.add_get("/files/{name}", self._file)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_loopback(app)
         return self
 
     async def __aexit__(

@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import serve_loopback
+
 __all__ = [
     "CATEGORIES",
     "FAKE_MODERATION_KEY",
@@ -97,11 +99,7 @@ class FakeModerationAPI:
     async def __aenter__(self) -> FakeModerationAPI:
         app = web.Application()
         app.router.add_post("/v1/moderations", self._moderations)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._runner, self._port = await serve_loopback(app, shutdown_timeout=1.0)
         return self
 
     async def __aexit__(

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from aiohttp import ClientSession, WSMsgType, web
 
+from tests.fakes.loopback import serve_loopback
 from tests.fakes.observer import Observed
 
 __all__ = [
@@ -239,11 +240,7 @@ class FakeSlack(Observed):
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/respond/{key}", self._respond)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_loopback(app)
         self._http = ClientSession()
         return self
 
