@@ -20,7 +20,6 @@ import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack import commands as cmd
 from adapters.slack.moderation import SlackModeration
@@ -39,6 +38,7 @@ from adapters.slack.render import (
     reroll_blocks,
     strip_bot_mention,
 )
+from adapters.slack.response import respond
 from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.errors import (
     BotError,
@@ -441,32 +441,40 @@ class SlackHandlers:
             self._members[channel] = time.monotonic() + _MEMBERSHIP_TTL_S
         return member
 
-    async def tell(self, origin: Origin, text: str, *, markup: bool = False) -> None:
+    async def tell(
+        self,
+        origin: Origin,
+        text: str,
+        *,
+        markup: bool = False,
+        blocks: list[dict[str, Any]] | None = None,
+        replace: bool = False,
+    ) -> None:
         """An ephemeral message to the requester: through the command's or button's
         ``response_url`` when there is one (it works even where the bot is not a member),
         else ``chat.postEphemeral`` (in the thread, when the thread exists). Plain ``text``
         is escaped (it may quote what the user typed); ``markup`` sends it as Slack mrkdwn
-        (mentions we built)."""
+        (mentions we built). ``replace`` swaps the message whose button was clicked."""
         if not markup:
             text = escape(text)
-        if origin.response_url and origin.note_thread_ts is None:
-            webhook = AsyncWebhookClient(url=origin.response_url, session=self.session)
-            try:
-                response = await webhook.send(
-                    text=text,
-                    response_type="ephemeral",
-                    replace_original=False if origin.interactive else None,
-                )
-                if response.status_code == 200:
-                    return
-                log.warning("response_url answered %d; posting ephemerally", response.status_code)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("response_url failed (%s); posting ephemerally", exc)
+        if (
+            origin.response_url
+            and origin.note_thread_ts is None
+            and await respond(
+                self.session,
+                origin.response_url,
+                text,
+                blocks=blocks,
+                replace_original=replace if origin.interactive else None,
+            )
+        ):
+            return
         try:
             await self.client.chat_postEphemeral(
                 channel=origin.channel_id,
                 user=origin.user_id,
                 text=text,
+                blocks=blocks,
                 thread_ts=origin.note_thread_ts,
             )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:

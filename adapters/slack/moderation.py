@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackClientError
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack import moderation_commands as mc
 from adapters.slack.render import Origin, escape, from_action, reroll_blocks
@@ -179,43 +178,7 @@ class SlackModeration:
             await self.handlers.tell(origin, text)
             return
         log.info("request from %s refused (%s)", origin.user_id, err.source)
-        await self._ephemeral(origin, text, refusal_blocks(text, err.review_id))
-
-    async def _ephemeral(
-        self,
-        origin: Origin,
-        text: str,
-        blocks: list[dict[str, Any]] | None,
-        *,
-        replace: bool = False,
-    ) -> None:
-        """Like ``SlackHandlers.tell``, with blocks; ``replace`` swaps the message whose
-        button was clicked (through the click's ``response_url``)."""
-        handlers = self.handlers
-        if origin.response_url and origin.note_thread_ts is None:
-            webhook = AsyncWebhookClient(url=origin.response_url, session=handlers.session)
-            try:
-                response = await webhook.send(
-                    text=escape(text),
-                    blocks=blocks,
-                    response_type="ephemeral",
-                    replace_original=replace if origin.interactive else None,
-                )
-                if response.status_code == 200:
-                    return
-                log.warning("response_url answered %d; posting ephemerally", response.status_code)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("response_url failed (%s); posting ephemerally", exc)
-        try:
-            await handlers.client.chat_postEphemeral(
-                channel=origin.channel_id,
-                user=origin.user_id,
-                text=escape(text),
-                blocks=blocks,
-                thread_ts=origin.note_thread_ts,
-            )
-        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("could not tell %s: %s", origin.user_id, exc)
+        await self.handlers.tell(origin, text, blocks=refusal_blocks(text, err.review_id))
 
     # -- listeners ------------------------------------------------------------------------------
 
@@ -290,7 +253,7 @@ class SlackModeration:
             await handlers.tell(origin, REVIEW_POST_FAILED)
             return
         log.info("review %s: sent to the review channel %s", review_id, channel_id)
-        await self._ephemeral(origin, REVIEW_SENT, None, replace=True)
+        await self.handlers.tell(origin, REVIEW_SENT, replace=True)
 
     # -- Approve / Deny -------------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.progress import StatusFeed
 from adapters.slack.render import Origin, escape
+from adapters.slack.response import respond
 from bot.errors import BotError, JobCancelledError, PermissionDeniedError
 from bot.messages import BUTTON_LABELS, cancel_refused_text, describe, queue_text
 from bot.models import QueueStatus
@@ -136,21 +136,9 @@ class QueueNote:
         if not url:
             return False
         self._posts += 1
-        webhook = AsyncWebhookClient(url=url, session=self.notes.session)
-        try:
-            response = await webhook.send(
-                text=escape(text),
-                blocks=blocks,
-                response_type="ephemeral",
-                replace_original=replace,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("response_url failed (%s)", exc)
-            return False
-        if response.status_code != 200:
-            log.warning("response_url answered %d", response.status_code)
-            return False
-        return True
+        return await respond(
+            self.notes.session, url, escape(text), blocks=blocks, replace_original=replace
+        )
 
     async def close(self, *, flush: bool = False) -> None:
         """Stop updating the note; with ``flush``, post it now if it was never shown, or
@@ -223,12 +211,4 @@ class QueueNotes:
         """The click's response_url replaces the note the button was on."""
         if not origin.response_url:
             return False
-        webhook = AsyncWebhookClient(url=origin.response_url, session=self.session)
-        try:
-            response = await webhook.send(
-                text=escape(text), response_type="ephemeral", replace_original=True
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("response_url failed (%s)", exc)
-            return False
-        return response.status_code == 200
+        return await respond(self.session, origin.response_url, escape(text), replace_original=True)
