@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -118,14 +118,7 @@ class PostedMessage:
     user: str | None = None
 
     def buttons(self) -> list[Mapping[str, Any]]:
-        found: list[Mapping[str, Any]] = []
-        for block in self.blocks:
-            if block.get("type") == "actions":
-                found.extend(e for e in block.get("elements", []) if e.get("type") == "button")
-            accessory = block.get("accessory")
-            if isinstance(accessory, Mapping) and accessory.get("type") == "button":
-                found.append(accessory)
-        return found
+        return _buttons(self.blocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +137,7 @@ class ResponsePost:
         return bool(self.body.get("response_type", "ephemeral") == "ephemeral")
 
     def buttons(self) -> list[Mapping[str, Any]]:
-        found: list[Mapping[str, Any]] = []
-        for block in self.body.get("blocks") or []:
-            if block.get("type") == "actions":
-                found.extend(e for e in block.get("elements", []) if e.get("type") == "button")
-            accessory = block.get("accessory")
-            if isinstance(accessory, Mapping) and accessory.get("type") == "button":
-                found.append(accessory)
-        return found
+        return _buttons(self.body.get("blocks") or [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -879,3 +865,15 @@ def _envelope_user(envelope: Envelope) -> str | None:
     if isinstance(user, Mapping):
         return str(user.get("id"))
     return None
+
+
+def _buttons(blocks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The buttons of a Block Kit message: in ``actions`` blocks and as section accessories."""
+    found: list[Mapping[str, Any]] = []
+    for block in blocks:
+        if block.get("type") == "actions":
+            found.extend(e for e in block.get("elements", []) if e.get("type") == "button")
+        accessory = block.get("accessory")
+        if isinstance(accessory, Mapping) and accessory.get("type") == "button":
+            found.append(accessory)
+    return found
