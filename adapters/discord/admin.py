@@ -9,24 +9,20 @@ Built at start-up; see commands.py for why there is no ``from __future__ import 
 import dataclasses
 import io
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
 from adapters.discord.moderation_admin import add_moderation_commands
-from adapters.discord.render import to_requester
-from adapters.discord.reply import Reply
+from adapters.discord.reply import answer_admin
 from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.catalog import usd_to_micros
-from bot.errors import BotError, InvalidRequestError, PermissionDeniedError
+from bot.errors import InvalidRequestError, PermissionDeniedError
 from bot.messages import (
     ADMIN_NO_LIMITS,
     ADMIN_USER_AND_ROLE,
     SERVER_DEFAULT,
-    admin_mistake_text,
-    describe,
     quota_cleared_text,
     quota_set_text,
     server_spend_cap_text,
@@ -43,29 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES = 1_000_000
 MAX_USD = 1_000_000.0
-_MAX_CONTENT = 2000
 
-Action = Callable[[Requester], Awaitable[tuple[str, discord.File | None]]]
-
-
-async def _answer(interaction: discord.Interaction, action: Action) -> None:
-    """Defer privately, run ``action`` as the caller, show its text (and file)."""
-    reply = Reply(interaction, ephemeral=True)
-    if not await reply.defer():
-        return
-    actor = to_requester(interaction)
-    try:
-        text, file = await action(actor)
-    except InvalidRequestError as err:
-        await reply.say(admin_mistake_text(err.reason))
-        return
-    except BotError as err:
-        await reply.say(describe(err))
-        return
-    log.info("admin %s in server %s: %s", actor.user_id, actor.workspace_id, interaction.command)
-    if len(text) > _MAX_CONTENT:
-        text = text[: _MAX_CONTENT - 1] + "…"
-    await reply.say(text, file=file)
 
 
 def _target(
@@ -132,7 +106,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
             await admin.set_quota(actor, scope, limits)
             return quota_set_text(who, limits), None
 
-        await _answer(interaction, action)
+        await answer_admin(interaction, action)
 
     @group.command(
         name="clear-quota", description="Remove the limits set for a member, role or server"
@@ -150,7 +124,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
             await admin.clear_quota(actor, scope_in(actor, user_id=user_id, role_id=role_id))
             return quota_cleared_text(who), None
 
-        await _answer(interaction, action)
+        await answer_admin(interaction, action)
 
     @group.command(name="spend-cap", description="A monthly spending cap for the whole server")
     @app_commands.describe(usd_per_month="USD per calendar month; leave out to remove the cap")
@@ -163,7 +137,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
             await admin.set_spend_cap(actor, micros)
             return server_spend_cap_text(micros), None
 
-        await _answer(interaction, action)
+        await answer_admin(interaction, action)
 
     @group.command(name="usage", description="Usage by member and model, with a CSV file")
     @app_commands.describe(days="How many days back, today included (default 30)")
@@ -177,7 +151,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
             name = f"imagine-usage-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
             return text, discord.File(io.BytesIO(csv.encode()), filename=name)
 
-        await _answer(interaction, action)
+        await answer_admin(interaction, action)
 
     del set_quota, clear_quota, spend_cap, usage  # registered on the group
     add_moderation_commands(group, client)  # block, review-channel, channels, spoilers, log

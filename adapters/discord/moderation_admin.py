@@ -7,7 +7,6 @@ side. Every answer is ephemeral. No ``from __future__ import annotations``: disc
 the parameter annotations (see commands.py).
 """
 
-import io
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -15,18 +14,14 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from adapters.discord.render import to_requester
-from adapters.discord.reply import Reply
-from bot.errors import BotError, InvalidRequestError
+from adapters.discord.reply import answer_admin
 from bot.messages import (
-    admin_mistake_text,
     block_added_text,
     block_list_text,
     block_removed_text,
     channel_allowed_text,
     channel_disallowed_text,
     channels_list_text,
-    describe,
     moderation_log_text,
     review_channel_text,
     spoilers_text,
@@ -41,7 +36,6 @@ __all__ = ["add_moderation_commands"]
 
 log = logging.getLogger(__name__)
 
-_MAX_CONTENT = 2000
 
 Action = Callable[[Requester], Awaitable[str]]
 
@@ -51,26 +45,10 @@ def _channel(channel_id: str) -> str:
 
 
 async def _answer(interaction: discord.Interaction, action: Action) -> None:
-    """Defer privately, run ``action`` as the caller, show its text; a text too long for one
-    message comes as a file too."""
-    reply = Reply(interaction, ephemeral=True)
-    if not await reply.defer():
-        return
-    actor = to_requester(interaction)
-    try:
-        text = await action(actor)
-    except InvalidRequestError as err:
-        await reply.say(admin_mistake_text(err.reason))
-        return
-    except BotError as err:
-        await reply.say(describe(err))
-        return
-    log.info("admin %s in server %s: %s", actor.user_id, actor.workspace_id, interaction.command)
-    file = None
-    if len(text) > _MAX_CONTENT:
-        file = discord.File(io.BytesIO(text.encode()), filename="imagine-moderation.txt")
-        text = text[: _MAX_CONTENT - 1] + "…"
-    await reply.say(text, file=file)
+    async def with_no_file(actor: Requester) -> tuple[str, discord.File | None]:
+        return await action(actor), None
+
+    await answer_admin(interaction, with_no_file, overflow_name="imagine-moderation.txt")
 
 
 def add_moderation_commands(group: app_commands.Group, client: "ImagineClient") -> None:

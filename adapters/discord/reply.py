@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -26,12 +27,14 @@ from bot.errors import (
     BotError,
     DeliveryError,
     DuplicateRequestError,
+    InvalidRequestError,
     JobCancelledError,
     PromptRefusedError,
 )
 from bot.messages import (
     DELIVERY_FAILED,
     GENERATING,
+    admin_mistake_text,
     describe,
     is_operator_fault,
     late_delivery_text,
@@ -41,11 +44,14 @@ from bot.service import Deliver, Progress
 
 __all__ = [
     "ALREADY_ACKNOWLEDGED",
+    "MAX_CONTENT",
     "TOKEN_GONE_CODES",
     "TOKEN_MARGIN",
     "UNKNOWN_INTERACTION",
+    "AdminAction",
     "Reply",
     "acknowledge",
+    "answer_admin",
     "result_view",
     "run_job",
 ]
@@ -59,6 +65,10 @@ ALREADY_ACKNOWLEDGED = 40060
 UNKNOWN_INTERACTION = 10062
 # Uploads take time: do not start one on a token about to expire.
 TOKEN_MARGIN = datetime.timedelta(seconds=30)
+MAX_CONTENT = 2000  # characters in one Discord message
+
+# An admin command's work, run as the caller: the answer's text, and a file to attach if any.
+AdminAction = Callable[[Requester], Awaitable[tuple[str, discord.File | None]]]
 
 
 async def acknowledge(
@@ -330,3 +340,28 @@ async def run_job(
         await tell_refused(reply, err)  # privately, with an "Ask an admin" button
     except BotError as err:
         await reply.fail(err)
+
+
+async def answer_admin(
+    interaction: discord.Interaction, action: AdminAction, *, overflow_name: str | None = None
+) -> None:
+    """Defer privately, run ``action`` as the caller, show its text (and file). A text too
+    long for one message is cut; with ``overflow_name`` it also comes whole as that file."""
+    reply = Reply(interaction, ephemeral=True)
+    if not await reply.defer():
+        return
+    actor = to_requester(interaction)
+    try:
+        text, file = await action(actor)
+    except InvalidRequestError as err:
+        await reply.say(admin_mistake_text(err.reason))
+        return
+    except BotError as err:
+        await reply.say(describe(err))
+        return
+    log.info("admin %s in server %s: %s", actor.user_id, actor.workspace_id, interaction.command)
+    if len(text) > MAX_CONTENT:
+        if file is None and overflow_name is not None:
+            file = discord.File(io.BytesIO(text.encode()), filename=overflow_name)
+        text = text[: MAX_CONTENT - 1] + "…"
+    await reply.say(text, file=file)
