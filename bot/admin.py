@@ -14,6 +14,7 @@ import io
 import logging
 from datetime import UTC, datetime, timedelta
 
+from bot.amount import check_limits, check_usd_micros
 from bot.errors import PermissionDeniedError
 from bot.ledger import AuditEntry, Clock, Ledger
 from bot.models import (
@@ -105,7 +106,7 @@ class QuotaAdmin:
         """Replace the limits at ``scope``; a ``None`` field is inherited from the next scope
         (user > most generous role > server default > global)."""
         self._check(actor, "change quotas", scope)
-        await self.ledger.set_limits(scope, limits, actor=actor_name(actor))
+        await self.ledger.set_limits(scope, check_limits(limits), actor=actor_name(actor))
 
     async def clear_quota(self, actor: Requester, scope: Scope) -> None:
         self._check(actor, "change quotas", scope)
@@ -118,6 +119,8 @@ class QuotaAdmin:
     async def set_spend_cap(self, actor: Requester, usd_micros: int | None) -> None:
         """Set (``None``: remove) the server-wide monthly spend cap of the actor's server."""
         self._check(actor, "change the spend cap")
+        if usd_micros is not None:
+            check_usd_micros(usd_micros, name="spend cap")
         await self.ledger.set_spend_cap(
             platform=actor.platform,
             workspace_id=actor.workspace_id,

@@ -473,6 +473,9 @@ SLACK_ADMIN_HELP = "\n".join(
 
 WORKSPACE_DEFAULT = "the workspace default"
 
+# What a member who is not an admin was refused ("Only admins can ...").
+ADMIN_COMMANDS_ACTION = "use admin commands"
+
 USAGE_CSV_SENT = "The full CSV is in your direct messages with me."
 
 USAGE_CSV_FAILED = (
@@ -486,6 +489,17 @@ def admin_usage_error(err: BaseException) -> str:
     if isinstance(err, InvalidRequestError):
         return f"That admin command is not right: {err.reason}. Type `/imagine admin help`."
     return describe(err)
+
+
+def usd_amount_error(name: str, maximum: int) -> str:
+    return (
+        f"{name} must be an amount in USD from 0 to {maximum:,}"
+        " with at most 6 decimals, e.g. 5 or 12.50"
+    )
+
+
+def count_amount_error(name: str, maximum: int) -> str:
+    return f"{name} must be a whole number of images from 0 to {maximum:,}, e.g. 20"
 
 
 def _limits_text(limits: Limits) -> str:

@@ -22,7 +22,7 @@ from adapters.shell.admin import add_parsers
 from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.catalog import load_catalog
 from bot.config import Settings
-from bot.errors import PermissionDeniedError, QuotaExceededError
+from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
 from bot.ledger import SqliteLedger
 from bot.models import Limits, Requester, Scope, ScopeKind
 from bot.preview import PreviewProvider
@@ -103,6 +103,25 @@ async def test_an_admin_acts_only_on_their_own_server(
         await admin.quota(ADMIN, scope)
     with pytest.raises(PermissionDeniedError):
         await admin.allowance(ADMIN, Requester("discord", "G2", "C", "bob"))
+    assert await ledger.audit_log() == ()
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits(images_per_day=10**30),
+        Limits(images_per_month=1_000_001),
+        Limits(usd_micros_per_month=2**70),
+        Limits(usd_micros_per_month=1_000_000_000_001),
+    ],
+)
+async def test_limits_the_database_cannot_store_are_refused_in_words(
+    admin: QuotaAdmin, ledger: SqliteLedger, limits: Limits
+) -> None:
+    with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000"):
+        await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), limits)
+    with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000 with at most 6 decimals"):
+        await admin.set_spend_cap(ADMIN, 10**400)
     assert await ledger.audit_log() == ()
 
 
@@ -340,6 +359,10 @@ async def test_quota_mistakes_are_one_line_on_stderr(
         parse("quota", "set", *G1, "--user", "a", "--role", "b", "--images-per-day", "1")
     with pytest.raises(SystemExit):
         parse("usage", "--since", "June")
+    for flag, value in (("--usd-per-month", "1e400"), ("--images-per-day", "9" * 4000)):
+        with pytest.raises(SystemExit):
+            parse("quota", "set", *G1, flag, value)
+        assert "from 0 to 1,000,000" in capsys.readouterr().err
     capsys.readouterr()
 
 

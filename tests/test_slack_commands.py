@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.slack.commands import Admin as AdminRequest
 from adapters.slack.commands import (
     AdminHelp,
     ClearQuota,
@@ -25,6 +26,12 @@ from adapters.slack.commands import (
 from adapters.slack.config import SlackSettings
 from adapters.slack.render import escape, plain_text, strip_bot_mention
 from bot.errors import ConfigError, InvalidRequestError
+
+
+def _parse(text: str) -> object:
+    """What the handler ends up with for an admin: the arguments read after the rights check."""
+    command = parse_command(text)
+    return command.parse() if isinstance(command, AdminRequest) else command
 
 
 @pytest.mark.parametrize(
@@ -56,7 +63,7 @@ from bot.errors import ConfigError, InvalidRequestError
     ],
 )
 def test_commands_are_recognised(text: str, expected: object) -> None:
-    assert parse_command(text) == expected
+    assert _parse(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -77,7 +84,7 @@ def test_commands_are_recognised(text: str, expected: object) -> None:
 )
 def test_admin_mistakes_say_what_is_expected(text: str, complaint: str) -> None:
     with pytest.raises(InvalidRequestError, match=complaint):
-        parse_command(text)
+        _parse(text)
 
 
 def test_slack_escapes_become_what_the_user_typed() -> None:
@@ -144,3 +151,44 @@ def test_reading_the_slack_settings_loads_no_slack_sdk(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "admin spend-cap 1e999990",
+        "admin set-quota <@U1> usd_per_month=1e999990",
+        "admin set-quota <@U1> usd_per_month=1e400",
+        "admin set-quota <@U1> usd_per_month=1000000.01",
+        "admin set-quota <@U1> usd_per_month=0.0000001",
+        "admin set-quota <@U1> usd_per_month=" + "9" * 5000,
+        "admin spend-cap NaN",
+        "admin spend-cap Infinity",
+    ],
+)
+def test_money_beyond_the_bounds_is_a_one_line_usage_error(text: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        _parse(text)
+    assert caught.value.reason.startswith(("usd_per_month must be", "spend-cap must be"))
+    assert "1,000,000" in caught.value.reason and "6 decimals" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "text", ["images_per_day=" + "9" * 4000, "images_per_month=1000001", "images_per_day=1e3"]
+)
+def test_image_counts_beyond_the_bounds_are_refused(text: str) -> None:
+    with pytest.raises(InvalidRequestError, match="whole number of images from 0 to 1,000,000"):
+        _parse(f"admin set-quota <@U1> {text}")
+
+
+def test_the_largest_amounts_still_parse() -> None:
+    assert _parse("admin spend-cap $1,000,000") == SpendCap(1_000_000_000_000)
+    assert _parse("admin set-quota <@U1> usd_per_month=0.000001 images_per_day=1000000") == (
+        SetQuota("U1", images_per_day=1_000_000, usd_micros_per_month=1)
+    )
+
+
+def test_admin_arguments_are_not_read_before_the_rights_check() -> None:
+    # A malformed amount still comes back as an admin request: the handler refuses a member
+    # who is not an admin before anything reads "1e999990".
+    assert parse_command("admin spend-cap 1e999990") == AdminRequest("spend-cap", ("1e999990",))

@@ -56,6 +56,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
             await slack.wait_all_acked()
 
 
+async def _only_response(slack: FakeSlack, text: str, *, user: str) -> ResponsePost:
+    command = await slack.slash_command(text, user=user, channel="C1")
+    [answer] = await slack.wait_for(lambda: slack.responses_to(command), timeout=5)
+    return answer
+
+
 def _image_size(upload: Upload) -> tuple[int, int]:
     assert upload.data is not None
     with Image.open(io.BytesIO(upload.data)) as image:
@@ -227,6 +233,24 @@ async def test_admins_set_quotas_and_others_are_refused(world: Harness) -> None:
     assert refusal.ephemeral and "admin" in refusal.text.lower()
     assert any(c.args.get("user") == "U9" for c in slack.calls("users.info"))
     quota = await slack.slash_command("quota", user="U9", channel="C1")
+    [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
+    assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in answer.text
+
+
+async def test_huge_amounts_are_refused_in_one_line_and_members_before_they_are_read(
+    world: Harness,
+) -> None:
+    slack = world.slack
+    slack.add_user("U10", "mel")
+    # 1e999990 used to be turned into a 3-million-bit integer before the admin check.
+    command = await slack.slash_command("admin spend-cap 1e999990", user="U10", channel="C1")
+    [refusal] = await slack.wait_for(lambda: slack.responses_to(command), timeout=5)
+    assert refusal.ephemeral and refusal.text == "Only admins can use admin commands."
+    for text in ("admin spend-cap 1e999990", "admin set-quota <@U10|mel> usd_per_month=1e400"):
+        answer = await _only_response(slack, text, user=ADMIN)
+        assert answer.ephemeral and "from 0 to 1,000,000 with at most 6 decimals" in answer.text
+        assert "\n" not in answer.text.strip() and "Traceback" not in world.bot.log()
+    quota = await slack.slash_command("quota", user="U10", channel="C1")
     [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
     assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in answer.text
 

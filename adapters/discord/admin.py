@@ -17,7 +17,7 @@ from discord import app_commands
 from adapters.discord.moderation_admin import add_moderation_commands
 from adapters.discord.reply import answer_admin
 from bot.admin import QuotaAdmin, scope_in, to_csv
-from bot.catalog import usd_to_micros
+from bot.amount import MAX_IMAGES, MAX_USD, usd_option
 from bot.errors import InvalidRequestError, PermissionDeniedError
 from bot.messages import (
     ADMIN_NO_LIMITS,
@@ -33,13 +33,9 @@ from bot.models import Requester
 if TYPE_CHECKING:
     from adapters.discord.client import ImagineClient
 
-__all__ = ["MAX_IMAGES", "MAX_USD", "build_admin_group"]
+__all__ = ["build_admin_group"]
 
 log = logging.getLogger(__name__)
-
-MAX_IMAGES = 1_000_000
-MAX_USD = 1_000_000.0
-
 
 
 def _target(
@@ -52,13 +48,6 @@ def _target(
     if role is not None:
         return None, str(role.id), role.mention
     return None, None, SERVER_DEFAULT
-
-
-def _micros(usd: float) -> int:
-    try:
-        return usd_to_micros(usd)
-    except ValueError as exc:
-        raise InvalidRequestError(f"usd_per_month: {exc}") from None
 
 
 def build_admin_group(client: "ImagineClient") -> app_commands.Group:
@@ -84,7 +73,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
         role: discord.Role | None = None,
         images_per_day: app_commands.Range[int, 0, MAX_IMAGES] | None = None,
         images_per_month: app_commands.Range[int, 0, MAX_IMAGES] | None = None,
-        usd_per_month: app_commands.Range[float, 0.0, MAX_USD] | None = None,
+        usd_per_month: app_commands.Range[float, 0.0, float(MAX_USD)] | None = None,
     ) -> None:
         async def action(actor: Requester) -> tuple[str, discord.File | None]:
             user_id, role_id, who = _target(user, role)
@@ -101,7 +90,7 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
             if images_per_month is not None:
                 changes["images_per_month"] = images_per_month
             if usd_per_month is not None:
-                changes["usd_micros_per_month"] = _micros(usd_per_month)
+                changes["usd_micros_per_month"] = usd_option(usd_per_month, name="usd_per_month")
             limits = dataclasses.replace(limits, **changes)
             await admin.set_quota(actor, scope, limits)
             return quota_set_text(who, limits), None
@@ -130,10 +119,12 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
     @app_commands.describe(usd_per_month="USD per calendar month; leave out to remove the cap")
     async def spend_cap(
         interaction: discord.Interaction,
-        usd_per_month: app_commands.Range[float, 0.0, MAX_USD] | None = None,
+        usd_per_month: app_commands.Range[float, 0.0, float(MAX_USD)] | None = None,
     ) -> None:
         async def action(actor: Requester) -> tuple[str, discord.File | None]:
-            micros = None if usd_per_month is None else _micros(usd_per_month)
+            micros = (
+                None if usd_per_month is None else usd_option(usd_per_month, name="usd_per_month")
+            )
             await admin.set_spend_cap(actor, micros)
             return server_spend_cap_text(micros), None
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from adapters.runtime import Runtime
 from bot.admin import to_csv
-from bot.catalog import usd_to_micros
-from bot.errors import BotError
+from bot.amount import parse_count, parse_usd
+from bot.errors import BotError, InvalidRequestError
 from bot.ledger import month_start
 from bot.messages import format_reset, format_usd, limit_label
 from bot.models import Limits, Requester, Scope, ScopeKind
@@ -63,21 +63,18 @@ def _count(text: str) -> int | None:
     if text.strip().lower() in ("none", "unset", "-"):
         return None
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (or 'none')") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("a limit cannot be negative")
-    return value
+        return parse_count(text, name="the limit")
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _usd(text: str) -> int | None:
     if text.strip().lower() in ("none", "unset", "-"):
         return None
     try:
-        return usd_to_micros(text.strip().removeprefix("$"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse_usd(text, name="the amount")
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _date(text: str) -> datetime:

@@ -13,6 +13,9 @@ A subcommand word counts only when the whole text is that word (``/imagine model
 models, ``/imagine models on a runway`` draws them), and ``admin`` only when the next word is
 an admin subcommand or nothing. Everything else is a prompt for the shared grammar. Pure
 functions; mistakes raise ``InvalidRequestError`` with a one-line reason.
+
+An admin subcommand comes back unparsed (``Admin``): its arguments are untrusted text, so the
+handler checks the member's rights first and only then calls ``Admin.parse``.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from adapters.slack.moderation_commands import (
     MODERATION_SUBCOMMANDS,
     ModerationCommand,
     parse_moderation,
 )
-from bot.catalog import usd_to_micros
+from bot.amount import parse_count, parse_usd
 from bot.errors import InvalidRequestError
 
 __all__ = [
     "ADMIN_SUBCOMMANDS",
+    "Admin",
+    "AdminCommand",
     "AdminHelp",
     "ClearQuota",
     "Command",
@@ -117,18 +121,21 @@ class Usage:
     days: int = 30
 
 
-Command = (
-    Generate
-    | Help
-    | Quota
-    | Models
-    | AdminHelp
-    | SetQuota
-    | ClearQuota
-    | SpendCap
-    | Usage
-    | ModerationCommand
-)
+AdminCommand = SetQuota | ClearQuota | SpendCap | Usage | ModerationCommand
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """``admin <sub> <args>`` before its arguments are read; ``parse`` reads them."""
+
+    sub: str
+    args: tuple[str, ...]
+
+    def parse(self) -> AdminCommand:
+        return _parse_admin(self.sub, list(self.args))
+
+
+Command = Generate | Help | Quota | Models | AdminHelp | Admin
 
 
 def parse_command(text: str) -> Command:
@@ -150,9 +157,12 @@ def parse_command(text: str) -> Command:
     sub = words[1].casefold()
     if sub not in ADMIN_SUBCOMMANDS:
         return Generate(" ".join(words))
-    args = words[2:]
     if sub == "help":
         return AdminHelp()
+    return Admin(sub, tuple(words[2:]))
+
+
+def _parse_admin(sub: str, args: list[str]) -> AdminCommand:
     if sub in MODERATION_SUBCOMMANDS:
         return parse_moderation(sub, args)
     if sub == "set-quota":
@@ -164,8 +174,8 @@ def parse_command(text: str) -> Command:
     if sub == "spend-cap":
         if len(args) != 1:
             raise InvalidRequestError("spend-cap takes one amount in USD, e.g. 50, or off")
-        value = args[0].casefold().lstrip("$")
-        return SpendCap(None if value in _UNSET else _usd(value, "spend-cap"))
+        value = args[0].casefold()
+        return SpendCap(None if value in _UNSET else parse_usd(value, name="spend-cap"))
     return _usage(args)
 
 
@@ -198,11 +208,12 @@ def _set_quota(args: list[str]) -> SetQuota:
             )
         if key in values or key in unset:
             raise InvalidRequestError(f"{key} given twice; give each limit once")
-        value = value.strip().casefold().lstrip("$")
+        value = value.strip().casefold()
         if value in _UNSET:
             unset.add(key)
             continue
-        values[key] = _usd(value, key) if key == "usd_per_month" else _count(value, key)
+        parse = parse_usd if key == "usd_per_month" else parse_count
+        values[key] = parse(value, name=key)
     if not values and not unset:
         raise InvalidRequestError(
             "set-quota needs at least one limit, e.g. images_per_day=20 (or images_per_day=none)"
@@ -215,21 +226,6 @@ def _set_quota(args: list[str]) -> SetQuota:
         usd_micros_per_month=values.get("usd_per_month"),
         unset=frozenset(renamed.get(k, k) for k in unset),
     )
-
-
-def _count(value: str, key: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise InvalidRequestError(f"{key} must be a whole number of images, e.g. {key}=20")
-    return int(value)
-
-
-def _usd(value: str, key: str) -> int:
-    try:
-        if not Decimal(value).is_finite():
-            raise InvalidOperation
-        return usd_to_micros(value)
-    except (InvalidOperation, ValueError):
-        raise InvalidRequestError(f"{key} must be an amount in USD, e.g. 5 or 12.50") from None
 
 
 def _usage(args: list[str]) -> Usage:

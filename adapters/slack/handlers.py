@@ -46,10 +46,12 @@ from bot.errors import (
     DeliveryError,
     DuplicateRequestError,
     JobCancelledError,
+    PermissionDeniedError,
     PromptRefusedError,
     ProviderAuthError,
 )
 from bot.messages import (
+    ADMIN_COMMANDS_ACTION,
     DELIVERY_FAILED,
     REROLL_HINT,
     SLACK_ADMIN_HELP,
@@ -494,12 +496,21 @@ class SlackHandlers:
         user = response.get("user") or {}
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
-    async def _admin(self, command: cmd.Command, origin: Origin) -> None:
-        if isinstance(command, cmd.AdminHelp):
+    async def _admin(self, request: cmd.Command, origin: Origin) -> None:
+        if not isinstance(request, cmd.Admin):
             await self.tell(origin, _code(SLACK_ADMIN_HELP))
             return
-        # Checked here on the server side, and again by QuotaAdmin (actor.is_admin).
+        # Checked here on the server side, before the arguments are even read, and again by
+        # QuotaAdmin and the moderation service (actor.is_admin).
         actor = origin.requester(is_admin=await self.is_admin(origin.user_id))
+        if not actor.is_admin:
+            await self._failed(origin, PermissionDeniedError(ADMIN_COMMANDS_ACTION))
+            return
+        try:
+            command = request.parse()
+        except BotError as err:
+            await self.tell(origin, admin_usage_error(err))
+            return
         try:
             if isinstance(command, cmd.SetQuota):
                 text = await self._set_quota(actor, command)
