@@ -39,13 +39,15 @@ Idempotency
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -340,6 +342,24 @@ def _check_limits(limits: Limits) -> None:
         _check_amount(getattr(limits, name), name)
 
 
+def _refusal(
+    state: _State, request: GenerationRequest, cost_micros: int, now: datetime
+) -> QuotaExceededError:
+    """The limit a hold that inserted nothing would break, read in the same transaction."""
+    for name, scope, allowed, used, resets_at in state.usages(now):
+        requested = cost_micros if name.startswith(("usd", "server_usd")) else request.n
+        if requested and used + requested > allowed:
+            return QuotaExceededError(
+                limit=name,
+                allowed=allowed,
+                used=used,
+                requested=requested,
+                resets_at=resets_at,
+                scope=scope,
+            )
+    raise AssertionError("a hold that fits every limit inserted nothing")
+
+
 def _check_amount(value: object, name: str) -> None:
     if value is None:
         return
@@ -370,6 +390,9 @@ class SqliteLedger:
         self._clock = clock
         self.path = path
         self._closed = False
+        self._tx = asyncio.Lock()
+        self._tx_task: asyncio.Task[Any] | None = None
+        self._settling: set[asyncio.Future[Hold]] = set()
 
     @classmethod
     async def open(
@@ -433,7 +456,29 @@ class SqliteLedger:
         return self._db
 
     async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        if self._tx.locked() and self._tx_task is not asyncio.current_task():
+            # Another coroutine's transaction is open on the shared connection: a statement
+            # sent now would run inside it. Statements already sent ran before its BEGIN.
+            async with self._tx:
+                pass
         return list(await self._db.execute_fetchall(sql, params))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the shared connection; other coroutines'
+        statements wait (``_rows``), other processes wait on SQLite's write lock."""
+        async with self._tx:
+            self._tx_task = asyncio.current_task()
+            try:
+                await self._db.execute_fetchall("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    await self._db.execute_fetchall("ROLLBACK")
+                    raise
+                await self._db.execute_fetchall("COMMIT")
+            finally:
+                self._tx_task = None
 
     # --- holds and settling ------------------------------------------------------------
 
@@ -478,60 +523,94 @@ class SqliteLedger:
             raise ValueError("a job needs at least one image")
         _check_amount(cost_micros, "cost_micros")
         event_id = event_id or None
-        roles = _unique(requester.role_ids)
-        for _attempt in range(5):
-            now = self.now()
-            job_id = uuid.uuid4().hex
-            params = self._state_params(requester, now)
-            params.update(
-                job_id=job_id,
-                event_id=event_id,
-                channel=requester.channel_id,
-                role_ids=json.dumps(roles),
-                display_name=requester.display_name,
-                prompt=request.prompt,
-                model=request.model,
-                size=request.size,
-                n=request.n,
-                seed=request.seed,
-                negative_prompt=request.negative_prompt,
-                cost=cost_micros,
-                day=now.strftime("%Y-%m-%d"),
-                month=now.strftime("%Y-%m"),
-                created_at=stamp(now),
-            )
-            if await self._rows(_hold_sql(len(roles)), params):
-                log.debug(
-                    "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
-                    job_id,
-                    request.n,
-                    cost_micros,
-                    requester.platform,
-                    requester.workspace_id,
-                    requester.user_id,
-                    extra={"job_id": job_id},  # logged before the service binds the job
-                )
-                return Hold(job_id)
-            # Nothing inserted: a known event, or a limit. Find out which (reads only).
-            if event_id is not None:
-                rows = await self._rows("SELECT job_id FROM jobs WHERE event_id = ?", (event_id,))
-                if rows:
-                    log.info("event %s already has job %s", event_id, rows[0][0])
-                    return Hold(str(rows[0][0]), duplicate=True)
+        roles = len(_unique(requester.role_ids))
+        now = self.now()
+        job_id, params = self._hold_params(requester, request, cost_micros, event_id, now)
+        if await self._rows(_hold_sql(roles), params):
+            return self._held(job_id, requester, request, cost_micros)
+        known = await self._known_event(event_id)
+        if known is not None:
+            return Hold(known, duplicate=True)
+        # A limit is full, or usage changed between the two statements (a refund, an admin
+        # change). Try once more and read the reason in one transaction, so that the answer is
+        # decided against one state: no loop of lost races on a busy member. Shielded: a
+        # transaction left half-way would hold the shared connection.
+        settle = asyncio.ensure_future(self._settle(requester, request, cost_micros, event_id))
+        self._settling.add(settle)
+        settle.add_done_callback(self._settling.discard)
+        return await asyncio.shield(settle)
+
+    async def _settle(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+    ) -> Hold:
+        now = self.now()
+        job_id, params = self._hold_params(requester, request, cost_micros, event_id, now)
+        async with self._transaction():
+            if await self._rows(_hold_sql(len(_unique(requester.role_ids))), params):
+                return self._held(job_id, requester, request, cost_micros)
+            known = await self._known_event(event_id)
             state = await self._state(requester, now)
-            for name, scope, allowed, used, resets_at in state.usages(now):
-                requested = cost_micros if "usd" in name else request.n
-                if requested and used + requested > allowed:
-                    raise QuotaExceededError(
-                        limit=name,
-                        allowed=allowed,
-                        used=used,
-                        requested=requested,
-                        resets_at=resets_at,
-                        scope=scope,
-                    )
-            # Usage or limits changed between the two statements (a refund, an admin); retry.
-        raise RuntimeError("the ledger could not settle a hold after 5 attempts")
+        if known is not None:
+            return Hold(known, duplicate=True)
+        raise _refusal(state, request, cost_micros, now)
+
+    def _hold_params(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        now: datetime,
+    ) -> tuple[str, dict[str, Any]]:
+        job_id = uuid.uuid4().hex
+        params = self._state_params(requester, now)
+        params.update(
+            job_id=job_id,
+            event_id=event_id,
+            channel=requester.channel_id,
+            role_ids=json.dumps(_unique(requester.role_ids)),
+            display_name=requester.display_name,
+            prompt=request.prompt,
+            model=request.model,
+            size=request.size,
+            n=request.n,
+            seed=request.seed,
+            negative_prompt=request.negative_prompt,
+            cost=cost_micros,
+            day=now.strftime("%Y-%m-%d"),
+            month=now.strftime("%Y-%m"),
+            created_at=stamp(now),
+        )
+        return job_id, params
+
+    def _held(
+        self, job_id: str, requester: Requester, request: GenerationRequest, cost_micros: int
+    ) -> Hold:
+        log.debug(
+            "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
+            job_id,
+            request.n,
+            cost_micros,
+            requester.platform,
+            requester.workspace_id,
+            requester.user_id,
+            extra={"job_id": job_id},  # logged before the service binds the job
+        )
+        return Hold(job_id)
+
+    async def _known_event(self, event_id: str | None) -> str | None:
+        """The job an event already made, if any."""
+        if event_id is None:
+            return None
+        rows = await self._rows("SELECT job_id FROM jobs WHERE event_id = ?", (event_id,))
+        if not rows:
+            return None
+        log.info("event %s already has job %s", event_id, rows[0][0])
+        return str(rows[0][0])
 
     async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
         _check_amount(images, "images")
