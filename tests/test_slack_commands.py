@@ -24,8 +24,9 @@ from adapters.slack.commands import (
     parse_command,
 )
 from adapters.slack.config import SlackSettings
-from adapters.slack.render import escape, plain_text, strip_bot_mention
+from adapters.slack.render import escape, file_uploads, plain_text, strip_bot_mention
 from bot.errors import ConfigError, InvalidRequestError
+from bot.models import GeneratedImage, GenerationRequest, GenerationResult
 
 
 def _parse(text: str) -> object:
@@ -192,3 +193,20 @@ def test_admin_arguments_are_not_read_before_the_rights_check() -> None:
     # A malformed amount still comes back as an admin request: the handler refuses a member
     # who is not an admin before anything reads "1e999990".
     assert parse_command("admin spend-cap 1e999990") == AdminRequest("spend-cap", ("1e999990",))
+
+
+@pytest.mark.parametrize("prompt", ["🦊" * 600, "狐" * 900, "a" * 1200, "a red fox"])
+def test_alt_text_fits_slacks_limit_in_bytes_and_keeps_whole_characters(prompt: str) -> None:
+    image = GeneratedImage(data=b"png", mime_type="image/png", width=8, height=8, seed=1)
+    result = GenerationResult(
+        job_id="0123456789abcdef",
+        request=GenerationRequest(prompt=prompt, model="m", size="1024x1024", n=1, seed=1),
+        images=(image,),
+        cost_micros=0,
+        model_label="M",
+    )
+    [upload] = file_uploads(result)
+    alt = upload["alt_txt"]
+    assert len(alt.encode()) <= 1000
+    assert alt == prompt or (alt.endswith("…") and prompt.startswith(alt[:-1]))
+    assert len(alt.encode()) > 990 or alt == prompt  # clipped no more than needed

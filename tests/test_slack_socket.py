@@ -336,3 +336,27 @@ async def test_an_upload_slack_refuses_is_refunded(world: Harness) -> None:
     quota = await slack.slash_command("quota", user="U12", channel="C2")
     [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
     assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in answer.text
+
+
+async def test_a_proxy_error_page_from_slack_is_reported_as_its_status_and_refunded(
+    world: Harness,
+) -> None:
+    """A proxy's 502 text instead of Slack's JSON used to crash the error path itself."""
+    slack, api = world.slack, world.api
+    slack.fail(
+        "files.getUploadURLExternal",
+        status=502,
+        retry_after=None,
+        page="upstream connect error or disconnect/reset before headers",
+    )
+    before = len(api.generations)
+    envelope = await slack.slash_command("a glass lighthouse", user="U14", channel="C1")
+    [failed] = await slack.wait_for(
+        lambda: [r for r in slack.responses_to(envelope) if "Nothing was charged" in r.text]
+    )
+    assert failed.ephemeral and "could not post them here" in failed.text
+    assert len(api.generations) == before + 1
+    assert "upload to Slack failed: http_502" in world.bot.log()
+    quota = await slack.slash_command("quota", user="U14", channel="C1")
+    [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
+    assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in answer.text

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.ops import OpsServer
 from adapters.runtime import Runtime
+from adapters.slack.api_error import error_code
 from adapters.slack.config import SlackSettings
 from adapters.slack.handlers import SlackHandlers
 from bot.admin import QuotaAdmin
@@ -142,9 +143,8 @@ async def check_bot_token(client: AsyncWebClient) -> dict[str, Any]:
             "SLACK_API_BASE_URL and the network"
         ) from None
     except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else None
         raise ConfigError(
-            f"Slack rejected SLACK_BOT_TOKEN ({error or exc.response.status_code}); copy the "
+            f"Slack rejected SLACK_BOT_TOKEN ({error_code(exc)}); copy the "
             "Bot User OAuth Token (xoxb-...) from the app's OAuth & Permissions page"
         ) from None
     data = dict(response.data) if isinstance(response.data, dict) else {}
@@ -174,11 +174,10 @@ async def run_socket_mode(
     try:
         opened = await client.apps_connections_open(app_token=token)
     except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else None
         raise ConfigError(
-            f"Slack rejected SLACK_APP_TOKEN ({error}); create an app-level token with the "
-            "connections:write scope under Basic Information > App-Level Tokens, and turn on "
-            "Socket Mode"
+            f"Slack rejected SLACK_APP_TOKEN ({error_code(exc)}); create an app-level token "
+            "with the connections:write scope under Basic Information > App-Level Tokens, and "
+            "turn on Socket Mode"
         ) from None
     handler = AsyncSocketModeHandler(app, token, web_client=client)
     try:

@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import commands as cmd
+from adapters.slack.api_error import error_code
 from adapters.slack.moderation import SlackModeration
 from adapters.slack.moderation_commands import is_moderation_command
 from adapters.slack.progress import CANCEL_ACTION_ID, QueueNote, QueueNotes
@@ -382,7 +383,7 @@ class SlackHandlers:
                 thread_ts=origin.thread_ts,
             )
         except SlackApiError as exc:
-            error = _error_code(exc)
+            error = error_code(exc)
             if error in NOT_IN_CHANNEL_ERRORS:
                 self._members.pop(origin.channel_id, None)
                 log.warning(
@@ -429,7 +430,7 @@ class SlackHandlers:
         try:
             response = await self.client.conversations_info(channel=channel)
         except SlackApiError as exc:
-            error = _error_code(exc)
+            error = error_code(exc)
             if error in NOT_IN_CHANNEL_ERRORS:
                 return False
             log.warning("cannot check membership of %s (%s); trying anyway", channel, error)
@@ -582,11 +583,3 @@ def _event_id(platform_id: object) -> str | None:
 
 def _code(text: str) -> str:
     return f"```{text}```"
-
-
-def _error_code(exc: SlackApiError) -> str:
-    response = exc.response
-    if response is None:
-        return "unknown"
-    error = response.get("error")
-    return str(error) if error else f"http_{response.status_code}"

@@ -157,6 +157,16 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def _clip_bytes(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut at a character boundary: Slack refuses alt text
+    over its limit (``alt_txt_too_large``), and emoji or CJK take 3-4 bytes a character."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    ellipsis = "\u2026"
+    return data[: limit - len(ellipsis.encode())].decode(errors="ignore") + ellipsis
+
+
 def initial_comment(result: GenerationResult, *, user_id: str) -> str:
     """The upload's comment: who asked, the prompt, then model, size, seed, cost and quota."""
     prompt = _clip(result.request.prompt, _MAX_COMMENT_PROMPT)
@@ -171,7 +181,7 @@ def file_uploads(result: GenerationResult) -> list[dict[str, Any]]:
     """``files_upload_v2(file_uploads=...)`` items, one per image."""
     stem = f"imagine-{result.job_id[:12]}"
     title = _clip(result.request.prompt, _MAX_TITLE)
-    alt = _clip(result.revised_prompt or result.request.prompt, _MAX_ALT_TEXT)
+    alt = _clip_bytes(result.revised_prompt or result.request.prompt, _MAX_ALT_TEXT)
     many = len(result.images) > 1
     uploads = []
     for index, image in enumerate(result.images, start=1):

@@ -170,6 +170,8 @@ class _Failure:
     retry_after: int | None
     times: int
     channel: str | None = None
+    # A proxy's plain-text error page in front of Slack, instead of Slack's JSON.
+    page: str | None = None
 
 
 @dataclass(slots=True)
@@ -272,11 +274,13 @@ class FakeSlack(Observed):
         retry_after: int | None = 1,
         times: int = 1,
         channel: str | None = None,
+        page: str | None = None,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with ``error`` (default: a 429
         ``ratelimited`` with ``Retry-After: 1``). ``method`` may be ``"upload"`` for the upload
-        URL. With ``channel``, only calls about that channel fail."""
-        failure = _Failure(status, error, retry_after, times, channel)
+        URL. With ``channel``, only calls about that channel fail. With ``page``, the answer is
+        that text instead of JSON, as a proxy's error page (``upstream connect error``) is."""
+        failure = _Failure(status, error, retry_after, times, channel, page)
         self._failures.setdefault(method, []).append(failure)
 
     # -- what was received ---------------------------------------------------------------
@@ -595,6 +599,11 @@ class FakeSlack(Observed):
             args.update(dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True)))
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else args.pop("token", None)
+        queue = self._failures.get(method)
+        if queue and queue[0].page is not None and (failure := self._scripted(method, args)):
+            self.api_calls.append(ApiCall(method, args, token, failure.status, {}))
+            await self._notify()
+            return web.Response(status=failure.status, text=failure.page, content_type="text/plain")
         status, answer, headers = self._answer(method, args, token)
         self.api_calls.append(ApiCall(method, args, token, status, answer))
         await self._notify()
