@@ -32,11 +32,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class OpsServer:
     """``async with OpsServer(runtime, port=8080) as server: ...``; ``port=0`` picks a free
-    port (read it back from ``server.port``)."""
+    port (read it back from ``server.port``). It listens on ``HTTP_HOST`` unless ``host`` is
+    given."""
 
-    def __init__(self, runtime: Runtime, *, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, runtime: Runtime, *, port: int, host: str | None = None) -> None:
         self.runtime = runtime
-        self.host = host
+        self.host = host or runtime.settings.http_host
         self._port = port
         self._routes: dict[str, dict[str, Handler]] = {}
         self._runner: web.AppRunner | None = None
@@ -69,7 +70,9 @@ class OpsServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise ConfigError(f"cannot listen on HTTP_PORT {self._port}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot listen on HTTP_HOST {self.host} port {self._port}: {exc.strerror}"
+            ) from None
         self._runner = runner
         if runner.addresses:  # the port actually bound, when 0 was asked for
             self._port = int(runner.addresses[0][1])

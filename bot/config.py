@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     default_images_per_month: int | None = Field(default=None, ge=0)
     default_usd_per_month: float | None = Field(default=None, ge=0)
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Loopback unless asked: /metrics tells anyone who can reach it how busy the bot is.
+    http_host: str = Field(default="127.0.0.1", min_length=1)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     moderation_api_base_url: str | None = None

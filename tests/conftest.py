@@ -18,6 +18,7 @@ _OUR_PREFIXES = (
     "DATABASE_URL",
     "JOB_TIMEOUT",
     "HTTP_PORT",
+    "HTTP_HOST",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "DISCORD_",

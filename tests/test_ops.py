@@ -182,8 +182,32 @@ async def test_a_taken_port_is_a_config_error(preview_runtime: Runtime) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         server = OpsServer(preview_runtime, port=port, host="127.0.0.1")
-        with pytest.raises(Exception, match=f"cannot listen on HTTP_PORT {port}"):
+        with pytest.raises(ConfigError, match=f"cannot listen on HTTP_HOST 127.0.0.1 port {port}"):
             await server.start()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the IPv4 sockets listening on ``port``, read from the kernel."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.parametrize(("http_host", "expected"), [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
+async def test_the_ops_server_listens_on_loopback_unless_http_host_says_otherwise(
+    tmp_path: Path, http: aiohttp.ClientSession, http_host: str | None, expected: str
+) -> None:
+    extra = {} if http_host is None else {"http_host": http_host}
+    async with (
+        open_runtime(_settings(tmp_path, **extra), generates=False) as runtime,
+        OpsServer(runtime, port=0) as server,
+    ):
+        assert _listening_addresses(server.port) == {expected}
+        assert (await Client(http, server.port).health())[0] == 200
 
 
 # --- /metrics ---------------------------------------------------------------------------

@@ -42,6 +42,11 @@ async def test_signed_requests_are_served_and_badly_signed_ones_rejected(tmp_pat
                 events, secret=SECRET, form=stale, timestamp=int(time.time()) - 600
             )
             assert status == 401
+            for malformed in ("soon", "1e9", "９" * 3, "1" * 40):
+                status, text, _ = await slack.post_signed(
+                    events, secret=SECRET, form=stale, timestamp=malformed
+                )
+                assert (status, text) == (400, "malformed X-Slack-Request-Timestamp")
 
             good = slack.slash_payload("a snowy cabin --ar 16:9", user="U1", channel="C1")
             status, _, seconds = await slack.post_signed(events, secret=SECRET, form=good)
@@ -60,5 +65,6 @@ async def test_signed_requests_are_served_and_badly_signed_ones_rejected(tmp_pat
     comments = " ".join(u.initial_comment or "" for u in slack.uploads.values())
     assert "forged" not in comments and "replayed" not in comments
     assert len([u for u in slack.uploads.values() if u.completed]) == 2
+    assert "Traceback" not in bot.log()
     rejected = {str(forged["response_url"]), str(stale["response_url"])}
     assert not [r for r in slack.responses if f"{slack.url}/respond/{r.key}" in rejected]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
+_TIMESTAMP = re.compile(r"\d{1,12}", re.ASCII)
 HTTP_TIMEOUT_S = 30
 RATE_LIMIT_RETRIES = 3
 CONNECTION_RETRIES = 2
@@ -206,6 +209,10 @@ async def run_http_mode(
     route is mounted."""
 
     async def events(request: web.Request) -> web.Response:
+        stamp = request.headers.get(TIMESTAMP_HEADER)
+        if stamp is not None and not _TIMESTAMP.fullmatch(stamp):
+            # Bolt would int() it while verifying and answer 500 with a traceback.
+            return web.Response(status=400, text=f"malformed {TIMESTAMP_HEADER}")
         bolt_request = await to_bolt_request(request)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)

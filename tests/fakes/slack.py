@@ -556,7 +556,7 @@ class FakeSlack(Observed):
         secret: str,
         form: Mapping[str, Any] | None = None,
         json_body: Mapping[str, Any] | None = None,
-        timestamp: int | None = None,
+        timestamp: int | str | None = None,
     ) -> tuple[int, str, float]:
         """POST a Slack request to the bot as Slack would, signed with ``secret``; returns
         (status, body, seconds until the answer)."""
