@@ -1,5 +1,5 @@
 """The job a log line is about, and the two log formats (``LOG_FORMAT``: ``text`` or
-``json``).
+``json``). Both formatters pass each finished line through ``bot.redaction.redact``.
 
 The service binds the job id once the job is held (``bind_job``); it lasts for the rest of
 the calling task, and each platform event runs in a task of its own, so every line logged
@@ -15,6 +15,8 @@ import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal, TextIO
+
+from bot.redaction import redact
 
 __all__ = [
     "JobFilter",
@@ -62,6 +64,9 @@ class TextFormatter(logging.Formatter):
         record.job = f" job={job_id}" if job_id else ""  # read by the format string
         return super().formatMessage(record)
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # tracebacks included
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
@@ -83,7 +88,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc_info"] = record.exc_text
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return redact(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 def log_handler(fmt: LogFormat, stream: TextIO) -> logging.Handler:

@@ -67,4 +67,4 @@ async def test_signed_requests_are_served_and_badly_signed_ones_rejected(tmp_pat
     assert len([u for u in slack.uploads.values() if u.completed]) == 2
     assert "Traceback" not in bot.log()
     rejected = {str(forged["response_url"]), str(stale["response_url"])}
-    assert not [r for r in slack.responses if f"{slack.url}/respond/{r.key}" in rejected]
+    assert not [r for r in slack.responses if str(r.key) in " ".join(rejected)]

@@ -26,6 +26,7 @@ import hmac
 import itertools
 import json
 import logging
+import secrets
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -227,7 +228,8 @@ class FakeSlack(Observed):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_get("/link/", self._socket)
-        app.router.add_post("/respond/{key}", self._respond)
+        # Slack's own shape: https://hooks.slack.com/commands/T123/456/<secret> (or actions/).
+        app.router.add_post("/{kind:commands|actions}/{team}/{n}/{key}", self._respond)
         self._runner, self.port = await serve_loopback(app)
         self._http = ClientSession()
         return self
@@ -357,7 +359,7 @@ class FakeSlack(Observed):
             "text": text,
             "api_app_id": "A1",
             "is_enterprise_install": "false",
-            "response_url": f"{self.url}/respond/slash-{n}",
+            "response_url": self._response_url("commands", n),
             "trigger_id": f"{n}.{n}.trigger{n}",
         }
 
@@ -442,7 +444,7 @@ class FakeSlack(Observed):
             "channel": {"id": message.channel, "name": message.channel.lower()},
             "message": posted,
             "state": {"values": {}},
-            "response_url": f"{self.url}/respond/click-{n}",
+            "response_url": self._response_url("actions", n),
             "actions": [
                 {
                     "action_id": button["action_id"],
@@ -484,7 +486,7 @@ class FakeSlack(Observed):
             "is_enterprise_install": False,
             "channel": {"id": channel, "name": channel.lower()},
             "state": {"values": {}},
-            "response_url": f"{self.url}/respond/click-{n}",
+            "response_url": self._response_url("actions", n),
             "actions": [
                 {
                     "action_id": button["action_id"],
@@ -648,6 +650,9 @@ class FakeSlack(Observed):
             return 200, {"ok": False, "error": "unknown_method"}, {}
         answer: dict[str, Any] = handler(args)
         return 200, answer, {}
+
+    def _response_url(self, kind: str, n: int) -> str:
+        return f"{self.url}/{kind}/{self.team_id}/{n}/{secrets.token_urlsafe(18)}"
 
     def _next_ts(self) -> str:
         n = next(self._ids)
