@@ -5,7 +5,8 @@
 Rules, in the order they apply:
 
 - Whitespace (tabs, newlines, NBSP, ...) counts as a plain space and runs of it collapse to
-  one; other control characters are dropped. The prompt is otherwise kept as typed.
+  one; other control characters are dropped. The prompt is otherwise kept as typed, but one
+  made only of invisible characters (zero-width spaces, joiners, combining marks) is empty.
 - A flag is a word starting with ``--`` and a letter (``--AR`` = ``--ar``), or with the em/en
   dash that phones and Slack substitute for ``--`` (``—ar 16:9``). A dash-word whose name is
   not a flag (``—Einstein``) stays prompt text; a ``--`` word with an unknown name is an error.
@@ -91,7 +92,7 @@ def parse_request(
     opts = options or RequestOptions()
     words, flags = _scan(_clean(text), catalog)
     prompt = " ".join(words)
-    if not prompt:
+    if not _visible(prompt):
         raise InvalidRequestError(
             "the prompt is empty; describe the image, e.g. a red fox in snow --ar 16:9"
         )
@@ -114,7 +115,10 @@ def parse_request(
     )
     n = _merge("n", _text_n(spec, flags.get("n")), _option_n(spec, opts.n), str) or 1
     seed = _merge("seed", _text_seed(flags.get("seed")), _option_seed(opts.seed), str)
-    negative = _merge("negative prompt", flags.get("no"), _option_text(opts.negative), None)
+    typed_negative = flags.get("no")
+    if typed_negative is not None and not _visible(typed_negative):
+        typed_negative = None
+    negative = _merge("negative prompt", typed_negative, _option_text(opts.negative), None)
     if negative is not None:
         _check_negative(catalog, spec, negative, max_prompt_length)
     return GenerationRequest(
@@ -134,6 +138,15 @@ def _clean(text: str) -> str:
         elif unicodedata.category(ch) not in ("Cc", "Cs"):
             out.append(ch)
     return "".join(out)
+
+
+# Format characters (zero-width space and joiner, BOM), marks and separators draw nothing by
+# themselves; joiners stay inside a prompt (emoji sequences, Persian) but cannot be one.
+_INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def _visible(text: str) -> bool:
+    return any(unicodedata.category(ch) not in _INVISIBLE for ch in text)
 
 
 def _scan(s: str, catalog: ModelCatalog) -> tuple[list[str], dict[str, str]]:
@@ -252,7 +265,7 @@ def _option_text(value: str | None) -> str | None:
     if value is None:
         return None
     cleaned = " ".join(_clean(value).split())
-    return cleaned or None
+    return cleaned if _visible(cleaned) else None
 
 
 def _resolve_model(catalog: ModelCatalog, name: str | None) -> ModelSpec | None:

@@ -177,6 +177,9 @@ REJECTED = [
     ("", ["the prompt is empty"]),
     ("   \n\t\x00 ", ["the prompt is empty"]),
     ('--no "text" --ar 1:1', ["the prompt is empty"]),
+    ("\u200b\u200b\u200b", ["the prompt is empty"]),  # zero-width spaces
+    ("\u200d \u2060 \ufeff --n 2", ["the prompt is empty"]),  # joiner, word joiner, BOM
+    ("\u0301\u20dd\ufe0f", ["the prompt is empty"]),  # combining marks alone
 ]
 
 
@@ -186,6 +189,12 @@ def test_rejected(text: str, fragments: list[str]) -> None:
     for fragment in fragments:
         assert fragment in message
     assert len(message) <= 200
+
+
+def test_invisible_characters_stay_inside_a_visible_prompt() -> None:
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji joined by ZWJs
+    assert parse(f"a {family} portrait").prompt == f"a {family} portrait"
+    assert parse("fox --no \u200b").negative_prompt is None
 
 
 def test_prompt_length_is_bounded_after_normalising() -> None:
