@@ -562,6 +562,25 @@ ADMIN_NO_LIMITS = "name at least one of images_per_day, images_per_month or usd_
 ADMIN_USER_AND_ROLE = "choose a user or a role, not both (neither: the server default)"
 
 
+_OPTION_WANTS = {
+    "user": "a member of this server",
+    "channel": "a text channel of this server",
+    "role": "a role of this server",
+    "mentionable": "a member or a role of this server",
+    "number": "a number in the range offered",
+    "integer": "a whole number in the range offered",
+    "string": "one of the values offered",
+    "attachment": "an image file",
+}
+
+
+def option_refused_text(option_type: str) -> str:
+    """A slash-command option the platform sent but the bot cannot use (``option_type``:
+    Discord's option type name, e.g. ``user``)."""
+    wants = _OPTION_WANTS.get(option_type, "one of the values offered")
+    return f"That {option_type} option can't be used: choose {wants}."
+
+
 def admin_mistake_text(reason: str) -> str:
     return f"That admin command is not right: {reason}."
 

@@ -23,6 +23,7 @@ from tests.fakes.discord import (
     FakeInteraction,
     FakeMember,
     FakeMessage,
+    FakeUser,
 )
 from tests.fakes.image_api import (
     FAKE_API_KEY,
@@ -498,3 +499,8 @@ async def test_an_admin_clears_a_quota_and_caps_the_servers_spending(world: Worl
     assert "removed" in await admin_says("spend-cap")
     _, uncapped = await world.imagine("under no cap", member)
     assert len(uncapped.attachments) == 1
+
+    # Someone who left the server: discord.py cannot make a Member of them.
+    departed = FakeUser(world.discord.snowflake(), "gone")
+    said = await admin_says("set-quota", user=departed, images_per_day=1)
+    assert said == "That user option can't be used: choose a member of this server."

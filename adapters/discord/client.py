@@ -19,7 +19,7 @@ from adapters.discord.reply import Reply
 from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
 from bot.health import CONNECTED, DISCONNECTED
-from bot.messages import TEMPORARILY_UNAVAILABLE, describe
+from bot.messages import TEMPORARILY_UNAVAILABLE, describe, option_refused_text
 
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
 
@@ -47,9 +47,13 @@ class ImagineTree(app_commands.CommandTree["ImagineClient"]):
     ) -> None:
         if isinstance(error, app_commands.CommandInvokeError):
             await self.report_unexpected(interaction, error.original)
-        elif isinstance(error, app_commands.TransformerError | app_commands.CheckFailure):
-            # A value Discord's client should not have let through, or a failed check.
-            log.info("interaction %s refused: %s", interaction.id, error)
+        elif isinstance(error, app_commands.TransformerError):
+            # A value discord.py could not convert (a user who left the server, say); its own
+            # text shows Python reprs, so say in words what the option wants.
+            log.info("interaction %s: a %s option was refused", interaction.id, error.type.name)
+            await _tell(interaction, option_refused_text(error.type.name))
+        elif isinstance(error, app_commands.CheckFailure):
+            log.info("interaction %s refused: %s", interaction.id, type(error).__name__)
             await _tell(interaction, describe(InvalidRequestError(str(error))))
         else:
             await self.report_unexpected(interaction, error)

@@ -60,6 +60,7 @@ __all__ = [
     "FakeInteraction",
     "FakeMember",
     "FakeMessage",
+    "FakeUser",
     "RecordedRequest",
     "snowflake_time",
 ]
@@ -141,6 +142,18 @@ class FakeMember:
         if with_user:
             payload["user"] = self.user_payload()
         return payload
+
+
+@dataclass
+class FakeUser:
+    """A Discord user who is not a member of the server (e.g. one who left): a USER option
+    naming them resolves to ``users`` only, with no ``members`` entry, as Discord sends it."""
+
+    id: str
+    username: str
+
+    def user_payload(self) -> dict[str, Any]:
+        return FakeMember(self.id, self.username).user_payload()
 
 
 @dataclass
@@ -618,6 +631,9 @@ class FakeDiscord(Observed):
         if isinstance(value, FakeMember):
             resolved.setdefault("users", {})[value.id] = value.user_payload()
             resolved.setdefault("members", {})[value.id] = value.member_payload(with_user=False)
+            return {"name": name, "type": 6, "value": value.id}
+        if isinstance(value, FakeUser):
+            resolved.setdefault("users", {})[value.id] = value.user_payload()
             return {"name": name, "type": 6, "value": value.id}
         if isinstance(value, str) and (value in roles or value in self.roles):
             resolved.setdefault("roles", {})[value] = self.roles.get(value) or self._role_payload(
