@@ -18,6 +18,7 @@ import httpx
 from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
 from bot.health import Health
+from bot.lease import LEASE, renewing
 from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING
 from bot.metrics import InstrumentedProvider, Metrics
@@ -61,7 +62,7 @@ def default_limits(settings: Settings) -> Limits:
 async def open_runtime(
     settings: Settings, *, sweep: bool = False, generates: bool = True
 ) -> AsyncIterator[Runtime]:
-    """Open the process's resources; ``sweep`` also runs the periodic stale-hold refund
+    """Open the process's resources; ``sweep`` also runs the periodic orphan refund
     (long-running processes only); ``generates`` says whether to warn about previews."""
     catalog = load_catalog(settings.models_file, default=settings.default_model)
     path = sqlite_path(settings.database_url)
@@ -71,11 +72,15 @@ async def open_runtime(
     async with contextlib.AsyncExitStack() as stack:
         http = new_http_client(timeout=settings.image_api_timeout)
         stack.push_async_callback(http.aclose)
-        ledger = await SqliteLedger.open(path, defaults=default_limits(settings))
+        ledger = await SqliteLedger.open(
+            path, defaults=default_limits(settings), job_timeout=job_timeout
+        )
         stack.push_async_callback(ledger.close)
-        released = await ledger.refund_stale(older_than=job_timeout)
+        # Every process renews its lease, so that no other process takes its jobs for orphans.
+        await stack.enter_async_context(renewing(ledger.renew_lease, LEASE.total_seconds() / 3))
+        released = await ledger.refund_orphans()
         if released:
-            log.warning("refunded %d job(s) left held by an earlier run", released)
+            log.warning("refunded %d job(s) left held by a process that stopped", released)
         provider: ImageProvider
         if settings.preview or settings.image_api_key is None:
             if generates:
@@ -120,7 +125,7 @@ async def open_runtime(
         # (`imagine-bot run` has already called `service.shutdown` with the grace period.)
         stack.push_async_callback(service.shutdown, 0.0)
         if sweep:
-            task = asyncio.create_task(_sweep_forever(ledger, job_timeout))
+            task = asyncio.create_task(_sweep_forever(ledger))
             stack.push_async_callback(_cancel, task)
         yield Runtime(
             settings=settings,
@@ -134,17 +139,17 @@ async def open_runtime(
         )
 
 
-async def _sweep_forever(ledger: SqliteLedger, job_timeout: timedelta) -> None:
-    interval = max(5.0, min(60.0, job_timeout.total_seconds() / 4))
+async def _sweep_forever(ledger: SqliteLedger) -> None:
+    """Refund other processes' orphans soon after their lease runs out."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(LEASE.total_seconds() / 3)
         try:
-            released = await ledger.refund_stale(older_than=job_timeout)
-        except Exception:
-            log.exception("stale-hold sweep failed; will try again")
+            released = await ledger.refund_orphans()
+        except Exception as exc:
+            log.warning("orphan sweep failed (%s); will try again", type(exc).__name__)
             continue
         if released:
-            log.warning("refunded %d job(s) held past the job timeout", released)
+            log.warning("refunded %d job(s) of a process that stopped or is overdue", released)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

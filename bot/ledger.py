@@ -27,8 +27,14 @@ Holds
 
 Settling
     ``charge`` and ``refund`` only move a ``held`` job. A job is settled once: a later charge
-    or refund of a settled job is ignored and logged (that is what happens when the stale-hold
-    sweep has already refunded a job whose provider call then finished). Charging more images
+    or refund of a settled job is ignored and logged (that is what happens when the orphan
+    sweep has already refunded a job whose provider call then finished).
+
+Owners and deadlines
+    Each job is held by this process's boot and is due by ``created_at + job_timeout``.
+    ``refund_orphans`` (at start-up and periodically) refunds the jobs whose owner stopped or
+    lost its lease, or whose deadline passed, with a pending notice for the member when the
+    adapter left a way to reach them (``bot.lease``). Charging more images
     or money than was held is a ``ValueError`` and leaves the job held.
 
 Idempotency
@@ -57,6 +63,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.errors import ConfigError, JobNotFoundError, QuotaExceededError
+from bot.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
 from bot.models import (
     Allowance,
     GenerationRequest,
@@ -75,8 +82,10 @@ from bot.row import parse_stamp, request_from_row, requester_from_row, stamp
 from bot.schema import migrate
 
 __all__ = [
+    "DEFAULT_JOB_TIMEOUT",
     "AuditEntry",
     "Clock",
+    "Interrupted",
     "JobStats",
     "Ledger",
     "SqliteLedger",
@@ -86,6 +95,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# JOB_TIMEOUT's default: a job held longer than this is overdue, whoever holds it.
+DEFAULT_JOB_TIMEOUT = timedelta(minutes=15)
 
 Clock = Callable[[], datetime]
 
@@ -97,6 +109,15 @@ class JobStats:
 
     by_state: dict[str, int]
     charged: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """A job refunded because the process running it stopped, and what its adapter stored to
+    reach the member (``reach``)."""
+
+    record: JobRecord
+    reach: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +141,13 @@ class Ledger(Protocol):
         request: GenerationRequest,
         cost_micros: int,
         event_id: str | None = None,
+        reach: Mapping[str, str] | None = None,
     ) -> Hold:
         """Reserve ``request.n`` images and ``cost_micros`` against every applicable limit in
-        one atomic step, and record the job. Raises ``QuotaExceededError`` (nothing reserved).
-        A second hold with the same ``event_id`` returns ``Hold(first_job_id, duplicate=True)``."""
+        one atomic step, and record the job, owned by this process; ``reach`` is how to tell
+        the member if the job is interrupted (the adapter's own keys and values). Raises
+        ``QuotaExceededError`` (nothing reserved). A second hold with the same ``event_id``
+        returns ``Hold(first_job_id, duplicate=True)``."""
         ...
 
     async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
@@ -173,8 +197,27 @@ class Ledger(Protocol):
         """The latest admin changes, newest first."""
         ...
 
-    async def refund_stale(self, *, older_than: timedelta) -> int:
-        """Refund holds older than ``older_than`` (a crashed process's jobs); returns how many."""
+    async def refund_orphans(self) -> int:
+        """Refund the holds whose owner stopped or lost its lease, or whose deadline passed;
+        returns how many."""
+        ...
+
+    async def refund_orphan(self, job_id: str) -> bool:
+        """Refund ``job_id`` if no process runs it any more; whether it did."""
+        ...
+
+    async def renew_lease(self) -> bool:
+        """Keep this process's jobs its own; ``False`` once another process took them."""
+        ...
+
+    async def claim_notices(self, platform: str, *, limit: int = 50) -> list[Interrupted]:
+        """Interrupted jobs whose member is still to be told, claimed by this process."""
+        ...
+
+    async def notice_sent(self, job_id: str) -> None: ...
+
+    async def first_click(self, key: str, *, window: timedelta) -> bool:
+        """``False`` for a repeat of the same click within ``window``."""
         ...
 
     async def close(self) -> None: ...
@@ -280,12 +323,12 @@ def _hold_sql(role_count: int) -> str:
         INSERT INTO jobs (
             job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids,
             display_name, prompt, model, size, n, seed, negative_prompt,
-            held_images, held_micros, day, month, created_at
+            held_images, held_micros, day, month, created_at, owner, deadline, reach
         )
         SELECT
             :job_id, :event_id, :platform, :workspace, :channel, :user, :role_ids,
             :display_name, :prompt, :model, :size, :n, :seed, :negative_prompt,
-            :n, :cost, :day, :month, :created_at
+            :n, :cost, :day, :month, :created_at, :owner, :deadline, :reach
         FROM ({_state_sql(role_count)}) AS s
         WHERE {_FITS}
         ON CONFLICT (event_id) DO NOTHING
@@ -383,12 +426,23 @@ class SqliteLedger:
     """
 
     def __init__(
-        self, db: aiosqlite.Connection, *, defaults: Limits, clock: Clock, path: str
+        self,
+        db: aiosqlite.Connection,
+        *,
+        defaults: Limits,
+        clock: Clock,
+        path: str,
+        job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
+        lease: timedelta = LEASE,
     ) -> None:
         self._db = db
         self.defaults = defaults
         self._clock = clock
         self.path = path
+        self.job_timeout = job_timeout
+        self.lease = lease
+        self.boot_id = uuid.uuid4().hex
+        self.process = this_process()
         self._closed = False
         self._tx = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
@@ -402,8 +456,11 @@ class SqliteLedger:
         defaults: Limits | None = None,
         clock: Clock | None = None,
         busy_timeout: float = 10.0,
+        job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
+        lease: timedelta = LEASE,
     ) -> SqliteLedger:
-        """Open (creating and migrating as needed) the ledger at ``path``."""
+        """Open (creating and migrating as needed) the ledger at ``path``, and record this
+        process's boot: its jobs are owned by it, each due within ``job_timeout``."""
         defaults = defaults or Limits()
         _check_limits(defaults)
         location = os.fspath(path)
@@ -426,7 +483,20 @@ class SqliteLedger:
             await db.close()
             raise
         log.info("ledger open at %s (schema version %d found)", location, found)
-        return cls(db, defaults=defaults, clock=clock or _system_clock, path=location)
+        ledger = cls(
+            db,
+            defaults=defaults,
+            clock=clock or _system_clock,
+            path=location,
+            job_timeout=job_timeout,
+            lease=lease,
+        )
+        try:
+            await ledger._start_boot()
+        except BaseException:
+            await db.close()
+            raise
+        return ledger
 
     async def __aenter__(self) -> SqliteLedger:
         return self
@@ -443,7 +513,171 @@ class SqliteLedger:
         if self._closed:
             return
         self._closed = True
+        try:
+            # A clean exit: whatever this process still held is an orphan at once.
+            await self._db.execute_fetchall(
+                "UPDATE boots SET stopped_at = ? WHERE boot_id = ?",
+                (stamp(self.now()), self.boot_id),
+            )
+        except sqlite3.Error as exc:
+            log.warning("could not record this process's exit (%s)", exc)
         await self._db.close()
+
+    # --- leases (bot.lease) --------------------------------------------------------------
+
+    async def _start_boot(self) -> None:
+        now = self.now()
+        await self._rows(
+            """
+            INSERT INTO boots (boot_id, host, pid, started, started_at, expires_at)
+            VALUES (:boot, :host, :pid, :started, :now, :expires)
+            """,
+            {
+                "boot": self.boot_id,
+                "host": self.process.host,
+                "pid": self.process.pid,
+                "started": self.process.started,
+                "now": stamp(now),
+                "expires": stamp(now + self.lease),
+            },
+        )
+
+    async def renew_lease(self) -> bool:
+        """Push this process's lease forward. ``False`` if another process had already found
+        it expired (its jobs until now are orphans): this process then starts a new boot, so
+        that the jobs it holds from now on are its own again."""
+        rows = await self._rows(
+            """
+            UPDATE boots SET expires_at = :expires
+            WHERE boot_id = :boot AND stopped_at IS NULL
+            RETURNING boot_id
+            """,
+            {"boot": self.boot_id, "expires": stamp(self.now() + self.lease)},
+        )
+        if rows:
+            return True
+        self.boot_id = uuid.uuid4().hex
+        await self._start_boot()
+        return False
+
+    async def _bury_dead_neighbours(self, now: datetime) -> None:
+        """Mark stopped the boots of processes on this machine that no longer run."""
+        if not self.process.host:
+            return
+        rows = await self._rows(
+            """
+            SELECT boot_id, pid, started FROM boots
+            WHERE host = :host AND stopped_at IS NULL AND boot_id <> :boot
+            """,
+            {"host": self.process.host, "boot": self.boot_id},
+        )
+        dead = [
+            str(boot_id)
+            for boot_id, pid, started in rows
+            if not ProcessIdentity(self.process.host, int(pid), str(started)).alive()
+        ]
+        for boot_id in dead:
+            await self._rows(
+                "UPDATE boots SET stopped_at = ? WHERE boot_id = ? AND stopped_at IS NULL",
+                (stamp(now), boot_id),
+            )
+        if dead:
+            log.info("found %d earlier process(es) on this machine gone", len(dead))
+
+    async def refund_orphans(self) -> int:
+        """Refund the holds no process will settle: their owner stopped, its lease ran out,
+        or their own deadline passed (each job's, never this process's setting). A job with a
+        way to reach its member gets a pending notice (``claim_notices``). Returns how many."""
+        now = self.now()
+        await self._bury_dead_neighbours(now)
+        # A lapsed lease is final: its process, should it wake up, starts a new boot.
+        await self._rows(
+            """
+            UPDATE boots SET stopped_at = :now
+            WHERE stopped_at IS NULL AND expires_at < :now AND boot_id <> :boot
+            """,
+            {"now": stamp(now), "boot": self.boot_id},
+        )
+        rows = await self._rows(
+            """
+            UPDATE jobs SET state = 'refunded', finished_at = :now,
+                refund_reason = CASE WHEN deadline < :now THEN 'expired' ELSE :interrupted END,
+                notice = CASE WHEN reach IS NOT NULL THEN 'pending' END
+            WHERE state = 'held' AND (
+                owner IS NULL
+                OR deadline < :now
+                OR owner IN (
+                    SELECT boot_id FROM boots
+                    WHERE (stopped_at IS NOT NULL OR expires_at < :now) AND boot_id <> :boot
+                )
+            )
+            RETURNING job_id
+            """,
+            {"now": stamp(now), "interrupted": INTERRUPTED, "boot": self.boot_id},
+        )
+        if rows:
+            log.info(
+                "refunded %d orphaned hold(s): %s",
+                len(rows),
+                ", ".join(str(r[0]) for r in rows[:20]),
+            )
+        return len(rows)
+
+    async def refund_orphan(self, job_id: str) -> bool:
+        """Refund ``job_id`` if it is held by a process that no longer runs (or overdue)."""
+        now = self.now()
+        await self._bury_dead_neighbours(now)
+        rows = await self._rows(
+            """
+            UPDATE jobs SET state = 'refunded', finished_at = :now, refund_reason = :interrupted
+            WHERE job_id = :job_id AND state = 'held' AND (
+                owner IS NULL
+                OR deadline < :now
+                OR owner IN (
+                    SELECT boot_id FROM boots
+                    WHERE (stopped_at IS NOT NULL OR expires_at < :now) AND boot_id <> :boot
+                )
+            )
+            RETURNING job_id
+            """,
+            {"now": stamp(now), "job_id": job_id, "interrupted": INTERRUPTED, "boot": self.boot_id},
+        )
+        return bool(rows)
+
+    async def claim_notices(self, platform: str, *, limit: int = 50) -> list[Interrupted]:
+        """Interrupted jobs of ``platform`` whose member has not been told yet, claimed by
+        this process (another process will not tell them too)."""
+        rows = await self._rows(
+            f"""
+            UPDATE jobs SET notice = :claim
+            WHERE job_id IN (
+                SELECT job_id FROM jobs
+                WHERE notice = 'pending' AND platform = :platform
+                LIMIT :limit
+            )
+            RETURNING {_JOB_COLUMNS}, reach
+            """,
+            {"claim": f"claimed:{self.boot_id}", "platform": platform, "limit": limit},
+        )
+        return [Interrupted(_job_record(row[:-1]), json.loads(row[-1])) for row in rows]
+
+    async def notice_sent(self, job_id: str) -> None:
+        await self._rows("UPDATE jobs SET notice = 'sent' WHERE job_id = ?", (job_id,))
+
+    async def first_click(self, key: str, *, window: timedelta) -> bool:
+        """Whether this press of a button (``key``: who pressed what, on which result) is the
+        first within ``window``; a repeat inside the window is not, whichever process got
+        it."""
+        now = self.now()
+        rows = await self._rows(
+            """
+            INSERT INTO clicks (click_key, at) VALUES (:key, :now)
+            ON CONFLICT (click_key) DO UPDATE SET at = excluded.at WHERE clicks.at < :since
+            RETURNING click_key
+            """,
+            {"key": key, "now": stamp(now), "since": stamp(now - window)},
+        )
+        return bool(rows)
 
     def now(self) -> datetime:
         """The ledger's clock, as an aware UTC datetime."""
@@ -518,6 +752,7 @@ class SqliteLedger:
         request: GenerationRequest,
         cost_micros: int,
         event_id: str | None = None,
+        reach: Mapping[str, str] | None = None,
     ) -> Hold:
         if request.n < 1:
             raise ValueError("a job needs at least one image")
@@ -525,7 +760,7 @@ class SqliteLedger:
         event_id = event_id or None
         roles = len(_unique(requester.role_ids))
         now = self.now()
-        job_id, params = self._hold_params(requester, request, cost_micros, event_id, now)
+        job_id, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
         if await self._rows(_hold_sql(roles), params):
             return self._held(job_id, requester, request, cost_micros)
         known = await self._known_event(event_id)
@@ -535,7 +770,9 @@ class SqliteLedger:
         # change). Try once more and read the reason in one transaction, so that the answer is
         # decided against one state: no loop of lost races on a busy member. Shielded: a
         # transaction left half-way would hold the shared connection.
-        settle = asyncio.ensure_future(self._settle(requester, request, cost_micros, event_id))
+        settle = asyncio.ensure_future(
+            self._settle(requester, request, cost_micros, event_id, reach)
+        )
         self._settling.add(settle)
         settle.add_done_callback(self._settling.discard)
         return await asyncio.shield(settle)
@@ -546,9 +783,10 @@ class SqliteLedger:
         request: GenerationRequest,
         cost_micros: int,
         event_id: str | None,
+        reach: Mapping[str, str] | None,
     ) -> Hold:
         now = self.now()
-        job_id, params = self._hold_params(requester, request, cost_micros, event_id, now)
+        job_id, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
         async with self._transaction():
             if await self._rows(_hold_sql(len(_unique(requester.role_ids))), params):
                 return self._held(job_id, requester, request, cost_micros)
@@ -564,6 +802,7 @@ class SqliteLedger:
         request: GenerationRequest,
         cost_micros: int,
         event_id: str | None,
+        reach: Mapping[str, str] | None,
         now: datetime,
     ) -> tuple[str, dict[str, Any]]:
         job_id = uuid.uuid4().hex
@@ -584,6 +823,9 @@ class SqliteLedger:
             day=now.strftime("%Y-%m-%d"),
             month=now.strftime("%Y-%m"),
             created_at=stamp(now),
+            owner=self.boot_id,
+            deadline=stamp(now + self.job_timeout),
+            reach=None if reach is None else json.dumps(dict(reach)),
         )
         return job_id, params
 
@@ -656,22 +898,6 @@ class SqliteLedger:
         if not found:
             raise JobNotFoundError(job_id)
         log.info("job %s is already %s; refund (%s) ignored", job_id, found[0][0], reason)
-
-    async def refund_stale(self, *, older_than: timedelta) -> int:
-        cutoff = self.now() - older_than
-        rows = await self._rows(
-            """
-            UPDATE jobs SET state = 'refunded', refund_reason = 'stale', finished_at = :now
-            WHERE state = 'held' AND created_at < :cutoff
-            RETURNING job_id
-            """,
-            {"now": stamp(self.now()), "cutoff": stamp(cutoff)},
-        )
-        if rows:
-            log.info(
-                "refunded %d stale hold(s): %s", len(rows), ", ".join(str(r[0]) for r in rows[:20])
-            )
-        return len(rows)
 
     async def job(self, job_id: str) -> JobRecord:
         rows = await self._rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))

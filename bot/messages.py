@@ -48,6 +48,7 @@ from bot.models import (
 )
 
 __all__ = [
+    "ADMIN_COMMANDS_ACTION",
     "ADMIN_NO_LIMITS",
     "ADMIN_USER_AND_ROLE",
     "BUTTON_LABELS",
@@ -87,6 +88,7 @@ __all__ = [
     "channel_allowed_text",
     "channel_disallowed_text",
     "channels_list_text",
+    "count_amount_error",
     "describe",
     "format_eta",
     "format_reset",
@@ -99,6 +101,7 @@ __all__ = [
     "models_table",
     "moderation_log_text",
     "not_in_channel_text",
+    "option_refused_text",
     "progress_text",
     "queue_text",
     "quota_cleared_text",
@@ -116,6 +119,7 @@ __all__ = [
     "spend_cap_text",
     "spoilers_text",
     "usage_summary",
+    "usd_amount_error",
 ]
 
 GRAMMAR = "<prompt> [--model M] [--size WxH | --ar W:H] [--n N] [--seed S] [--no NEGATIVE]"

@@ -36,6 +36,21 @@ Tables (version 2, moderation):
     Inserting one writes its ``moderation_log`` row; a decision writes an ``audit`` row.
 ``moderation_log``
     Who was refused, where, the prompt, what matched (``source``, ``rule``) and when.
+
+Version 3, leases (``bot.lease``):
+
+``boots``
+    One row per process that opened the database: its machine and process identity, its lease
+    (``expires_at``, renewed while it runs) and ``stopped_at`` once it exited or was found dead.
+``jobs.owner``, ``jobs.deadline``
+    The boot that holds a job and when the job must be over (its owner's job timeout): an
+    orphan (owner stopped or lease expired, or deadline passed) is refunded by any process.
+``jobs.reach``, ``jobs.notice``
+    How to tell the member about the job after a restart (platform-specific JSON the adapter
+    gave), and ``pending`` -> ``claimed:<boot>`` -> ``sent`` for that notice.
+``clicks``
+    The last time each (member, button, result) was pressed, so a second click within the
+    debounce window does not start a second job, whichever process receives it.
 """
 
 from __future__ import annotations
@@ -414,7 +429,32 @@ _V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3: tuple[str, ...] = (
+    """
+    CREATE TABLE boots (
+        boot_id       TEXT PRIMARY KEY,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL,
+        started       TEXT NOT NULL,
+        started_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        stopped_at    TEXT
+    )
+    """,
+    "ALTER TABLE jobs ADD COLUMN owner TEXT",
+    "ALTER TABLE jobs ADD COLUMN deadline TEXT",
+    "ALTER TABLE jobs ADD COLUMN reach TEXT",
+    "ALTER TABLE jobs ADD COLUMN notice TEXT",
+    "CREATE INDEX jobs_notice ON jobs (platform) WHERE notice = 'pending'",
+    """
+    CREATE TABLE clicks (
+        click_key     TEXT PRIMARY KEY,
+        at            TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[i]`` takes the database from ``user_version`` i to i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

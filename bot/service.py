@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from bot.catalog import ModelCatalog
@@ -28,6 +28,7 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
+from bot.lease import INTERRUPTED
 from bot.ledger import Ledger
 from bot.logcontext import bind_job
 from bot.models import (
@@ -36,6 +37,7 @@ from bot.models import (
     GenerationRequest,
     GenerationResult,
     JobRecord,
+    JobState,
     ModelSpec,
     Requester,
 )
@@ -49,6 +51,10 @@ __all__ = ["Deliver", "ImageService", "Progress"]
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[GenerationResult], Awaitable[None]]
+
+# The suffix of the event key under which a redelivery of an interrupted job's event runs once
+# more.
+AGAIN = "#again"
 
 
 class ImageService:
@@ -103,6 +109,7 @@ class ImageService:
         deliver: Deliver | None = None,
         progress: Progress | None = None,
         screen: bool = True,
+        reach: Mapping[str, str] | None = None,
     ) -> GenerationResult:
         """Run one job end to end. A seed is chosen when none was given, so the job can be
         repeated exactly.
@@ -129,8 +136,22 @@ class ImageService:
             await self.moderation.screen(request, requester)  # refusals never hold quota
         cost = self.price(request)
         hold = await self.ledger.hold(
-            requester=requester, request=request, cost_micros=cost, event_id=event_id
+            requester=requester, request=request, cost_micros=cost, event_id=event_id, reach=reach
         )
+        if hold.duplicate and event_id is not None and await self._interrupted(hold.job_id):
+            # The platform sent the event again because a restart killed its job before it
+            # answered: run it once more, under a key of its own so that a third delivery
+            # is a duplicate again.
+            log.info(
+                "event %s: its job %s was interrupted; running it again", event_id, hold.job_id
+            )
+            hold = await self.ledger.hold(
+                requester=requester,
+                request=request,
+                cost_micros=cost,
+                event_id=event_id + AGAIN,
+                reach=reach,
+            )
         if hold.duplicate:
             raise DuplicateRequestError(hold.job_id)
         job_id = hold.job_id
@@ -244,9 +265,14 @@ class ImageService:
         )
         if not (own or admin):
             raise PermissionDeniedError("cancel another member's image job")
-        if self.scheduler is None or not self.scheduler.cancel(job_id):
-            raise InvalidRequestError("that job is no longer waiting in the queue")
-        log.info("job %s: cancel requested by %s", job_id, requester.user_id)
+        if self.scheduler is not None and self.scheduler.cancel(job_id):
+            log.info("job %s: cancel requested by %s", job_id, requester.user_id)
+            return
+        # Queued or running in a process that has since stopped: nobody will run it.
+        if await self.ledger.refund_orphan(job_id):
+            log.info("job %s: orphan refunded on cancel by %s", job_id, requester.user_id)
+            return
+        raise InvalidRequestError("that job is no longer waiting in the queue")
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking jobs (``ShuttingDownError``), refund queued ones, let running ones
@@ -280,6 +306,10 @@ class ImageService:
 
     async def job(self, job_id: str) -> JobRecord:
         return await self.ledger.job(job_id)
+
+    async def _interrupted(self, job_id: str) -> bool:
+        record = await self.ledger.job(job_id)
+        return record.state is JobState.REFUNDED and record.refund_reason == INTERRUPTED
 
     async def allowance(self, requester: Requester) -> Allowance:
         return await self.ledger.allowance(requester)

@@ -7,7 +7,7 @@ They use only the ``Ledger`` protocol (plus a settable clock), and run once per 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -487,7 +487,7 @@ async def test_a_redelivered_event_returns_the_first_job_and_reserves_nothing(
 # --- stale holds ---------------------------------------------------------------------------
 
 
-async def test_refund_stale_releases_only_holds_older_than_the_timeout(
+async def test_orphans_are_held_jobs_past_their_own_deadline_or_of_a_lapsed_lease(
     make_ledger: MakeLedger, clock: FakeClock
 ) -> None:
     ledger = await make_ledger(Limits(images_per_day=10))
@@ -497,12 +497,12 @@ async def test_refund_stale_releases_only_holds_older_than_the_timeout(
     clock.advance(minutes=10)
     young = await ledger.hold(requester=requester(), request=request(3), cost_micros=0)
     clock.advance(minutes=6)
-
-    assert await ledger.refund_stale(older_than=timedelta(minutes=15)) == 1
-    assert await ledger.refund_stale(older_than=timedelta(minutes=15)) == 0
-
+    # This process is alive and says so; only the job past its 15-minute deadline is overdue.
+    assert await ledger.renew_lease()
+    assert await ledger.refund_orphans() == 1
+    assert await ledger.refund_orphans() == 0
     assert (await ledger.job(old.job_id)).state is JobState.REFUNDED
-    assert (await ledger.job(old.job_id)).refund_reason == "stale"
+    assert (await ledger.job(old.job_id)).refund_reason == "expired"
     assert (await ledger.job(done.job_id)).state is JobState.CHARGED
     assert (await ledger.job(young.job_id)).state is JobState.HELD
     assert await used(ledger, "images_per_day") == 4

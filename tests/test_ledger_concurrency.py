@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.errors import QuotaExceededError
 from bot.ledger import Ledger, SqliteLedger
-from bot.models import Hold, Limits
-from tests.ledger_support import LEDGER_KINDS, open_ledger, request, requester
+from bot.models import Hold, JobState, Limits
+from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
 
 
 async def _attempt(ledger: Ledger, user: str = "alice", **kw: str | None) -> Hold | str:
@@ -116,3 +117,35 @@ async def test_a_hot_member_whose_holds_are_refunded_meanwhile_gets_answers_not_
     assert sum(isinstance(o, Hold) for o in outcomes) >= 1
     usage = allowance.get("images_per_day")
     assert usage is not None and usage.used == 0
+
+
+async def test_a_process_whose_lease_lapsed_loses_its_jobs_and_starts_afresh(
+    tmp_path: Path,
+) -> None:
+    """A process that stops renewing (hung, or on a machine that died) has its jobs refunded
+    by another; when it wakes up it learns so, and what it holds next is its own again."""
+    clock = FakeClock()
+    path = tmp_path / "shared.db"
+    hung = await SqliteLedger.open(path, clock=clock, job_timeout=timedelta(minutes=15))
+    peer = await SqliteLedger.open(path, clock=clock, job_timeout=timedelta(seconds=10))
+    try:
+        lost = await hung.hold(requester=requester(), request=request(1), cost_micros=0)
+        clock.advance(seconds=14)
+        assert await peer.renew_lease()
+        # The peer's own 10-second timeout does not apply to the other process's job.
+        assert await peer.refund_orphans() == 0
+        clock.advance(seconds=2)
+        assert await peer.renew_lease()
+        assert await peer.refund_orphans() == 1
+        record = await peer.job(lost.job_id)
+        assert (record.state, record.refund_reason) == (JobState.REFUNDED, "interrupted")
+        assert not await hung.renew_lease()
+        kept = await hung.hold(requester=requester(), request=request(1), cost_micros=0)
+        assert await peer.refund_orphans() == 0
+        assert (await peer.job(kept.job_id)).state is JobState.HELD
+    finally:
+        await hung.close()
+        await peer.close()
+    # Closing is a clean stop: a later process refunds what it still held at once.
+    async with await SqliteLedger.open(path, clock=clock) as later:
+        assert await later.refund_orphans() == 1

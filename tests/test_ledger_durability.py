@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,8 +47,9 @@ _CRASHING_BOT = textwrap.dedent(
 )
 
 
-def _run_and_kill(db: Path) -> list[str]:
-    """Start the child, wait for its "held" line, SIGKILL it; return the job ids it held."""
+def _run_and_kill(db: Path, while_alive: Callable[[], None] = lambda: None) -> list[str]:
+    """Start the child, wait for its "held" line, call ``while_alive``, SIGKILL the child;
+    return the job ids it held."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(
         [sys.executable, "-c", _CRASHING_BOT, str(db)],
@@ -62,7 +65,10 @@ def _run_and_kill(db: Path) -> list[str]:
         if not line.startswith("held "):
             child.kill()
             pytest.fail(f"the child did not hold: {line!r} {child.stderr.read()}")
-        child.send_signal(signal.SIGKILL)
+        try:
+            while_alive()
+        finally:
+            child.send_signal(signal.SIGKILL)
         assert child.wait() == -signal.SIGKILL
     return line.split()[1:]
 
@@ -79,15 +85,12 @@ async def test_a_killed_process_leaves_no_hold_behind(tmp_path: Path) -> None:
         assert {(await ledger.job(j)).state for j in job_ids} == {JobState.HELD}
         usage = (await ledger.allowance(requester())).get("images_per_day")
         assert usage is not None and usage.used == 3
-        # ... start-up leaves them alone while they may still be running ...
-        assert await ledger.refund_stale(older_than=timedelta(minutes=15)) == 0
-        # ... and releases them once they are older than the job timeout.
-        clock.advance(minutes=16)
-        assert await ledger.refund_stale(older_than=timedelta(minutes=15)) == 3
+        # ... but its process is gone, so they are refunded at once, not after the job timeout.
+        assert await ledger.refund_orphans() == 3
         for job_id in job_ids:
             record = await ledger.job(job_id)
             assert record.state is JobState.REFUNDED
-            assert record.refund_reason == "stale"
+            assert record.refund_reason == "interrupted"
         usage = (await ledger.allowance(requester())).get("images_per_day")
         assert usage is not None and usage.used == 0
         # The whole daily allowance is usable again; the event ids still deduplicate.
@@ -101,6 +104,21 @@ async def test_a_killed_process_leaves_no_hold_behind(tmp_path: Path) -> None:
             await ledger.hold(requester=requester(), request=request(1), cost_micros=0)
     finally:
         await ledger.close()
+
+
+def test_a_sweep_by_another_process_leaves_a_running_process_alone(tmp_path: Path) -> None:
+    """A one-off command (or a second bot) with a 10-second job timeout sweeps while the bot
+    holds three jobs: none is touched; once the bot is killed, all three are refunded."""
+    db = tmp_path / "imagine.db"
+
+    async def sweep() -> int:
+        async with await SqliteLedger.open(db, job_timeout=timedelta(seconds=10)) as ledger:
+            return await ledger.refund_orphans()
+
+    swept: list[int] = []
+    _run_and_kill(db, while_alive=lambda: swept.append(asyncio.run(sweep())))
+    assert swept == [0]
+    assert asyncio.run(sweep()) == 3
 
 
 async def test_a_job_reads_back_in_full_after_a_restart(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Random sequences of holds, charges, refunds, limit changes, clock moves and stale sweeps,
+"""Random sequences of holds, charges, refunds, limit changes, clock moves and orphan sweeps,
 checked against a plain Python model of the rules.
 
 After every step: the ledger agreed with the model on every hold (accepted exactly when every
@@ -37,6 +37,7 @@ FIELDS = ("images_per_day", "images_per_month", "usd_micros_per_month")
 USERS = {"alice": ("R1",), "bob": ("R1", "R2"), "carol": ()}
 WORKSPACES = ("G1", "G2")
 PRICES = (0, 1_000, 2_500)
+TIMEOUT = timedelta(hours=24)  # each job's deadline: held this long, it is an orphan
 
 small = st.integers(min_value=0, max_value=12)
 limit_values = st.one_of(st.none(), small)
@@ -111,7 +112,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def open_ledger(self, defaults: Limits) -> None:
         # Every default is set, so allowance() always reports all three user limits.
         self.defaults = defaults
-        self.ledger = self.run(SqliteLedger.open(":memory:", defaults=defaults, clock=self.clock))
+        self.ledger = self.run(
+            SqliteLedger.open(":memory:", defaults=defaults, clock=self.clock, job_timeout=TIMEOUT)
+        )
 
     # --- the model's rules -----------------------------------------------------------------
 
@@ -270,11 +273,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def advance_clock(self, hours: int) -> None:
         self.clock.advance(hours=hours)
 
-    @rule(hours=st.integers(min_value=0, max_value=48))
-    def refund_stale(self, hours: int) -> None:
-        cutoff = self.clock() - timedelta(hours=hours)
+    @rule()
+    def refund_orphans(self) -> None:
+        # This process is alive: only the jobs past their own deadline are orphans.
+        cutoff = self.clock() - TIMEOUT
         stale = [j for j in self.model.values() if j.state is JobState.HELD and j.created < cutoff]
-        assert self.run(self.db.refund_stale(older_than=timedelta(hours=hours))) == len(stale)
+        assert self.run(self.db.refund_orphans()) == len(stale)
         for job in stale:
             job.state = JobState.REFUNDED
 
