@@ -112,6 +112,7 @@ async def open_runtime(
             max_prompt_length=settings.max_prompt_length,
             job_timeout=settings.job_timeout,
             moderation=moderation,
+            click_debounce=settings.click_debounce,
             scheduler=Scheduler(
                 max_concurrent=settings.max_concurrent_jobs,
                 max_per_user=settings.max_jobs_per_user,

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_jobs_per_user: int = Field(default=2, ge=1)
     max_queued_jobs: int = Field(default=100, ge=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # A second click on the same button of the same result by the same member within this
+    # many seconds is not a second job.
+    click_debounce: float = Field(default=5.0, ge=0, le=3600)
     default_images_per_day: int | None = Field(default=None, ge=0)
     default_images_per_month: int | None = Field(default=None, ge=0)
     default_usd_per_month: float | None = Field(default=None, ge=0)

@@ -334,7 +334,12 @@ BUTTON_LABELS = {
     "details": "Details",
     "delete": "Delete",
     "cancel": "Cancel",
+    "retry": "Try again",
 }
+
+ALREADY_WORKING = "Already working on it: that button was just pressed. Nothing more was charged."
+
+INTERRUPTED_NOTICE = "This job was interrupted by a restart; nothing was charged."
 
 DELETE_NOT_ALLOWED = (
     "Only the person who asked for these images, or a server admin, can delete them."

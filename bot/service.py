@@ -11,6 +11,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import timedelta
 
 from bot.catalog import ModelCatalog
 from bot.errors import (
@@ -29,7 +30,7 @@ from bot.errors import (
     TooManyJobsError,
 )
 from bot.lease import INTERRUPTED
-from bot.ledger import Ledger
+from bot.ledger import Interrupted, Ledger
 from bot.logcontext import bind_job
 from bot.models import (
     Allowance,
@@ -68,6 +69,7 @@ class ImageService:
         job_timeout: float | None = None,
         scheduler: Scheduler | None = None,
         moderation: Moderation | None = None,
+        click_debounce: float = 5.0,
     ) -> None:
         self.catalog = catalog
         self.provider = provider
@@ -75,6 +77,7 @@ class ImageService:
         # Without a scheduler, provider calls run at once with no caps (one-off commands).
         self.scheduler = scheduler
         self.moderation = moderation  # screens prompts before the hold (``screen=True``)
+        self.click_debounce = click_debounce
         self._closing = False
         self._unsettled: set[str] = set()  # jobs admitted and not yet charged or refunded
         self._settled = asyncio.Event()
@@ -237,6 +240,7 @@ class ImageService:
         deliver: Deliver | None = None,
         progress: Progress | None = None,
         screen: bool = True,
+        reach: Mapping[str, str] | None = None,
     ) -> GenerationResult:
         """The job ``job_id`` again with a new seed, charged to ``requester``."""
         record = await self.ledger.job(job_id)
@@ -244,8 +248,55 @@ class ImageService:
         spec = self.catalog.get(request.model)
         new = replace(request, n=min(n or request.n, spec.max_n), seed=None)
         return await self.generate(
-            new, requester, event_id=event_id, deliver=deliver, progress=progress, screen=screen
+            new,
+            requester,
+            event_id=event_id,
+            deliver=deliver,
+            progress=progress,
+            screen=screen,
+            reach=reach,
         )
+
+    async def retry(
+        self,
+        job_id: str,
+        requester: Requester,
+        *,
+        event_id: str | None = None,
+        deliver: Deliver | None = None,
+        progress: Progress | None = None,
+        reach: Mapping[str, str] | None = None,
+    ) -> GenerationResult:
+        """The job ``job_id`` again exactly (same seed), charged to ``requester``: "Try again"
+        on a job a restart interrupted."""
+        record = await self.ledger.job(job_id)
+        return await self.generate(
+            record.request,
+            requester,
+            event_id=event_id,
+            deliver=deliver,
+            progress=progress,
+            reach=reach,
+        )
+
+    async def first_click(self, requester: Requester, action: str, job_id: str) -> bool:
+        """Whether this is the member's first press of ``action`` on job ``job_id`` within
+        ``CLICK_DEBOUNCE``; a repeat starts nothing and costs nothing. Kept in the ledger, so
+        it holds whichever process receives the click."""
+        if self.click_debounce <= 0:
+            return True
+        key = ":".join(
+            (requester.platform, requester.workspace_id, requester.user_id, action, job_id)
+        )
+        return await self.ledger.first_click(key, window=timedelta(seconds=self.click_debounce))
+
+    async def claim_notices(self, platform: str) -> list[Interrupted]:
+        """Members of ``platform`` to tell that a restart interrupted their job (claimed by
+        this process: once told, call ``notice_sent``)."""
+        return await self.ledger.claim_notices(platform)
+
+    async def notice_sent(self, job_id: str) -> None:
+        await self.ledger.notice_sent(job_id)
 
     async def cancel(self, job_id: str, requester: Requester) -> None:
         """Cancel a queued job; its waiting ``generate`` refunds it and raises

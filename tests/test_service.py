@@ -7,6 +7,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from bot.errors import (
     ContentRejectedError,
     DeliveryError,
     DuplicateRequestError,
+    InvalidRequestError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     QuotaExceededError,
@@ -222,3 +224,27 @@ async def test_a_job_past_its_time_budget_is_refunded_before_the_sweep_could(
     record = await ledger.job(caught.value.job_id)
     assert record.state is JobState.REFUNDED
     assert images_left(await service.allowance(ALICE)) == 10
+
+
+async def test_cancel_refunds_a_job_no_process_runs_any_more(tmp_path: Path) -> None:
+    """A Cancel click reaching a process other than the one that queued the job: refunded if
+    that process has stopped, refused while it still runs the job."""
+    path = tmp_path / "shared.db"
+    gone = await SqliteLedger.open(path, defaults=Limits(images_per_day=2))
+    alive = await SqliteLedger.open(path, defaults=Limits(images_per_day=2))
+    here = await SqliteLedger.open(path, defaults=Limits(images_per_day=2))
+    service = ImageService(catalog=load_catalog(), provider=PreviewProvider(), ledger=here)
+    request = service.parse("a lighthouse")
+    try:
+        orphan = await gone.hold(requester=ALICE, request=request, cost_micros=0)
+        running = await alive.hold(requester=ALICE, request=request, cost_micros=0)
+        await gone.close()  # its process stops; its sweep-to-be has not run yet
+        await service.cancel(orphan.job_id, ALICE)
+        record = await here.job(orphan.job_id)
+        assert (record.state, record.refund_reason) == (JobState.REFUNDED, "interrupted")
+        with pytest.raises(InvalidRequestError, match="no longer waiting"):
+            await service.cancel(running.job_id, ALICE)
+        assert (await here.job(running.job_id)).state is JobState.HELD
+    finally:
+        await alive.close()
+        await here.close()

@@ -1,4 +1,5 @@
-"""The buttons under a result: Reroll, Variations, Details, Delete.
+"""The buttons under a result: Reroll, Variations, Details, Delete; and Try again under a job a
+restart interrupted.
 
 Each is a ``DynamicItem`` whose custom id is ``imagine:<action>:<job id>``; the parameters come
 from the ledger, so a button works on any message the bot ever sent, across restarts.
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
-from adapters.discord.render import details_embed, is_admin
+from adapters.discord.render import details_embed, is_admin, to_requester
 from adapters.discord.reply import Reply, acknowledge, run_job
 from bot.errors import BotError, JobNotFoundError, UnknownModelError
-from bot.messages import BUTTON_LABELS, DELETE_NOT_ALLOWED
+from bot.messages import ALREADY_WORKING, BUTTON_LABELS, DELETE_NOT_ALLOWED
 
 if TYPE_CHECKING:
     from adapters.discord.client import ImagineClient
@@ -24,7 +25,9 @@ __all__ = ["CUSTOM_ID", "VARIATIONS", "JobButton", "custom_id"]
 
 log = logging.getLogger(__name__)
 
-CUSTOM_ID = re.compile(r"imagine:(?P<action>reroll|vary|details|delete):(?P<job_id>[\w-]{1,80})")
+CUSTOM_ID = re.compile(
+    r"imagine:(?P<action>reroll|vary|details|delete|retry):(?P<job_id>[\w-]{1,80})"
+)
 VARIATIONS = 4  # images a Variations click asks for (capped by the model's max n)
 
 _STYLES = {
@@ -32,8 +35,9 @@ _STYLES = {
     "vary": discord.ButtonStyle.secondary,
     "details": discord.ButtonStyle.secondary,
     "delete": discord.ButtonStyle.danger,
+    "retry": discord.ButtonStyle.primary,
 }
-_EMOJI = {"reroll": "🔄", "vary": "🎲", "details": "ℹ️", "delete": "🗑️"}
+_EMOJI = {"reroll": "🔄", "vary": "🎲", "details": "ℹ️", "delete": "🗑️", "retry": "🔁"}
 
 
 def custom_id(action: str, job_id: str) -> str:
@@ -91,22 +95,58 @@ async def _repeat(
 ) -> None:
     """A new job with the old one's parameters and a new seed, charged to whoever clicked,
     answered in a new message."""
-    reply = Reply(interaction)
-    if not await reply.defer():
+    reply = await _first_click(client, interaction, "vary" if n else "reroll", job_id)
+    if reply is None:
         return
     service = client.runtime.service
     await run_job(
         interaction,
         reply,
-        lambda requester, deliver, progress: service.reroll(
+        lambda requester, deliver, progress, reach: service.reroll(
             job_id,
             requester,
             event_id=str(interaction.id),
             n=n,
             deliver=deliver,
             progress=progress,
+            reach=reach,
         ),
     )
+
+
+async def _retry(client: ImagineClient, interaction: discord.Interaction, job_id: str) -> None:
+    """The interrupted job again, as it was asked for, charged to whoever clicked."""
+    reply = await _first_click(client, interaction, "retry", job_id)
+    if reply is None:
+        return
+    service = client.runtime.service
+    await run_job(
+        interaction,
+        reply,
+        lambda requester, deliver, progress, reach: service.retry(
+            job_id,
+            requester,
+            event_id=str(interaction.id),
+            deliver=deliver,
+            progress=progress,
+            reach=reach,
+        ),
+    )
+
+
+async def _first_click(
+    client: ImagineClient, interaction: discord.Interaction, action: str, job_id: str
+) -> Reply | None:
+    """Defer the click; ``None`` when there is nothing more to do: a redelivery, or the same
+    member pressing the same button again within ``CLICK_DEBOUNCE`` (told privately)."""
+    reply = Reply(interaction)
+    if not await reply.defer():
+        return None
+    if await client.runtime.service.first_click(to_requester(interaction), action, job_id):
+        return reply
+    log.info("job %s: repeated %s click by %s ignored", job_id, action, interaction.user.id)
+    await reply.say(ALREADY_WORKING)
+    return None
 
 
 async def _details(client: ImagineClient, interaction: discord.Interaction, job_id: str) -> None:
@@ -150,4 +190,10 @@ async def _delete(client: ImagineClient, interaction: discord.Interaction, job_i
     log.info("job %s: result message %s deleted by %s", job_id, message.id, user_id)
 
 
-_ACTIONS = {"reroll": _reroll, "vary": _vary, "details": _details, "delete": _delete}
+_ACTIONS = {
+    "reroll": _reroll,
+    "vary": _vary,
+    "details": _details,
+    "delete": _delete,
+    "retry": _retry,
+}

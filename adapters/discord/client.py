@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -14,11 +16,14 @@ from adapters.discord.buttons import JobButton
 from adapters.discord.commands import add_commands
 from adapters.discord.config import DiscordSettings
 from adapters.discord.moderation import ReviewButton
+from adapters.discord.notice import tell_interrupted
 from adapters.discord.progress import CancelButton
 from adapters.discord.reply import Reply
+from adapters.notice import relay_notices
 from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
 from bot.health import CONNECTED, DISCONNECTED
+from bot.ledger import Interrupted
 from bot.messages import TEMPORARILY_UNAVAILABLE, describe, option_refused_text
 
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
@@ -105,11 +110,28 @@ class ImagineClient(discord.Client):
         self.runtime = runtime
         self.settings = settings
         self.tree = ImagineTree(self)
+        self._notices: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         add_commands(self.tree, self)
         self.add_dynamic_items(JobButton, CancelButton, ReviewButton)
         await self.sync_commands()
+        # Members whose job a restart interrupted (REST only: no need to wait for the gateway).
+        self._notices = asyncio.create_task(
+            relay_notices(self.runtime.service, "discord", self._tell_interrupted),
+            name="discord-notices",
+        )
+
+    async def _tell_interrupted(self, notice: Interrupted) -> bool:
+        return await tell_interrupted(self, notice)
+
+    async def close(self) -> None:
+        task, self._notices = self._notices, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().close()
 
     async def sync_commands(self) -> None:
         """To each ``DISCORD_GUILD_IDS`` server (instant), else globally (Discord may take a

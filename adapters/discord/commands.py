@@ -66,12 +66,13 @@ def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -
         await run_job(
             interaction,
             reply,
-            lambda requester, deliver, progress: service.generate(
+            lambda requester, deliver, progress, reach: service.generate(
                 request,
                 requester,
                 event_id=str(interaction.id),
                 deliver=deliver,
                 progress=progress,
+                reach=reach,
             ),
             progress=progress_text(request, label),
         )

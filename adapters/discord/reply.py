@@ -17,7 +17,7 @@ import contextlib
 import datetime
 import io
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import discord
@@ -52,6 +52,7 @@ __all__ = [
     "Reply",
     "acknowledge",
     "answer_admin",
+    "reach",
     "result_view",
     "run_job",
 ]
@@ -296,8 +297,24 @@ class Reply:
 
 
 # Starts the job for the requester; the service calls the ``Deliver`` before charging, and
-# the ``Progress`` with the job's place in the queue.
-JobStarter = Callable[[Requester, Deliver, Progress], Awaitable[GenerationResult]]
+# the ``Progress`` with the job's place in the queue. The mapping is the job's ``reach``.
+JobStarter = Callable[
+    [Requester, Deliver, Progress, Mapping[str, str]], Awaitable[GenerationResult]
+]
+
+
+def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
+    """What another process needs to edit this job's message after a restart
+    (``adapters.discord.notice``): the interaction's webhook, its expiry, the channel."""
+    return {
+        "app": str(interaction.application_id),
+        "token": interaction.token,
+        "expires": interaction.expires_at.isoformat(),
+        "channel": str(interaction.channel_id or ""),
+        "guild": str(interaction.guild_id or ""),
+        "message": str(reply.loading_message_id or ""),
+        "user": str(interaction.user.id),
+    }
 
 
 async def run_job(
@@ -322,7 +339,7 @@ async def run_job(
 
     try:
         try:
-            await start(requester, deliver, feedback.feed)
+            await start(requester, deliver, feedback.feed, reach(interaction, reply))
         finally:
             await feedback.close()
     except DuplicateRequestError as err:

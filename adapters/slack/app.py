@@ -25,11 +25,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.notice import relay_notices
 from adapters.ops import OpsServer
 from adapters.runtime import Runtime
 from adapters.slack.api_error import error_code
 from adapters.slack.config import SlackSettings
 from adapters.slack.handlers import SlackHandlers
+from adapters.slack.render import PLATFORM
 from bot.admin import QuotaAdmin
 from bot.errors import ConfigError
 from bot.health import CONNECTED, DISCONNECTED, Health
@@ -81,6 +83,10 @@ async def run_slack(
             runtime.health.set("slack", CONNECTED)
             await identify()
 
+        notices = asyncio.create_task(
+            relay_notices(runtime.service, PLATFORM, handlers.tell_interrupted),
+            name="slack-notices",
+        )
         try:
             if settings.mode == "socket":
                 await identify()
@@ -94,6 +100,9 @@ async def run_slack(
                     await run_http_mode(app, http, after_start=serving)
         finally:
             runtime.health.set("slack", DISCONNECTED)
+            notices.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notices
             await handlers.close()
 
 

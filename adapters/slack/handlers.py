@@ -25,6 +25,7 @@ from adapters.slack import commands as cmd
 from adapters.slack.api_error import error_code
 from adapters.slack.moderation import SlackModeration
 from adapters.slack.moderation_commands import is_moderation_command
+from adapters.slack.notice import RETRY_ACTION_ID, reach, tell_interrupted
 from adapters.slack.progress import CANCEL_ACTION_ID, QueueNote, QueueNotes
 from adapters.slack.render import (
     REROLL_ACTION_ID,
@@ -51,8 +52,10 @@ from bot.errors import (
     PromptRefusedError,
     ProviderAuthError,
 )
+from bot.ledger import Interrupted
 from bot.messages import (
     ADMIN_COMMANDS_ACTION,
+    ALREADY_WORKING,
     DELIVERY_FAILED,
     REROLL_HINT,
     SLACK_ADMIN_HELP,
@@ -122,6 +125,7 @@ class SlackHandlers:
         app.command(re.compile(r"^/imagine"))(self.on_command)
         app.event("app_mention")(self.on_mention)
         app.action(REROLL_ACTION_ID)(self.on_reroll)
+        app.action(RETRY_ACTION_ID)(self.on_retry)
         app.action(CANCEL_ACTION_ID)(self.on_cancel)
         if self.moderation is not None:
             self.moderation.register(app)  # before the catch-all below
@@ -129,6 +133,10 @@ class SlackHandlers:
         # Slack does not show an error or redeliver them.
         app.action(re.compile(r".*"))(self.on_unknown_action)
         app.error(self.on_error)
+
+    async def tell_interrupted(self, notice: Interrupted) -> bool:
+        """A member whose job a restart interrupted (``adapters.notice``)."""
+        return await tell_interrupted(self.client, self.session, notice)
 
     async def close(self) -> None:
         """Cancel the work in flight and wait for it (the service refunds cancelled jobs)."""
@@ -202,6 +210,16 @@ class SlackHandlers:
         if click is not None:
             job_id, origin, event_id = click
             self.spawn(origin, self._reroll(job_id, origin, event_id), name=f"slack-{event_id}")
+
+    async def on_retry(
+        self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
+    ) -> None:
+        click = await self._job_button(ack, body, context)
+        if click is not None:
+            job_id, origin, event_id = click
+            self.spawn(
+                origin, self._reroll(job_id, origin, event_id, again=True), name=f"slack-{event_id}"
+            )
 
     async def on_cancel(
         self, ack: Callable[[], Awaitable[None]], body: dict[str, Any], context: Any
@@ -283,28 +301,40 @@ class SlackHandlers:
                 event_id=event_id,
                 deliver=self._deliverer(origin, note),
                 progress=note.feed,
+                reach=reach(origin),
             ),
             note,
         )
 
-    async def _reroll(self, job_id: str, origin: Origin, event_id: str | None) -> None:
+    async def _reroll(
+        self, job_id: str, origin: Origin, event_id: str | None, *, again: bool = False
+    ) -> None:
+        """Reroll (a new seed), or with ``again`` Try again (the interrupted job as it was)."""
+        action = "retry" if again else "reroll"
         try:
             record = await self.service.job(job_id)
+            first = await self.service.first_click(origin.requester(), action, job_id)
         except BotError as err:
             await self._failed(origin, err)
+            return
+        if not first:
+            log.info("job %s: repeated %s click by %s ignored", job_id, action, origin.user_id)
+            await self.tell(origin, ALREADY_WORKING)
             return
         if not await self.can_post(origin):
             await self.tell(origin, self._not_in_channel(), markup=True)
             return
         note = self.notes.note(origin, running_text=self._generating(record.request))
+        start = self.service.retry if again else self.service.reroll
         await self._run(
             origin,
-            self.service.reroll(
+            start(
                 job_id,
                 origin.requester(),
                 event_id=event_id,
                 deliver=self._deliverer(origin, note),
                 progress=note.feed,
+                reach=reach(origin),
             ),
             note,
         )
