@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bot.messages import ALREADY_WORKING
 from tests.fakes.discord import (
     EPHEMERAL,
     PRIVILEGED_INTENTS,
@@ -291,6 +292,27 @@ async def test_reroll_repeats_the_job_with_a_new_seed_charged_to_the_clicker(
     assert _job_id(rerolled) != _job_id(original)
     assert f"{DAILY_IMAGES - 1} images left" in await world.quota(clicker)
     assert f"{DAILY_IMAGES - 1} images left" in await world.quota(author)
+
+
+async def test_a_double_click_is_one_job_and_one_charge_but_another_members_click_counts(
+    world: World,
+) -> None:
+    author, other = world.discord.member(), world.discord.member()
+    _, original = await world.imagine("a tin robot", author)
+    before = len(world.api.generations)
+    for label, images in (("Reroll", 1), ("Variations", 4)):
+        first = await world.discord.click(original, label, member=author)
+        second = await world.discord.click(original, label, member=author)
+        done, repeat = (
+            await world.discord.wait_response(first),
+            await world.discord.wait_response(second),
+        )
+        assert len(done.attachments) == images
+        assert repeat.ephemeral and repeat.content == ALREADY_WORKING
+    theirs = await world.discord.click(original, "Reroll", member=other)
+    assert (await world.discord.wait_response(theirs)).attachments
+    assert len(world.api.generations) == before + 3
+    assert f"{DAILY_IMAGES - 6} images left" in await world.quota(author)
 
 
 async def test_variations_draw_four_more_and_details_show_every_parameter(world: World) -> None:

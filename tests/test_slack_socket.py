@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bot.messages import ALREADY_WORKING
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, content_policy_violation
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack, PostedMessage, ResponsePost, Upload
@@ -360,3 +361,20 @@ async def test_a_proxy_error_page_from_slack_is_reported_as_its_status_and_refun
     quota = await slack.slash_command("quota", user="U14", channel="C1")
     [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
     assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in answer.text
+
+
+async def test_a_double_click_on_reroll_is_one_job_and_one_charge(world: Harness) -> None:
+    slack, api = world.slack, world.api
+    await slack.slash_command("a tin robot", user="U15", channel="C1")
+    [upload] = await slack.wait_for(lambda: _uploads_with(slack, "a tin robot"))
+    message = await slack.wait_for(lambda: _reroll_message_for(slack, upload))
+    before = len(api.generations)
+    [button] = message.buttons()
+    await slack.click(button, message, user="U15")
+    await slack.click(button, message, user="U15")
+    await slack.wait_for(lambda: len(_uploads_with(slack, "a tin robot")) == 2)
+    await slack.wait_for(lambda: ALREADY_WORKING in slack.ephemeral_to("U15"))
+    assert len(api.generations) == before + 1
+    quota = await slack.slash_command("quota", user="U15", channel="C1")
+    [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
+    assert f"0 images left of {DAILY_IMAGES}" in answer.text
