@@ -27,7 +27,15 @@ from bot.models import (
     UsageReport,
 )
 
-__all__ = ["CSV_COLUMNS", "QuotaAdmin", "actor_name", "scope_in", "to_csv", "usd_text"]
+__all__ = [
+    "CSV_COLUMNS",
+    "QuotaAdmin",
+    "actor_name",
+    "listed_admin",
+    "scope_in",
+    "to_csv",
+    "usd_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,18 @@ CSV_COLUMNS = ("day", "platform", "workspace_id", "user_id", "model", "images", 
 def actor_name(actor: Requester) -> str:
     """How an admin appears in the audit log."""
     return f"{actor.platform}:{actor.user_id}"
+
+
+def listed_admin(
+    entries: frozenset[str], *, workspace_id: str, home_workspace: str, user_id: str
+) -> bool:
+    """Whether an operator's admin list (``SLACK_ADMIN_USER_IDS``) names ``user_id`` in
+    ``workspace_id``: ``T123:U456`` names a user of one workspace; a bare ``U456`` names that
+    user in ``home_workspace`` only (the workspace the bot's token belongs to), never in a
+    workspace the operator did not name."""
+    if f"{workspace_id}:{user_id}" in entries:
+        return True
+    return bool(home_workspace) and workspace_id == home_workspace and user_id in entries
 
 
 def scope_in(actor: Requester, *, user_id: str | None = None, role_id: str | None = None) -> Scope:

@@ -46,7 +46,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
             "IMAGE_API_KEY": FAKE_API_KEY,
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
-            "SLACK_ADMIN_USER_IDS": f"{ADMIN},UOTHERADMIN",
+            # A bare id: an admin of the token's workspace (T1); T2:... names another one.
+            "SLACK_ADMIN_USER_IDS": f"{ADMIN},T2:UOTHERADMIN",
         }
         bot = BotProcess(env, workdir=workdir)
         async with bot:
@@ -378,3 +379,26 @@ async def test_a_double_click_on_reroll_is_one_job_and_one_charge(world: Harness
     quota = await slack.slash_command("quota", user="U15", channel="C1")
     [answer] = await slack.wait_for(lambda: slack.responses_to(quota))
     assert f"0 images left of {DAILY_IMAGES}" in answer.text
+
+
+async def test_admin_rights_belong_to_one_workspace(world: Harness) -> None:
+    slack = world.slack
+
+    async def in_workspace(team: str, user: str, text: str) -> str:
+        payload = {**slack.slash_payload(text, user=user, channel="C1"), "team_id": team}
+        envelope = await slack.send("slash_commands", payload)
+        [answer] = await slack.wait_for(lambda: slack.responses_to(envelope))
+        return answer.text
+
+    refused = "Only admins can use admin commands."
+    # T1's admins, by the list and by users.info, have no rights in T2 ...
+    assert await in_workspace("T2", ADMIN, "admin spend-cap 5") == refused
+    asked_before = len(slack.calls("users.info"))
+    assert await in_workspace("T2", "UOWNER", "admin spend-cap 5") == refused
+    assert len(slack.calls("users.info")) == asked_before  # T1's answer says nothing of T2
+    # ... the one named for T2 has, and only there.
+    assert "$5.00" in await in_workspace("T2", "UOTHERADMIN", "admin spend-cap 5")
+    assert await in_workspace("T1", "UOTHERADMIN", "admin spend-cap 5") == refused
+    assert "$7.00" in await in_workspace("T1", ADMIN, "admin spend-cap 7")
+    assert "removed" in await in_workspace("T1", ADMIN, "admin spend-cap off")
+    assert "removed" in await in_workspace("T2", "UOTHERADMIN", "admin spend-cap off")

@@ -77,6 +77,7 @@ async def run_slack(
         async def identify() -> None:
             auth = await check_bot_token(client)
             handlers.bot_user_id = str(auth.get("user_id") or "")
+            handlers.team_id = str(auth.get("team_id") or "")
 
         async def serving() -> None:
             # HTTP mode is up once /slack/events is mounted; a rejected token stops the bot.

@@ -90,7 +90,8 @@ class SlackSettings(BaseSettings):
 
     @property
     def admin_user_ids(self) -> frozenset[str]:
-        """``SLACK_ADMIN_USER_IDS``: a comma (or space) separated list of user ids."""
+        """``SLACK_ADMIN_USER_IDS``: a comma (or space) separated list of user ids (``U456``,
+        for the token's own workspace) or workspace-qualified ids (``T123:U456``)."""
         return frozenset(self.slack_admin_user_ids.replace(",", " ").split())
 
     @property

@@ -41,7 +41,7 @@ from adapters.slack.render import (
     strip_bot_mention,
 )
 from adapters.slack.response import respond
-from bot.admin import QuotaAdmin, scope_in, to_csv
+from bot.admin import QuotaAdmin, listed_admin, scope_in, to_csv
 from bot.errors import (
     BotError,
     ChannelNotAllowedError,
@@ -108,6 +108,7 @@ class SlackHandlers:
         self.session = session
         self.admin_user_ids = admin_user_ids
         self.bot_user_id = ""
+        self.team_id = ""  # the workspace the bot token belongs to (auth.test)
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._members: dict[str, float] = {}
@@ -515,10 +516,21 @@ class SlackHandlers:
 
     # -- admin ------------------------------------------------------------------------------------
 
-    async def is_admin(self, user_id: str) -> bool:
-        """``SLACK_ADMIN_USER_IDS``, or a workspace admin/owner according to ``users.info``."""
-        if user_id in self.admin_user_ids:
+    async def is_admin(self, origin: Origin) -> bool:
+        """An admin of the workspace the request came from: listed in ``SLACK_ADMIN_USER_IDS``
+        for it, or an admin/owner there according to ``users.info``. The bot's token answers
+        for its own workspace only, so ``users.info`` counts only in that one."""
+        user_id = origin.user_id
+        if listed_admin(
+            self.admin_user_ids,
+            workspace_id=origin.team_id,
+            home_workspace=self.team_id,
+            user_id=user_id,
+        ):
             return True
+        if not self.team_id or origin.team_id != self.team_id:
+            log.info("admin check for %s in workspace %s: not this bot's", user_id, origin.team_id)
+            return False
         try:
             response = await self.client.users_info(user=user_id)
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
@@ -533,7 +545,7 @@ class SlackHandlers:
             return
         # Checked here on the server side, before the arguments are even read, and again by
         # QuotaAdmin and the moderation service (actor.is_admin).
-        actor = origin.requester(is_admin=await self.is_admin(origin.user_id))
+        actor = origin.requester(is_admin=await self.is_admin(origin))
         if not actor.is_admin:
             await self._failed(origin, PermissionDeniedError(ADMIN_COMMANDS_ACTION))
             return

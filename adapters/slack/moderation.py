@@ -259,7 +259,7 @@ class SlackModeration:
 
     async def _decide(self, review_id: str, origin: Origin, approve: bool, message_ts: str) -> None:
         handlers = self.handlers
-        actor = origin.requester(is_admin=await handlers.is_admin(origin.user_id))
+        actor = origin.requester(is_admin=await handlers.is_admin(origin))
         try:
             review = await self.moderation.decide(review_id, actor, approve)
         except BotError as err:

@@ -42,7 +42,7 @@ CANCEL_ACTION_ID = "imagine_cancel"
 RESPONSE_URL_POSTS = 5  # what Slack accepts on one response_url (within 30 minutes)
 
 Tell = Callable[[Origin, str], Awaitable[None]]
-IsAdmin = Callable[[str], Awaitable[bool]]
+IsAdmin = Callable[[Origin], Awaitable[bool]]
 
 
 def queue_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
@@ -193,7 +193,7 @@ class QueueNotes:
                 await self.service.cancel(job_id, origin.requester())
             except PermissionDeniedError:
                 # Only now ask Slack whether the clicker is an admin (users.info).
-                if not await self.is_admin(origin.user_id):
+                if not await self.is_admin(origin):
                     raise
                 await self.service.cancel(job_id, origin.requester(is_admin=True))
         except BotError as err:
