@@ -105,11 +105,15 @@ async def _run(args: argparse.Namespace, runtime: Runtime) -> int:
 
         runtime.health.expect("slack")
         services.append(serve_slack(runtime, slack_settings, http=http))
+
+    async def stop() -> None:
+        # First no new events (a peer, if any, takes them; /healthz turns 503), then the
+        # accepted jobs get SHUTDOWN_GRACE.
+        runtime.health.drain()
+        await runtime.service.shutdown(runtime.settings.shutdown_grace)
+
     try:
-        grace = runtime.settings.shutdown_grace
-        return await _serve_until_stopped(
-            services, shutdown=lambda: runtime.service.shutdown(grace)
-        )
+        return await _serve_until_stopped(services, shutdown=stop)
     finally:
         if http is not None:
             await http.close()

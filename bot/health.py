@@ -52,6 +52,22 @@ class Health:
     def __init__(self) -> None:
         self._states: dict[str, str] = {}
         self._probes: dict[str, Probe] = {}
+        self._draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """The process is stopping: adapters stop taking new events (a peer gets them) and
+        ``/healthz`` answers 503, so a load balancer moves away, while accepted jobs finish."""
+        if not self._draining.is_set():
+            log.info("draining: no new events; finishing the jobs already accepted")
+        self._draining.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    async def drained(self) -> None:
+        """Return once ``drain`` was called."""
+        await self._draining.wait()
 
     def expect(self, name: str) -> None:
         """Register an adapter that is configured but has not connected yet."""
@@ -96,17 +112,19 @@ class Health:
 class HealthReport:
     database: str
     adapters: Mapping[str, str]
+    draining: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.database == "ok" and all(s == CONNECTED for s in self.adapters.values())
+        return (
+            not self.draining
+            and self.database == "ok"
+            and all(s == CONNECTED for s in self.adapters.values())
+        )
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "status": "ok" if self.ok else "down",
-            "database": self.database,
-            "adapters": dict(self.adapters),
-        }
+        status = "draining" if self.draining else "ok" if self.ok else "down"
+        return {"status": status, "database": self.database, "adapters": dict(self.adapters)}
 
 
 async def check(health: Health, database: Pingable) -> HealthReport:
@@ -119,4 +137,4 @@ async def check(health: Health, database: Pingable) -> HealthReport:
     except Exception as exc:
         log.warning("health check: the database does not answer (%s)", type(exc).__name__)
         state = "down"
-    return HealthReport(database=state, adapters=await health.current())
+    return HealthReport(database=state, adapters=await health.current(), draining=health.draining)

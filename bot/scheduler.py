@@ -331,37 +331,45 @@ class Scheduler:
     # -- shutdown ------------------------------------------------------------------------
 
     async def close(self, grace: float) -> None:
-        """Refuse new jobs, fail queued ones with ``ShuttingDownError``, give running ones
-        ``grace`` seconds to finish, then cancel what remains (those raise
-        ``ShuttingDownError``). Returns once every admitted job has left."""
-        if not self._closed:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            queued = self._dispatch_order()
-            for ticket in queued:
-                self._dequeue(ticket)
-                ticket._error = ShuttingDownError()
-                ticket._wakeup.set()
-            if self._tickets:
-                log.info(
-                    "scheduler closing: %d queued job(s) to refund, %d running",
-                    len(queued),
-                    len(self._tickets) - len(queued),
-                )
+        """Drain, then stop. For ``grace`` seconds queued and running jobs keep their turns
+        (and a job admitted meanwhile, from an event acknowledged just before the stop, is
+        still taken); then queued jobs fail with ``ShuttingDownError`` and running ones are
+        cancelled (they raise ``ShuttingDownError`` too). Returns once every admitted job has
+        left."""
+        if not self._idle.is_set():
+            log.info(
+                "scheduler draining: %d queued, %d running; up to %.0f s",
+                self._queued,
+                self._running,
+                grace,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        self._stop()
         if self._idle.is_set():
             return
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-            return
-        except TimeoutError:
-            pass
         remaining = list(self._tickets.values())
         log.warning("shutdown grace over: cancelling %d job(s)", len(remaining))
         for ticket in remaining:
             ticket._abort()
         await self._idle.wait()
+
+    def _stop(self) -> None:
+        """No more admissions or starts; every queued job fails with ``ShuttingDownError``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queued = self._dispatch_order()
+        for ticket in queued:
+            self._dequeue(ticket)
+            ticket._error = ShuttingDownError()
+            ticket._wakeup.set()
+        if queued:
+            log.info("scheduler stopped: %d queued job(s) to refund", len(queued))
 
     # -- internals -----------------------------------------------------------------------
 

@@ -56,6 +56,8 @@ Deliver = Callable[[GenerationResult], Awaitable[None]]
 # The suffix of the event key under which a redelivery of an interrupted job's event runs once
 # more.
 AGAIN = "#again"
+# How long a stop waits, after the grace, for the members of refunded jobs to be told.
+NOTICE_GRACE_S = 10.0
 
 
 class ImageService:
@@ -79,6 +81,11 @@ class ImageService:
         self.moderation = moderation  # screens prompts before the hold (``screen=True``)
         self.click_debounce = click_debounce
         self._closing = False
+        # Platform events an adapter has taken on (acknowledged) and not finished: a stop
+        # waits for them, jobs not yet held included.
+        self._handling = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._unsettled: set[str] = set()  # jobs admitted and not yet charged or refunded
         self._settled = asyncio.Event()
         self._settled.set()
@@ -325,20 +332,46 @@ class ImageService:
             return
         raise InvalidRequestError("that job is no longer waiting in the queue")
 
+    @contextlib.asynccontextmanager
+    async def handling(self) -> AsyncIterator[None]:
+        """Around an adapter's work on one platform event it has taken on, from before its
+        acknowledgement to its last answer: ``shutdown`` waits for it."""
+        self._handling += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._quiet.set()
+
     async def shutdown(self, grace: float) -> None:
-        """Stop taking jobs (``ShuttingDownError``), refund queued ones, let running ones
-        finish within ``grace`` seconds, cancel (and refund) the rest; returns once every
-        job has been charged or refunded."""
-        self._closing = True
+        """Drain, then stop: the events the adapters took on before they stopped taking new
+        ones, and their jobs, queued ones included, get ``grace`` seconds; then new jobs are
+        refused (``ShuttingDownError``) and what is left is cancelled and refunded. Returns
+        once every job has been charged or refunded."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._quiet.wait()
+        grace = max(0.0, end - loop.time())
         if self.scheduler is not None:
             await self.scheduler.close(grace)
             grace = 0.0
+        self._closing = True
         try:
             # Without a scheduler, running jobs get the grace; with one, the last refunds
             # are already under way and take a moment.
             await asyncio.wait_for(self._settled.wait(), max(grace, 10.0))
         except TimeoutError:
             log.warning("shutdown: %d job(s) still unsettled", len(self._unsettled))
+        # The members of the jobs just refunded are being told: let those answers go out.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(NOTICE_GRACE_S):
+                await self._quiet.wait()
+        if self._handling:
+            log.warning("shutdown: %d answer(s) to members cut short", self._handling)
 
     @contextlib.asynccontextmanager
     async def _admit(self, job_id: str, requester: Requester) -> AsyncIterator[Ticket | None]:

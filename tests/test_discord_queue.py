@@ -222,21 +222,21 @@ async def test_a_third_job_while_two_are_on_the_way_is_refused_privately(world: 
     assert "three" not in world.prompts_sent()
 
 
-async def test_on_shutdown_a_queued_job_is_refunded_and_its_requester_told_privately(
+async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(
     world: World,
 ) -> None:
-    # Last in the module: it stops the bot.
+    # Last in the module: it stops the bot. Draining, not refusing: the jobs it accepted,
+    # the queued one too, are finished before it exits.
     first, second = world.discord.member(), world.discord.member()
     with world.slot_taken():
         running = await world.imagine("finished in the grace period", first)
         await world.stalled()
-        queued = await world.imagine("never started", second)
+        queued = await world.imagine("drained from the queue", second)
         await world.queued(queued)
         stopping = asyncio.create_task(world.bot.stop())
-        answer = await world.discord.wait_response(queued)
-        assert answer.ephemeral and "restarting" in answer.content
-        assert "Nothing was charged" in answer.content
     delivered = await world.discord.wait_response(running)
-    assert len(delivered.attachments) == 1
+    drained = await world.discord.wait_response(queued)
+    assert len(delivered.attachments) == 1 and len(drained.attachments) == 1
+    assert not drained.ephemeral and drained.embeds[0]["description"] == "drained from the queue"
     assert await stopping == 0
-    assert "never started" not in world.prompts_sent()
+    assert "drained from the queue" in world.prompts_sent()

@@ -344,38 +344,43 @@ async def test_a_second_429_gives_up_and_raises() -> None:
     assert scheduler.active == 0
 
 
-async def test_close_refunds_queued_refuses_new_and_lets_running_finish() -> None:
+async def test_close_drains_the_queue_within_the_grace_then_refuses_new() -> None:
     jobs = Jobs(Scheduler(max_concurrent=1))
     running = await jobs.submit("a", member("ann"))
     queued = await jobs.submit("b", member("bob"))
     await jobs.wait_started(1)
 
     closing = asyncio.create_task(jobs.scheduler.close(grace=60.0))
-    with pytest.raises(ShuttingDownError):
-        await queued
-    late = await jobs.submit("c", member("cy"))
-    with pytest.raises(ShuttingDownError):
-        await late
-    assert not closing.done()
-
+    late = await jobs.submit("c", member("cy"))  # acknowledged just before the stop
     jobs.finish("a")
     assert await running == "a"
+    await jobs.wait_started(2)
+    jobs.finish("b")
+    assert await queued == "b"
+    await jobs.wait_started(3)
+    assert not closing.done()
+    jobs.finish("c")
+    assert await late == "c"
     await closing
-    assert jobs.started == ["a"]
+    assert jobs.started == ["a", "b", "c"]
     assert jobs.scheduler.closed and jobs.scheduler.active == 0
+    after = await jobs.submit("d", member("dee"))
+    with pytest.raises(ShuttingDownError):
+        await after
 
 
-async def test_close_cancels_what_is_still_running_after_the_grace() -> None:
+async def test_close_cancels_what_is_still_running_or_queued_after_the_grace() -> None:
     jobs = Jobs(Scheduler(max_concurrent=2))
     stuck = [await jobs.submit(j, member(j)) for j in ("ann", "bob")]
     await jobs.wait_started(2)
+    stuck.append(await jobs.submit("cy", member("cy")))
 
     await jobs.scheduler.close(grace=0.0)
 
     for task in stuck:
         with pytest.raises(ShuttingDownError):
             await task
-    assert jobs.scheduler.active == 0
+    assert jobs.scheduler.active == 0 and jobs.started == ["ann", "bob"]
 
 
 async def test_a_cancelled_caller_is_still_a_cancellation() -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
-from adapters.discord.render import details_embed, is_admin, to_requester
+from adapters.discord.render import accepting, details_embed, is_admin, to_requester
 from adapters.discord.reply import Reply, acknowledge, run_job
 from bot.errors import BotError, JobNotFoundError, UnknownModelError
 from bot.messages import ALREADY_WORKING, BUTTON_LABELS, DELETE_NOT_ALLOWED
@@ -73,10 +73,14 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
     ) -> JobButton:
         return cls(match["action"], match["job_id"])
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return accepting(interaction)
+
     async def callback(self, interaction: discord.Interaction) -> None:
         client = cast("ImagineClient", interaction.client)
         try:
-            await _ACTIONS[self.action](client, interaction, self.job_id)
+            async with client.runtime.service.handling():  # a stop waits for it
+                await _ACTIONS[self.action](client, interaction, self.job_id)
         except Exception as exc:
             # The one error hook, shared with the slash commands.
             await client.tree.report_unexpected(interaction, exc)

@@ -18,6 +18,7 @@ from adapters.discord.config import DiscordSettings
 from adapters.discord.moderation import ReviewButton
 from adapters.discord.notice import tell_interrupted
 from adapters.discord.progress import CancelButton
+from adapters.discord.render import accepting
 from adapters.discord.reply import Reply
 from adapters.notice import relay_notices
 from adapters.runtime import Runtime
@@ -47,6 +48,9 @@ def apply_endpoints(settings: DiscordSettings) -> None:
 
 
 class ImagineTree(app_commands.CommandTree["ImagineClient"]):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return accepting(interaction)
+
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:

@@ -50,6 +50,18 @@ def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -
         negative: app_commands.Range[str, 1, 1000] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
     ) -> None:
+        async with service.handling():  # a stop waits for it
+            await _imagine(interaction, prompt, model, size, n, negative, seed)
+
+    async def _imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None,
+        size: str | None,
+        n: int | None,
+        negative: str | None,
+        seed: int | None,
+    ) -> None:
         # Parsing is pure (no I/O): a request that cannot run gets a truly ephemeral answer
         # as the first response. Everything slow comes after the defer.
         try:

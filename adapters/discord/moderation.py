@@ -21,6 +21,7 @@ import discord
 
 from adapters.discord.render import (
     EMBED_COLOUR,
+    accepting,
     fit_images,
     image_files,
     result_embed,
@@ -111,13 +112,17 @@ class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
     ) -> ReviewButton:
         return cls(match["action"], match["review_id"])
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return accepting(interaction)
+
     async def callback(self, interaction: discord.Interaction) -> None:
         client = cast("ImagineClient", interaction.client)
         try:
-            if self.action == "ask":
-                await _ask(client, interaction, self.review_id)
-            else:
-                await _decide(client, interaction, self.review_id, self.action == "approve")
+            async with client.runtime.service.handling():  # a stop waits for it
+                if self.action == "ask":
+                    await _ask(client, interaction, self.review_id)
+                else:
+                    await _decide(client, interaction, self.review_id, self.action == "approve")
         except Exception as exc:
             # The one error hook, shared with the slash commands.
             await client.tree.report_unexpected(interaction, exc)

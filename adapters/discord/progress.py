@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
-from adapters.discord.render import to_requester
+from adapters.discord.render import accepting, to_requester
 from adapters.discord.reply import TOKEN_GONE_CODES, Reply
 from adapters.progress import StatusFeed
 from bot.errors import BotError, JobCancelledError
@@ -100,6 +100,9 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANC
         /,
     ) -> CancelButton:
         return cls(match["job_id"])
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return accepting(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client = cast("ImagineClient", interaction.client)

@@ -21,6 +21,7 @@ from bot.service import ImageService
 __all__ = [
     "EMBED_COLOUR",
     "MAX_ATTACHMENTS",
+    "accepting",
     "details_embed",
     "fit_images",
     "image_files",
@@ -53,6 +54,13 @@ def to_generation_request(
     the core parser. Pure: raises ``InvalidRequestError`` with a one-line reason."""
     options = RequestOptions(model=model, size=size, n=n, seed=seed, negative=negative)
     return service.parse(prompt, options)
+
+
+def accepting(interaction: discord.Interaction) -> bool:
+    """False once this process is stopping: the interaction is left unanswered, for another
+    copy of the bot (every session of the shard receives it) to take."""
+    runtime = getattr(interaction.client, "runtime", None)
+    return runtime is None or not runtime.health.draining
 
 
 def is_admin(interaction: discord.Interaction) -> bool:

@@ -54,6 +54,7 @@ _TIMESTAMP = re.compile(r"\d{1,12}", re.ASCII)
 HTTP_TIMEOUT_S = 30
 RATE_LIMIT_RETRIES = 3
 CONNECTION_RETRIES = 2
+DRAIN_ACK_WAIT_S = 3.0  # at most this long for the acks of envelopes already received
 
 
 async def run_slack(
@@ -98,7 +99,12 @@ async def run_slack(
                         port = settings.http_port
                         assert port is not None
                         http = await stack.enter_async_context(OpsServer(runtime, port=port))
-                    await run_http_mode(app, http, after_start=serving)
+                    await run_http_mode(
+                        app,
+                        http,
+                        after_start=serving,
+                        draining=lambda: runtime.health.draining,
+                    )
         finally:
             runtime.health.set("slack", DISCONNECTED)
             notices.cancel()
@@ -193,19 +199,67 @@ async def run_socket_mode(
             "turn on Socket Mode"
         ) from None
     handler = AsyncSocketModeHandler(app, token, web_client=client)
+    in_flight = _InFlight()
+    # Around Bolt's own listener: an envelope counts from its arrival until its ack is sent.
+    handler.client.message_listeners.insert(0, in_flight.arrived)
+    handler.client.socket_mode_request_listeners.append(in_flight.acked)
+    closed = False
     try:
         handler.client.wss_uri = str(opened["url"])
         await handler.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack: Socket Mode connected")
-        if health is not None:
-            health.set("slack", CONNECTED)
-            health.probe("slack", handler.client.is_connected)
+        if health is None:
+            await asyncio.Event().wait()
+            return
+        health.set("slack", CONNECTED)
+        health.probe("slack", handler.client.is_connected)
+        await health.drained()
+        # Stopping: leave the socket, so Slack sends new envelopes to another connection;
+        # the jobs already accepted go on over the Web API.
+        await in_flight.settled(DRAIN_ACK_WAIT_S)
+        health.probe("slack", None)
+        closed = True
+        # Shielded: the SDK's close swallows a cancellation, which would leave this task
+        # waiting below for ever.
+        await asyncio.shield(handler.close_async())  # type: ignore[no-untyped-call]
+        log.info("Slack: Socket Mode closed; finishing accepted jobs")
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # the stop came while we were closing
         await asyncio.Event().wait()
     finally:
         if health is not None:
             health.probe("slack", None)
-        await handler.close_async()  # type: ignore[no-untyped-call]
-        log.info("Slack: Socket Mode closed")
+        if not closed:
+            if health is not None and health.draining:
+                await in_flight.settled(DRAIN_ACK_WAIT_S)  # stopped before the drain got here
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            log.info("Slack: Socket Mode closed")
+
+
+class _InFlight:
+    """Envelopes received whose ack has not been written yet."""
+
+    def __init__(self) -> None:
+        self._open: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def arrived(self, _client: object, message: dict[str, Any], _raw: object) -> None:
+        envelope = message.get("envelope_id")
+        if envelope:
+            self._open.add(str(envelope))
+            self._idle.clear()
+
+    async def acked(self, _client: object, request: Any) -> None:
+        self._open.discard(str(getattr(request, "envelope_id", "")))
+        if not self._open:
+            self._idle.set()
+
+    async def settled(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
 
 async def run_http_mode(
@@ -213,12 +267,16 @@ async def run_http_mode(
     server: OpsServer,
     *,
     after_start: Callable[[], Awaitable[object]] | None = None,
+    draining: Callable[[], bool] | None = None,
 ) -> None:
     """Serve ``POST /slack/events`` (signatures verified by Bolt) on ``server``, the
     process's HTTP server on ``HTTP_PORT``, until cancelled. ``after_start`` runs once the
     route is mounted."""
 
     async def events(request: web.Request) -> web.Response:
+        if draining is not None and draining():
+            # Slack retries the request; behind a load balancer, a healthy peer gets it.
+            return web.Response(status=503, text="draining")
         stamp = request.headers.get(TIMESTAMP_HEADER)
         if stamp is not None and not _TIMESTAMP.fullmatch(stamp):
             # Bolt would int() it while verifying and answer 500 with a traceback.

@@ -87,6 +87,7 @@ NOT_IN_CHANNEL_ERRORS = frozenset(
     {"not_in_channel", "channel_not_found", "invalid_channel", "no_permission"}
 )
 _SEEN_EVENTS = 10_000
+CLOSE_GRACE_S = 10.0
 _MEMBERSHIP_TTL_S = 300.0
 
 
@@ -139,22 +140,30 @@ class SlackHandlers:
         """A member whose job a restart interrupted (``adapters.notice``)."""
         return await tell_interrupted(self.client, self.session, notice)
 
-    async def close(self) -> None:
-        """Cancel the work in flight and wait for it (the service refunds cancelled jobs)."""
+    async def close(self, *, grace: float = CLOSE_GRACE_S) -> None:
+        """Let the work in flight finish for up to ``grace`` seconds (by now the service has
+        settled every job, so what is left is telling members the outcome), then cancel the
+        rest and wait for it (the service refunds cancelled jobs)."""
         tasks = list(self._tasks)
-        for task in tasks:
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            log.warning("stopping: %d Slack request(s) cut short", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def spawn(self, origin: Origin, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run ``work`` for an acknowledged request; a stop waits for it."""
         task = asyncio.create_task(self._guard(origin, work), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _guard(self, origin: Origin, work: Awaitable[None]) -> None:
         try:
-            await work
+            async with self.service.handling():
+                await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:

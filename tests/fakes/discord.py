@@ -19,7 +19,10 @@ Rules the fake enforces like the real thing, because naive bots break on them:
 - each attachment must fit the interaction's ``attachment_size_limit`` (413 code 40005), at
   most 10 attachments (400 code 30015), content <= 2000 characters, <= 10 embeds within the
   documented field lengths and 6000 characters in all (400 code 50035);
-- JSON replies carry ``Content-Type: application/json`` exactly.
+- JSON replies carry ``Content-Type: application/json`` exactly;
+- every identified gateway session receives every event, as Discord does for several sessions
+  of one shard (two copies of a bot both see each interaction; the first to acknowledge it
+  answers, the other gets 40060).
 """
 
 from __future__ import annotations
@@ -339,9 +342,9 @@ class FakeDiscord(Observed):
         self.roles: dict[str, dict[str, Any]] = {}
         self._rate_limits: list[tuple[str, str, float]] = []
         self._rejections: list[tuple[str, str, bool, int, int, str]] = []
-        self._ws: web.WebSocketResponse | None = None
+        # Identified sessions and the last sequence number each was sent.
+        self._sessions: dict[web.WebSocketResponse, int] = {}
         self._ws_lock = asyncio.Lock()
-        self._seq = 0
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self.port = 0
@@ -737,13 +740,22 @@ class FakeDiscord(Observed):
 
     # -- gateway ----------------------------------------------------------------------------
 
+    @property
+    def sessions(self) -> int:
+        """Gateway sessions identified and still open."""
+        return sum(not ws.closed for ws in self._sessions)
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
-            raise AssertionError("the bot is not connected to the fake gateway")
+        """Send ``event`` to every open session."""
         async with self._ws_lock:
-            self._seq += 1
-            await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+            open_sessions = [ws for ws in self._sessions if not ws.closed]
+            if not open_sessions:
+                raise AssertionError("the bot is not connected to the fake gateway")
+            for ws in open_sessions:
+                self._sessions[ws] += 1
+                frame = {"op": 0, "t": event, "s": self._sessions[ws], "d": data}
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_str(json.dumps(frame))
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -760,8 +772,7 @@ class FakeDiscord(Observed):
                 await self._gateway_message(ws, json.loads(message.data))
         finally:
             self._sockets.discard(ws)
-            if self._ws is ws:
-                self._ws = None
+            self._sessions.pop(ws, None)
             await self._notify()
         return ws
 
@@ -784,8 +795,7 @@ class FakeDiscord(Observed):
 
     async def _send_ready(self, ws: web.WebSocketResponse, identify: dict[str, Any]) -> None:
         async with self._ws_lock:
-            self._ws = ws
-            self._seq = 1
+            self._sessions[ws] = 1
             ready = {
                 "v": 10,
                 "user": {**self._bot_user(), "bot": True},
@@ -796,13 +806,11 @@ class FakeDiscord(Observed):
                 "private_channels": [],
                 "relationships": [],
             }
-            await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
+            await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": 1, "d": ready}))
             if int(identify.get("intents", 0)) & GUILDS_INTENT:
-                self._seq += 1
+                self._sessions[ws] = 2
                 await ws.send_str(
-                    json.dumps(
-                        {"op": 0, "t": "GUILD_CREATE", "s": self._seq, "d": self._guild_payload()}
-                    )
+                    json.dumps({"op": 0, "t": "GUILD_CREATE", "s": 2, "d": self._guild_payload()})
                 )
         self.ready_sent += 1
 

@@ -213,6 +213,7 @@ class FakeSlack(Observed):
         self.acks: list[Ack] = []
         self.envelopes: list[Envelope] = []
         self.connections = 0
+        self.disconnects = 0  # Socket Mode connections the bot (or the fake) closed
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
         self._ws: web.WebSocketResponse | None = None
@@ -326,6 +327,10 @@ class FakeSlack(Observed):
 
     def ack_for(self, envelope: Envelope) -> Ack | None:
         return next((a for a in self.acks if a.envelope_id == envelope.envelope_id), None)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
 
     async def wait_connected(self, *, connections: int = 1) -> None:
         await self.wait_for(lambda: self.connections >= connections and self._ws is not None)
@@ -858,6 +863,8 @@ class FakeSlack(Observed):
                 await self._notify()
         if self._ws is ws:
             self._ws = None
+        self.disconnects += 1
+        await self._notify()
         return ws
 
 
