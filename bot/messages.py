@@ -6,6 +6,7 @@ their own wording for a core outcome.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from bot.errors import (
     PromptRefusedError,
     ProviderError,
     ProviderTimeoutError,
+    ProviderWaitTooLongError,
     QueueFullError,
     QuotaExceededError,
     ReviewNotYoursError,
@@ -136,6 +138,10 @@ TEMPORARILY_UNAVAILABLE = (
     "Image generation is temporarily unavailable. Nothing was charged; please try again later."
 )
 
+def _minutes(seconds: float) -> int:
+    return max(1, math.ceil(seconds / 60))
+
+
 _LIMIT_LABELS = {
     "images_per_day": "daily image limit",
     "images_per_month": "monthly image limit",
@@ -206,6 +212,12 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
         )
     if isinstance(err, ProviderTimeoutError):
         return "The image service took too long to answer. Nothing was charged; please try again."
+    if isinstance(err, ProviderWaitTooLongError):
+        minutes = _minutes(err.wait)
+        return (
+            f"The image service is rate-limited, try again in {minutes:,} "
+            f"minute{'s' if minutes != 1 else ''}. Nothing was charged."
+        )
     if isinstance(err, ReviewNotYoursError):
         return REVIEW_NOT_YOURS
     if isinstance(err, PermissionDeniedError):
