@@ -62,6 +62,13 @@ __all__ = [
     "GRAMMAR",
     "NO_ADAPTERS",
     "NO_REVIEW_CHANNEL",
+    "PATTERNS_TOO_COMPLEX",
+    "PATTERN_BACKREFERENCE",
+    "PATTERN_CONDITIONAL",
+    "PATTERN_LOOKAROUND",
+    "PATTERN_POSSESSIVE",
+    "PATTERN_TOO_COMPLEX",
+    "PATTERN_UPPER_Z",
     "PREVIEW_WARNING",
     "REROLL_HINT",
     "REVIEW_ALREADY_DECIDED",
@@ -102,6 +109,7 @@ __all__ = [
     "moderation_log_text",
     "not_in_channel_text",
     "progress_text",
+    "prompt_too_long_to_check_text",
     "queue_text",
     "quota_cleared_text",
     "quota_set_text",
@@ -137,6 +145,25 @@ NO_ADAPTERS = (
 TEMPORARILY_UNAVAILABLE = (
     "Image generation is temporarily unavailable. Nothing was charged; please try again later."
 )
+
+# Why ``block add /regex/`` refused a pattern (RE2, the filter's engine, lacks these).
+PATTERN_BACKREFERENCE = "a pattern cannot use back-references, like \\1"
+PATTERN_LOOKAROUND = "a pattern cannot look ahead or behind, like (?=x), (?!x), (?<=x) or (?<!x)"
+PATTERN_POSSESSIVE = (
+    "a pattern cannot use possessive repeats or atomic groups, like a*+, a++ or (?>x)"
+)
+PATTERN_CONDITIONAL = "a pattern cannot use conditionals, like (?(1)a|b)"
+PATTERN_UPPER_Z = "write \\z, not \\Z, for the end of the prompt"
+PATTERN_TOO_COMPLEX = "that pattern is too complex to check quickly; use fewer or shorter repeats"
+PATTERNS_TOO_COMPLEX = (
+    "this server's patterns together would be too complex to check quickly; remove one first"
+)
+
+
+def prompt_too_long_to_check_text(length: int, limit: int) -> str:
+    """Why a prompt too long for the filter was refused (an ``InvalidRequestError`` reason)."""
+    return f"the prompt is {length} characters; at most {limit} can be checked"
+
 
 def _minutes(seconds: float) -> int:
     return max(1, math.ceil(seconds / 60))
