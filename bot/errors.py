@@ -22,6 +22,7 @@ Every error carries structured fields and no user-facing wording::
        ├─ ProviderTimeoutError
        ├─ ProviderUnavailableError      connection failures, 5xx after retries
        ├─ ProviderRateLimitedError(retry_after)
+       │  └─ ProviderWaitTooLongError(wait) longer than the queue may be held; refunded
        ├─ ProviderQuotaError            insufficient_quota / billing_hard_limit_reached
        ├─ ProviderResponseError         malformed JSON, bytes that are not an image, dead URL
        ├─ ContentRejectedError          content_policy_violation / moderation_blocked
@@ -55,6 +56,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
+    "ProviderWaitTooLongError",
     "QueueFullError",
     "QuotaExceededError",
     "ReviewNotYoursError",
@@ -218,6 +220,24 @@ class ProviderRateLimitedError(ProviderError):
     ) -> None:
         super().__init__(detail, status=status, request_id=request_id)
         self.retry_after = retry_after
+
+
+class ProviderWaitTooLongError(ProviderRateLimitedError):
+    """The provider asked for a wait of ``wait`` seconds, longer than the scheduler holds new
+    starts for (``hold`` seconds): the job fails at once and the user is told when to retry."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        wait: float,
+        hold: float,
+        status: int | None = 429,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, request_id=request_id, retry_after=wait)
+        self.wait = wait
+        self.hold = hold
 
 
 class ProviderQuotaError(ProviderError):

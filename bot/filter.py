@@ -1,7 +1,7 @@
 """The prompt filter: blocked words and regular expressions, matched the way people evade them.
 
-Pure and synchronous; ``bot.moderation`` decides what a match means. Text and terms are first
-*folded* the same way:
+Synchronous and CPU-bound: ``bot.moderation`` runs ``PromptFilter.match`` on a thread of its
+own and decides what a match means. Text and terms are first *folded* the same way:
 
 1. case-folded, decomposed (NFKD) and stripped of combining marks and invisible format
    characters, so "NÜDE", "nude" and "nu\\u200bde" are the same word;
@@ -16,11 +16,20 @@ with any letter repeated ("nuuuude"), so words that merely contain a blocked wor
 ("Scunthorpe", "class", "assassin", "grape", "Sussex", "therapist") never match. A term of
 several words matches them with any separators in between.
 
-Regular expressions (admins' ``block add-pattern``) are searched, case-insensitively, in the
-prompt as typed and in its folded form. Python's ``re`` has no timeout, so a pattern is
-limited to ``MAX_PATTERN_LENGTH`` characters, may not repeat a group that itself repeats
-(``(a+)+``, the classic catastrophic backtracking shape) or use back-references, and only
-the first ``MAX_PATTERN_INPUT`` characters of a prompt are searched with patterns.
+Regular expressions (admins' ``block add /regex/``) are searched, case-insensitively, in the
+prompt as typed and in its folded form.
+
+Every expression here, the terms' own and the admins', runs on RE2 (``google-re2``), whose
+matching time is linear in the length of the text, so no pattern can backtrack
+catastrophically (Python's ``re`` took a second on ``(a|a)*b`` against 22 letters, twice as
+long for every two more, and about 20 minutes on the term ``lil`` against 4,000 characters of
+``1``; see BENCHMARKS.md). RE2 has no look-around, back-references, possessive repeats, atomic
+groups or conditionals; ``compile_pattern`` refuses them with a one-line reason. RE2's time is
+also proportional to the size of the compiled program (``a{1000}`` is a thousand steps), so a
+pattern is at most ``MAX_PATTERN_LENGTH`` characters and ``MAX_PATTERN_SIZE`` program steps,
+and a server's patterns together at most ``MAX_PATTERNS_SIZE``; ``MAX_CHECKED_LENGTH`` bounds
+the text. RE2 releases the GIL while it searches and the folding is linear Python, so a check
+on another thread leaves the event loop free.
 """
 
 from __future__ import annotations
@@ -31,19 +40,35 @@ import itertools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import re2
 
 from bot.errors import InvalidRequestError
+from bot.messages import (
+    PATTERN_BACKREFERENCE,
+    PATTERN_CONDITIONAL,
+    PATTERN_LOOKAROUND,
+    PATTERN_POSSESSIVE,
+    PATTERN_TOO_COMPLEX,
+    PATTERN_UPPER_Z,
+    PATTERNS_TOO_COMPLEX,
+)
 
 __all__ = [
     "BUILTIN_RESOURCE",
-    "MAX_PATTERN_INPUT",
+    "MAX_CHECKED_LENGTH",
+    "MAX_PATTERNS_SIZE",
     "MAX_PATTERN_LENGTH",
+    "MAX_PATTERN_SIZE",
     "MAX_TERM_LENGTH",
+    "CompiledPattern",
     "PromptFilter",
     "builtin_terms",
     "cached_filter",
+    "check_pattern",
     "check_term",
     "compile_pattern",
     "fold",
@@ -55,13 +80,47 @@ log = logging.getLogger(__name__)
 BUILTIN_RESOURCE = "data/blocked_words.txt"
 MAX_TERM_LENGTH = 100
 MAX_PATTERN_LENGTH = 200
-MAX_PATTERN_INPUT = 2000
+MAX_PATTERN_SIZE = 2_000
+"""RE2 program steps one pattern may compile to (``\\pL`` alone is about 1,200)."""
+MAX_PATTERNS_SIZE = 20_000
+"""RE2 program steps a server's patterns may compile to together."""
+MAX_CHECKED_LENGTH = 16_000
+"""Longest text ``match`` accepts (the parser's own limit, MAX_PROMPT_LENGTH, is 4,000 by
+default); ``bot.moderation`` refuses longer prompts before checking them."""
 
 _SWAPS = str.maketrans({"0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # What a folded letter of a term also accepts in the text ("1" stands for i or l).
 _LOOKALIKES = {"i": "[i1]", "l": "[l1]", "1": "[1il]"}
+# Python's ``re`` only splits text into words here: one character class cannot backtrack.
 _WORD = re.compile(r"[^\W_]+")
 _MAX_GAP = 3  # separator characters allowed between spelled-out letters
+# A compiled program is capped at this much memory (RE2's default is 8 MiB) so that hundreds
+# of patterns cannot hold gigabytes of matching state; searches stay linear either way.
+_MAX_MEM = 1 << 20
+
+
+class CompiledPattern(Protocol):
+    """The part of a compiled RE2 expression the filter uses."""
+
+    @property
+    def pattern(self) -> str: ...
+
+    @property
+    def programsize(self) -> int: ...
+
+    def search(self, text: bytes) -> object | None: ...
+
+
+def _options(*, case_sensitive: bool) -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.max_mem = _MAX_MEM
+    options.log_errors = False  # RE2 would print the pattern to stderr
+    return options
+
+
+_TERM_OPTIONS = _options(case_sensitive=True)  # terms see folded (case-folded) text only
+_PATTERN_OPTIONS = _options(case_sensitive=False)
 
 
 def fold(text: str) -> str:
@@ -110,10 +169,11 @@ def join_spelled_out(text: str) -> str:
 
 
 def _letter(ch: str) -> str:
-    return _LOOKALIKES.get(ch, re.escape(ch))
+    return _LOOKALIKES.get(ch, ch)  # ``ch`` is a letter or digit: nothing to escape
 
 
-def _term_regex(term: str) -> re.Pattern[str] | None:
+@functools.lru_cache(maxsize=4096)
+def _term_regex(term: str) -> CompiledPattern | None:
     words = _WORD.findall(fold(term))
     if not words:
         return None
@@ -122,91 +182,92 @@ def _term_regex(term: str) -> re.Pattern[str] | None:
         runs = [(ch, len(list(group))) for ch, group in itertools.groupby(word)]
         # A run keeps its length as a minimum ("ass" needs two s), any letter may repeat.
         parts.append("".join(_letter(ch) + ("+" if n == 1 else f"{{{n},}}") for ch, n in runs))
-    body = r"[\W_]+".join(parts)
-    return re.compile(rf"(?<![^\W_]){body}(?:e?s)?(?![^\W_])")
+    # Terms search the text's words joined by single spaces (``_words``), so a space stands
+    # for any run of separators. RE2 has no look-around: the word edges are consumed instead,
+    # which changes nothing when the only question is whether there is a match.
+    body = " ".join(parts)
+    compiled: CompiledPattern = re2.compile(f"(?:^| ){body}(?:e?s)?(?: |$)", _TERM_OPTIONS)
+    return compiled
 
 
 def check_term(term: str) -> str:
     """A blocked term as stored: trimmed, single-spaced, lower case. ``InvalidRequestError``
     when it has no letters or digits or is too long."""
     cleaned = " ".join(term.split()).casefold()
-    if not cleaned or not _WORD.search(fold(cleaned)):
-        raise InvalidRequestError("a blocked word needs at least one letter or digit")
     if len(cleaned) > MAX_TERM_LENGTH:
         raise InvalidRequestError(f"a blocked word can be at most {MAX_TERM_LENGTH} characters")
+    if not cleaned or not _WORD.search(fold(cleaned)):
+        raise InvalidRequestError("a blocked word needs at least one letter or digit")
     return cleaned
 
 
-def _repeats_at(pattern: str, index: int) -> bool:
-    """Whether a quantifier that can repeat (``*``, ``+``, ``{m,n}`` with n > 1) starts here."""
-    if index >= len(pattern):
-        return False
-    if pattern[index] in "*+":
-        return True
-    counted = re.match(r"\{(\d*)(,?)(\d*)\}", pattern[index:])
-    if counted is None:
-        return False
-    low, comma, high = counted.groups()
-    if not comma:
-        return int(low or "0") > 1
-    return not high or int(high) > 1
+def _rejection(pattern: str, error: re2.error) -> str:
+    """One line saying why RE2 would not compile ``pattern``."""
+    raw = error.args[0] if error.args else ""
+    message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    operator = message.removeprefix("invalid perl operator: ")
+    if operator != message and operator.startswith(("(?=", "(?!", "(?<=", "(?<!")):
+        return PATTERN_LOOKAROUND
+    if operator.startswith("(?>"):
+        return PATTERN_POSSESSIVE  # an atomic group
+    if message.startswith("bad repetition operator: ") and message.endswith("+"):
+        return PATTERN_POSSESSIVE  # a*+, a++, a?+, a{2}+
+    if operator.startswith("(?("):
+        return PATTERN_CONDITIONAL
+    if re.fullmatch(r"invalid escape sequence: \\[1-9gk]", message) or (
+        operator == "(?P" and "(?P=" in pattern
+    ):
+        return PATTERN_BACKREFERENCE  # \1, \g<1>, \k<name>, (?P=name)
+    if message == "invalid escape sequence: \\Z":
+        return PATTERN_UPPER_Z
+    if message.startswith(("pattern too large", "invalid repetition size")):
+        return PATTERN_TOO_COMPLEX
+    return f"that is not a valid regular expression ({message or 'RE2 refused it'})"
 
 
-def _check_backtracking(pattern: str) -> None:
-    if re.search(r"\\[1-9]|\(\?P=", pattern):
-        raise InvalidRequestError("a pattern cannot use back-references")
-    stack = [False]  # per open group: does it contain a repeat?
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "[":
-            j = i + 1
-            if j < len(pattern) and pattern[j] == "^":
-                j += 1
-            if j < len(pattern) and pattern[j] == "]":
-                j += 1
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
-            if _repeats_at(pattern, i):
-                stack[-1] = True
-            continue
-        if ch == "(":
-            stack.append(False)
-        elif ch == ")" and len(stack) > 1:
-            inner = stack.pop()
-            if _repeats_at(pattern, i + 1):
-                if inner:
-                    raise InvalidRequestError(
-                        "a pattern cannot repeat a group that repeats itself, like (a+)+"
-                    )
-                stack[-1] = True
-            elif inner:
-                stack[-1] = True
-        elif _repeats_at(pattern, i):
-            stack[-1] = True
-        i += 1
-
-
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """An admin's regular expression, compiled case-insensitively, or ``InvalidRequestError``
-    naming the problem (empty, too long, invalid, or prone to catastrophic backtracking)."""
+def compile_pattern(pattern: str) -> CompiledPattern:
+    """An admin's regular expression, compiled case-insensitively with RE2, or
+    ``InvalidRequestError`` naming the problem: empty, too long, something RE2 does not
+    have (look-around, back-references, possessive repeats, atomic groups, conditionals),
+    too complex, invalid, or matching every prompt. Compiling can take tens of milliseconds:
+    call it off the event loop."""
     pattern = pattern.strip()
     if not pattern:
         raise InvalidRequestError("the pattern is empty")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidRequestError(f"a pattern can be at most {MAX_PATTERN_LENGTH} characters")
-    _check_backtracking(pattern)
     try:
-        compiled = re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidRequestError(f"that is not a valid regular expression ({exc.msg})") from None
-    if compiled.search(""):
+        compiled: CompiledPattern = re2.compile(pattern, _PATTERN_OPTIONS)
+    except re2.error as exc:
+        raise InvalidRequestError(_rejection(pattern, exc)) from None
+    if compiled.programsize > MAX_PATTERN_SIZE:
+        raise InvalidRequestError(PATTERN_TOO_COMPLEX)
+    if compiled.search(b""):
         raise InvalidRequestError("that pattern matches every prompt")
     return compiled
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_pattern(pattern: str) -> CompiledPattern | None:
+    """A pattern from the database, or ``None`` (warned about once) when it no longer
+    compiles: it may predate RE2 (a look-ahead was fine for Python's ``re``)."""
+    try:
+        return compile_pattern(pattern)
+    except InvalidRequestError as exc:
+        log.warning("skipping the stored blocked pattern %r: %s", pattern, exc.reason)
+        return None
+
+
+def check_pattern(pattern: str, existing: Sequence[str] = ()) -> str:
+    """A new pattern as stored (trimmed), vetted by ``compile_pattern`` and against the
+    server's ``existing`` patterns: together they must fit in ``MAX_PATTERNS_SIZE``. Runs
+    RE2's compiler: call it off the event loop."""
+    compiled = compile_pattern(pattern)
+    others = (_stored_pattern(p) for p in existing if p != compiled.pattern)
+    used = sum(c.programsize for c in others if c is not None)
+    if used + compiled.programsize > MAX_PATTERNS_SIZE:
+        raise InvalidRequestError(PATTERNS_TOO_COMPLEX)
+    return compiled.pattern
 
 
 @functools.cache
@@ -218,51 +279,80 @@ def builtin_terms() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Term:
-    term: str
-    regex: re.Pattern[str]
+class _Rule:
+    source: str
+    regex: CompiledPattern
 
 
 class PromptFilter:
     """Blocked ``terms`` and ``patterns``; ``match`` names the first rule that hits, as
-    ``"<label>:<term>"`` or ``"pattern:<regex>"``. Patterns that do not compile (stored before
-    a rule change) are skipped with a warning; use ``compile_pattern`` to vet new ones."""
+    ``"<label>:<term>"`` or ``"pattern:<regex>"``. Stored patterns that do not compile (kept
+    from before a rule change) are skipped with one warning each, and so are those beyond
+    ``MAX_PATTERNS_SIZE``; use ``check_pattern`` to vet new ones. Building one compiles every
+    rule: do it off the event loop (``cached_filter``)."""
 
     def __init__(
         self, terms: Iterable[str] = (), patterns: Iterable[str] = (), *, label: str = "term"
     ) -> None:
         self.label = label
-        self._terms: list[_Term] = []
+        self._terms: list[_Rule] = []
         for term in terms:
             regex = _term_regex(term)
             if regex is not None:
-                self._terms.append(_Term(term, regex))
-        self._patterns: list[tuple[str, re.Pattern[str]]] = []
+                self._terms.append(_Rule(term, regex))
+        self._patterns: list[_Rule] = []
+        size = 0
         for pattern in patterns:
-            try:
-                self._patterns.append((pattern, compile_pattern(pattern)))
-            except InvalidRequestError as exc:
-                log.warning("skipping a stored blocked pattern: %s", exc.reason)
+            compiled = _stored_pattern(pattern)
+            if compiled is None:
+                continue
+            if size + compiled.programsize > MAX_PATTERNS_SIZE:
+                log.warning(
+                    "skipping the stored blocked pattern %r: %s", pattern, PATTERNS_TOO_COMPLEX
+                )
+                continue
+            size += compiled.programsize
+            self._patterns.append(_Rule(pattern, compiled))
 
     def __len__(self) -> int:
         return len(self._terms) + len(self._patterns)
 
     def match(self, text: str) -> str | None:
+        """The first rule ``text`` hits, or ``None``. CPU-bound (a few milliseconds for a few
+        thousand characters and hundreds of rules): run it in a worker thread. ``text`` may
+        be at most ``MAX_CHECKED_LENGTH`` characters (``ValueError``)."""
+        if len(text) > MAX_CHECKED_LENGTH:
+            raise ValueError(f"text of {len(text)} characters; at most {MAX_CHECKED_LENGTH}")
         if not text or not (self._terms or self._patterns):
             return None
         folded = fold(text)
-        forms = (folded, join_spelled_out(folded))
-        for entry in self._terms:
-            if any(entry.regex.search(form) for form in forms):
-                return f"{self.label}:{entry.term}"
-        head, folded_head = text[:MAX_PATTERN_INPUT], folded[:MAX_PATTERN_INPUT]
-        for source, regex in self._patterns:
-            if regex.search(head) or regex.search(folded_head):
-                return f"pattern:{source}"
+        if self._terms:
+            words = _words(folded)
+            joined = _words(join_spelled_out(folded))
+            forms = (words,) if joined == words else (words, joined)
+            for rule in self._terms:
+                if any(rule.regex.search(form) for form in forms):
+                    return f"{self.label}:{rule.source}"
+        if self._patterns:
+            typed = (_utf8(text), _utf8(folded))
+            for rule in self._patterns:
+                if any(rule.regex.search(form) for form in typed):
+                    return f"pattern:{rule.source}"
         return None
+
+
+def _words(text: str) -> bytes:
+    """The words of ``text`` (letters and digits) joined by single spaces, for the terms."""
+    return _utf8(" ".join(_WORD.findall(text)))
+
+
+def _utf8(text: str) -> bytes:
+    # RE2 searches UTF-8; searching bytes spares its wrapper re-encoding the text per rule.
+    # "replace": a lone surrogate (valid JSON, invalid UTF-8) must not break the check.
+    return text.encode("utf-8", "replace")
 
 
 @functools.lru_cache(maxsize=256)
 def cached_filter(terms: tuple[str, ...], patterns: tuple[str, ...]) -> PromptFilter:
-    """A server's filter, compiled once per distinct rule set."""
+    """A server's filter, compiled once per distinct rule set (in the caller's thread)."""
     return PromptFilter(terms, patterns)

@@ -6,6 +6,7 @@ their own wording for a core outcome.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from bot.errors import (
     PromptRefusedError,
     ProviderError,
     ProviderTimeoutError,
+    ProviderWaitTooLongError,
     QueueFullError,
     QuotaExceededError,
     ReviewNotYoursError,
@@ -61,6 +63,13 @@ __all__ = [
     "GRAMMAR",
     "NO_ADAPTERS",
     "NO_REVIEW_CHANNEL",
+    "PATTERNS_TOO_COMPLEX",
+    "PATTERN_BACKREFERENCE",
+    "PATTERN_CONDITIONAL",
+    "PATTERN_LOOKAROUND",
+    "PATTERN_POSSESSIVE",
+    "PATTERN_TOO_COMPLEX",
+    "PATTERN_UPPER_Z",
     "PREVIEW_WARNING",
     "REROLL_HINT",
     "REVIEW_ALREADY_DECIDED",
@@ -103,6 +112,7 @@ __all__ = [
     "not_in_channel_text",
     "option_refused_text",
     "progress_text",
+    "prompt_too_long_to_check_text",
     "queue_text",
     "quota_cleared_text",
     "quota_set_text",
@@ -139,6 +149,29 @@ NO_ADAPTERS = (
 TEMPORARILY_UNAVAILABLE = (
     "Image generation is temporarily unavailable. Nothing was charged; please try again later."
 )
+
+# Why ``block add /regex/`` refused a pattern (RE2, the filter's engine, lacks these).
+PATTERN_BACKREFERENCE = "a pattern cannot use back-references, like \\1"
+PATTERN_LOOKAROUND = "a pattern cannot look ahead or behind, like (?=x), (?!x), (?<=x) or (?<!x)"
+PATTERN_POSSESSIVE = (
+    "a pattern cannot use possessive repeats or atomic groups, like a*+, a++ or (?>x)"
+)
+PATTERN_CONDITIONAL = "a pattern cannot use conditionals, like (?(1)a|b)"
+PATTERN_UPPER_Z = "write \\z, not \\Z, for the end of the prompt"
+PATTERN_TOO_COMPLEX = "that pattern is too complex to check quickly; use fewer or shorter repeats"
+PATTERNS_TOO_COMPLEX = (
+    "this server's patterns together would be too complex to check quickly; remove one first"
+)
+
+
+def prompt_too_long_to_check_text(length: int, limit: int) -> str:
+    """Why a prompt too long for the filter was refused (an ``InvalidRequestError`` reason)."""
+    return f"the prompt is {length} characters; at most {limit} can be checked"
+
+
+def _minutes(seconds: float) -> int:
+    return max(1, math.ceil(seconds / 60))
+
 
 _LIMIT_LABELS = {
     "images_per_day": "daily image limit",
@@ -210,6 +243,12 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
         )
     if isinstance(err, ProviderTimeoutError):
         return "The image service took too long to answer. Nothing was charged; please try again."
+    if isinstance(err, ProviderWaitTooLongError):
+        minutes = _minutes(err.wait)
+        return (
+            f"The image service is rate-limited, try again in {minutes:,} "
+            f"minute{'s' if minutes != 1 else ''}. Nothing was charged."
+        )
     if isinstance(err, ReviewNotYoursError):
         return REVIEW_NOT_YOURS
     if isinstance(err, PermissionDeniedError):

@@ -5,7 +5,9 @@ it before the hold, so a refusal costs nothing):
 
 1. the server's channel allow-list (``ChannelNotAllowedError`` outside it);
 2. the built-in word list (``bot/data/blocked_words.txt``), then the server's blocked words and
-   patterns (``bot.filter``), on the prompt and on the negative prompt;
+   patterns (``bot.filter``), on the prompt and on the negative prompt, on a thread of its own
+   (the filter is CPU work: folding, and RE2 searches linear in the text, which is at most
+   ``MAX_CHECKED_LENGTH`` characters), so a check never holds up the event loop;
 3. when ``MODERATION_API_BASE_URL`` is set, an OpenAI-compatible ``POST {base}/moderations``
    (``ModerationClient``); a flagged prompt is refused with its categories as the rule. When
    the endpoint fails, ``MODERATION_FAIL_POLICY`` (``refuse`` or ``allow``) decides and a
@@ -21,10 +23,14 @@ after an approval the adapter runs the job with ``screen=False``, charged to the
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -38,7 +44,14 @@ from bot.errors import (
     PromptRefusedError,
     ReviewNotYoursError,
 )
-from bot.filter import PromptFilter, builtin_terms, cached_filter, check_term, compile_pattern
+from bot.filter import (
+    MAX_CHECKED_LENGTH,
+    PromptFilter,
+    builtin_terms,
+    cached_filter,
+    check_pattern,
+    check_term,
+)
 from bot.ledger import SqliteLedger
 from bot.messages import (
     NO_REVIEW_CHANNEL,
@@ -46,6 +59,7 @@ from bot.messages import (
     REVIEW_ALREADY_REQUESTED,
     REVIEW_NOT_FOUND,
     REVIEW_NOT_REQUESTED,
+    prompt_too_long_to_check_text,
 )
 from bot.models import (
     GenerationRequest,
@@ -75,6 +89,14 @@ MAX_RULES = 500
 """Most blocked words (and, separately, patterns and allowed channels) per server."""
 
 FailPolicy = Literal["refuse", "allow"]
+
+T = TypeVar("T")
+
+# Filter checks run on their own thread, not the loop's default executor: a burst of long
+# prompts then takes at most one core (and rarely the GIL, for the folding) from the event
+# loop and the image client's decoding; with several check threads the loop was seen 100+ ms
+# late on two busy cores. One check takes milliseconds, so one thread keeps up.
+_CHECK_THREADS = 1
 
 
 def split_block_term(text: str) -> tuple[bool, str]:
@@ -199,6 +221,7 @@ class Moderation:
         self._builtin = PromptFilter(
             builtin_terms() if builtin is None else builtin, label="builtin"
         )
+        self._checks = ThreadPoolExecutor(_CHECK_THREADS, thread_name_prefix="moderation")
 
     @classmethod
     def open(
@@ -235,14 +258,17 @@ class Moderation:
         rules = await self.rules(requester.platform, requester.workspace_id)
         if rules.allowed_channel_ids and requester.channel_id not in rules.allowed_channel_ids:
             raise ChannelNotAllowedError(rules.allowed_channel_ids)
-        server = cached_filter(rules.blocked_terms, rules.blocked_patterns)
         texts = [("", request.prompt)]
         if request.negative_prompt:
             texts.append((" (negative prompt)", request.negative_prompt))
-        for where, text in texts:
-            rule = self._builtin.match(text) or server.match(text)
-            if rule is not None:
-                await self._refuse(request, requester, source="filter", rule=rule + where)
+        for _, text in texts:
+            if len(text) > MAX_CHECKED_LENGTH:  # before any work on it
+                raise InvalidRequestError(
+                    prompt_too_long_to_check_text(len(text), MAX_CHECKED_LENGTH)
+                )
+        rule = await self.off_loop(functools.partial(self._match, rules, texts))
+        if rule is not None:
+            await self._refuse(request, requester, source="filter", rule=rule)
         if self.client is not None:
             try:
                 categories = await self.client.flagged([text for _, text in texts])
@@ -268,6 +294,21 @@ class Moderation:
                 return
             if categories is not None:
                 await self._refuse(request, requester, source="moderation", rule=categories)
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """``work()`` on a moderation thread (with this task's context, for log lines)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._checks, context.run, work)
+
+    def _match(self, rules: ServerRules, texts: Sequence[tuple[str, str]]) -> str | None:
+        """The first word-list or pattern rule any text hits. Runs on the moderation thread: it
+        compiles the server's rules (once per rule set) and searches every text."""
+        server = cached_filter(rules.blocked_terms, rules.blocked_patterns)
+        for where, text in texts:
+            rule = self._builtin.match(text) or server.match(text)
+            if rule is not None:
+                return rule + where
+        return None
 
     async def _refuse(
         self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
@@ -372,10 +413,14 @@ class ModerationAdmin:
         return await self._add(actor, "term", check_term(term))
 
     async def block_add_pattern(self, actor: Requester, regex: str) -> bool:
-        """Block a regular expression (``InvalidRequestError`` when it is invalid or risky)."""
+        """Block a regular expression (``InvalidRequestError`` when RE2 cannot run it, it is
+        too complex, alone or with the server's other patterns, or it matches everything)."""
         self._check(actor, "change the blocked words")
-        compile_pattern(regex)
-        return await self._add(actor, "pattern", regex.strip())
+        rules = await self.moderation.rules(actor.platform, actor.workspace_id)
+        # RE2's compiler can take tens of milliseconds on a large pattern: off the loop.
+        vet = functools.partial(check_pattern, regex, rules.blocked_patterns)
+        pattern = await self.moderation.off_loop(vet)
+        return await self._add(actor, "pattern", pattern)
 
     async def block_remove(self, actor: Requester, term_or_regex: str) -> bool:
         """Unblock a word or a pattern (also accepted as ``/regex/``); ``False`` when neither

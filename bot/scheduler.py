@@ -14,10 +14,14 @@ remembered only while it has jobs queued or running.
 
 Back-pressure: a provider call that raises ``ProviderRateLimitedError`` halves the effective
 concurrency (at least 1; calls already in flight then do not halve it again) and holds every
-new start until its ``retry_after`` has passed (or ``default_retry_after``); the rate-limited
-job goes back to the front of the queue and is retried at most ``max_rate_limit_retries``
-times. Each run of ``concurrency`` successful calls started after the cut then raises the cap
-by one, back up to ``max_concurrent``.
+new start until its ``retry_after`` has passed (or ``default_retry_after``), but never for
+more than ``max_hold`` seconds: one server's 429 must not stop every server's images. A job
+whose ``retry_after`` is within ``max_hold`` goes back to the front of the queue and is retried
+at most ``max_rate_limit_retries`` times; one asked to wait longer (an hour, or an HTTP date
+years away) fails at once with ``ProviderWaitTooLongError``, and the queue starts again after
+the bounded hold. ``max_hold`` is the provider client's own retry cap (``retry_cap_seconds``),
+the longest wait it would sit through itself. Each run of ``concurrency`` successful calls
+started after the cut then raises the cap by one, back up to ``max_concurrent``.
 
 How the service uses it::
 
@@ -48,6 +52,7 @@ from typing import TypeVar
 from bot.errors import (
     JobCancelledError,
     ProviderRateLimitedError,
+    ProviderWaitTooLongError,
     QueueFullError,
     ShuttingDownError,
     TooManyJobsError,
@@ -120,6 +125,22 @@ class Ticket:
                 result = await factory()
             except ProviderRateLimitedError as exc:
                 scheduler._finish_call(self, started, rate_limited=exc)
+                wait = exc.retry_after
+                if wait is not None and wait > scheduler.max_hold:
+                    log.warning(
+                        "job %s: the provider asks to wait %.0f s, more than the %.0f s the "
+                        "queue is held; the job fails",
+                        self.job_id,
+                        wait,
+                        scheduler.max_hold,
+                    )
+                    raise ProviderWaitTooLongError(
+                        exc.detail,
+                        wait=wait,
+                        hold=scheduler.max_hold,
+                        status=exc.status,
+                        request_id=exc.request_id,
+                    ) from exc
                 if retries >= scheduler.max_rate_limit_retries or scheduler.closed:
                     raise
                 retries += 1
@@ -188,13 +209,17 @@ class Scheduler:
         latency_weight: float = 0.3,
         default_retry_after: float = 1.0,
         max_rate_limit_retries: int = 1,
+        max_hold: float = 20.0,
     ) -> None:
         if max_concurrent < 1 or max_per_user < 1 or max_queue < 0:
             raise ValueError("max_concurrent and max_per_user must be >= 1, max_queue >= 0")
+        if max_hold < 0:
+            raise ValueError("max_hold must be >= 0")
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
         self.max_queue = max_queue
         self.max_rate_limit_retries = max_rate_limit_retries
+        self.max_hold = max_hold
         self._clock = clock
         self._sleep = sleep
         self._weight = latency_weight
@@ -456,9 +481,10 @@ class Scheduler:
                     self._successes = 0
                     log.info("provider recovering: concurrency back to %d", self._concurrency)
         elif rate_limited is not None:
-            wait = rate_limited.retry_after
-            if wait is None:
-                wait = self._default_retry_after
+            asked = rate_limited.retry_after
+            if asked is None:
+                asked = self._default_retry_after
+            wait = min(asked, self.max_hold)
             if ticket._epoch == self._epoch:
                 # Calls already in flight when the cap was lowered do not lower it again.
                 self._concurrency = max(1, self._concurrency // 2)
@@ -466,7 +492,9 @@ class Scheduler:
                 self._successes = 0
             self._hold_until = max(self._hold_until, self._clock() + wait)
             log.warning(
-                "provider rate limit: concurrency lowered to %d, next start in %.2f s",
+                "provider rate limit (asked to wait %.2f s): concurrency lowered to %d, next "
+                "start in %.2f s",
+                asked,
                 self._concurrency,
                 wait,
             )

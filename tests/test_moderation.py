@@ -140,8 +140,13 @@ async def test_admins_edit_the_server_list_and_every_change_is_audited(
 async def test_invalid_or_risky_patterns_are_refused_and_not_stored(
     admin: ModerationAdmin,
 ) -> None:
-    for pattern in ("(a+)+", "(unclosed", ".*"):
-        with pytest.raises(InvalidRequestError):
+    for pattern, problem in [
+        ("(?<!good )dragon", "look ahead or behind"),
+        ("a++", "possessive"),
+        ("(unclosed", "not a valid"),
+        (".*", "matches every prompt"),
+    ]:
+        with pytest.raises(InvalidRequestError, match=problem):
             await admin.block_add_pattern(ADMIN, pattern)
     assert (await admin.block_list(ADMIN)).blocked_patterns == ()
 

@@ -11,6 +11,7 @@ import pytest
 from bot.errors import (
     JobCancelledError,
     ProviderRateLimitedError,
+    ProviderWaitTooLongError,
     QueueFullError,
     ShuttingDownError,
     TooManyJobsError,
@@ -344,6 +345,48 @@ async def test_a_second_429_gives_up_and_raises() -> None:
     assert scheduler.active == 0
 
 
+@pytest.mark.parametrize("retry_after", [3600.0, 2.3e9])  # an hour; an HTTP date in 2099
+async def test_a_429_asking_for_longer_than_the_hold_fails_that_job_and_others_go_on(
+    retry_after: float,
+) -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(max_concurrent=1, clock=clock, sleep=clock.sleep, max_hold=20.0)
+    jobs = Jobs(scheduler, clock)
+    limited = await jobs.submit("a", member("ann"))
+    progress = Recorder()
+    waiting = await jobs.submit("b", member("bob"), progress=progress)
+    assert await progress.wait(1) == QueueStatus("b", 0, False, None)
+
+    jobs.fail_once["a"] = ProviderRateLimitedError("slow down", retry_after=retry_after)
+    jobs.finish("a")
+    # New starts are held for the bounded 20 s, not for the provider's wait...
+    assert await clock.wait_sleeps(1) == [20.0]
+    # ...and the job that was told to wait that long fails instead of waiting.
+    with pytest.raises(ProviderWaitTooLongError) as failed:
+        await limited
+    assert (failed.value.wait, failed.value.hold) == (retry_after, 20.0)
+    clock.advance(19.9)
+    assert (scheduler.running, scheduler.queued) == (0, 1)
+    clock.advance(0.1)
+    assert await jobs.wait_started(2) == ["a", "b"]  # a was not retried
+    jobs.finish("b")
+    assert await waiting == "b"
+    assert scheduler.active == 0
+
+
+async def test_a_429_within_the_hold_is_still_waited_out_and_retried() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(max_concurrent=1, clock=clock, sleep=clock.sleep, max_hold=20.0)
+    jobs = Jobs(scheduler, clock)
+    task = await jobs.submit("a", member("ann"))
+    jobs.fail_once["a"] = ProviderRateLimitedError("slow down", retry_after=20.0)
+    jobs.finish("a")
+    assert await clock.wait_sleeps(1) == [20.0]
+    clock.advance(20.0)
+    assert await task == "a"
+    assert jobs.started == ["a", "a"]
+
+
 async def test_close_drains_the_queue_within_the_grace_then_refuses_new() -> None:
     jobs = Jobs(Scheduler(max_concurrent=1))
     running = await jobs.submit("a", member("ann"))
@@ -397,3 +440,5 @@ async def test_a_cancelled_caller_is_still_a_cancellation() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_concurrent"):
         Scheduler(max_concurrent=0)
+    with pytest.raises(ValueError, match="max_hold"):
+        Scheduler(max_hold=-1.0)

@@ -1,12 +1,15 @@
 """The service with a scheduler and the real SQLite ledger: refusals, cancel and shutdown
-refund the hold; progress reports the queue; a 429 is waited out, not charged twice."""
+refund the hold; progress reports the queue; a 429 is waited out, not charged twice; a 429
+asking for a longer wait than the queue may be held fails only its own job."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from bot.catalog import load_catalog
 from bot.errors import (
@@ -15,15 +18,19 @@ from bot.errors import (
     PermissionDeniedError,
     ProviderRateLimitedError,
     ProviderTimeoutError,
+    ProviderWaitTooLongError,
     QueueFullError,
     ShuttingDownError,
     TooManyJobsError,
 )
 from bot.ledger import SqliteLedger
+from bot.messages import describe
 from bot.models import GenerationResult, JobState, Limits, QueueStatus, Requester
+from bot.provider import OpenAIImageClient, new_http_client
 from bot.scheduler import Scheduler
 from bot.service import ImageService
 from tests.fakes.clock import FakeClock
+from tests.fakes.image_api import FakeImageAPI, rate_limited
 from tests.fakes.provider import ScriptedProvider
 
 
@@ -315,3 +322,57 @@ async def test_the_job_budget_counts_the_queue_wait_so_no_hold_outlives_it(
     gate.set()
     await slow
     assert [c.prompt for c in provider.calls] == ["slow"]
+
+
+# The provider client and the scheduler get the same cap, as ``adapters.runtime`` wires them;
+# small here so that the bounded hold passes quickly in real time.
+RETRY_CAP = 0.5
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "minutes"),
+    [("3600", 60), ("90", 2), ("1", 1), ("Thu, 01 Jan 2099 00:00:00 GMT", None)],
+    ids=["an-hour", "rounded-up", "at-least-a-minute", "a-date-in-2099"],
+)
+async def test_a_long_retry_after_fails_that_job_refunded_and_the_next_job_still_runs(
+    ledger: SqliteLedger, image_api: FakeImageAPI, retry_after: str, minutes: int | None
+) -> None:
+    async with new_http_client(timeout=10.0) as http:
+        provider = OpenAIImageClient(
+            http=http,
+            base_url=image_api.base_url,
+            api_key=SecretStr(image_api.api_key),
+            timeout=10.0,
+            max_retries=3,
+            max_download_bytes=5 * 1024 * 1024,
+            retry_cap_seconds=RETRY_CAP,
+        )
+        scheduler = Scheduler(max_concurrent=4, max_hold=RETRY_CAP)
+        service = ImageService(
+            catalog=load_catalog(), provider=provider, ledger=ledger, scheduler=scheduler
+        )
+        image_api.script(rate_limited(retry_after=retry_after))
+
+        async with asyncio.timeout(5):
+            with pytest.raises(ProviderWaitTooLongError) as failed:
+                await service.generate(service.parse("a fox"), ALICE)
+        text = describe(failed.value)
+        shown = re.fullmatch(
+            r"The image service is rate-limited, try again in ([\d,]+) minutes?\. "
+            r"Nothing was charged\.",
+            text,
+        )
+        assert shown, text
+        if minutes is not None:
+            assert shown[0].count(f" {minutes} minute{'s' if minutes > 1 else ''}.") == 1
+        else:  # decades away: a very long Retry-After, still in minutes
+            assert int(shown[1].replace(",", "")) > 30_000_000
+        assert (await refund_reason(ledger, failed.value.job_id)).startswith("provider_error")
+        assert await images_left(ledger, ALICE) == 10
+        assert len(image_api.generations) == 1  # the client did not sit out the wait
+
+        async with asyncio.timeout(5):  # the queue is held for the cap, not for the 429's wait
+            result = await service.generate(service.parse("a badger"), BOB)
+        assert len(result.images) == 1
+        assert (await ledger.job(result.job_id)).state is JobState.CHARGED
+        assert len(image_api.generations) == 2
