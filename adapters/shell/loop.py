@@ -24,7 +24,8 @@ R = TypeVar("R")
 
 
 class LoopThread(Generic[T]):
-    """``with LoopThread(lambda: open_runtime(settings)) as runtime: thread.run(coro)``.
+    """``thread = LoopThread(lambda: open_runtime(settings))``, then
+    ``with thread as runtime: thread.run(runtime.service.allowance(who))``.
 
     The resource is entered and left on the loop; an error while entering it is raised from
     ``__enter__`` in the caller's thread. ``run`` waits for a coroutine; Ctrl-C while it waits
