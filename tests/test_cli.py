@@ -61,9 +61,12 @@ def run_cli(
     )
 
 
-def one_error_line(out: subprocess.CompletedProcess[str] | tuple[int, str, str]) -> str:
+def one_error_line(
+    out: subprocess.CompletedProcess[str] | tuple[int, str, str], *, alone: bool = False
+) -> str:
     """The single ``imagine-bot:`` line a mistake prints, checked to be the last thing on
-    stderr, with a non-zero exit and no traceback."""
+    stderr, with a non-zero exit and no traceback; with ``alone``, the only thing on stderr
+    (else log lines may come first, such as ``run``'s or the preview warning)."""
     if isinstance(out, tuple):
         code, _, stderr = out
     else:
@@ -73,6 +76,8 @@ def one_error_line(out: subprocess.CompletedProcess[str] | tuple[int, str, str])
     errors = [line for line in stderr.splitlines() if line.startswith("imagine-bot:")]
     assert len(errors) == 1, stderr
     assert stderr.rstrip().splitlines()[-1] == errors[0], stderr
+    if alone:
+        assert stderr == errors[0] + "\n", stderr
     return errors[0].removeprefix("imagine-bot: ")
 
 
@@ -280,7 +285,7 @@ def test_generate_checks_out_before_anything_is_drawn(tmp_path: Path, where: str
         "generate", "a red fox", "--out", str(out_dir), cwd=tmp_path, prefix=unprivileged()
     )
 
-    error = one_error_line(out)
+    error = one_error_line(out, alone=True)
     assert out.stdout == ""
     if where == "a read-only directory":
         assert error == (
@@ -303,7 +308,7 @@ def test_an_unwritable_database_directory_says_whose_it_must_be(tmp_path: Path) 
         out = run_cli(*command, cwd=tmp_path, prefix=unprivileged())
 
         uid = os.geteuid()
-        assert one_error_line(out) == (
+        assert one_error_line(out, alone=True) == (
             f"the database directory {data} is not writable by this user (uid {uid}); run "
             f"chown {uid} {data}, or for a Docker bind mount run chown {uid} on the host "
             f"directory (e.g. chown {uid} ./data)"
@@ -315,7 +320,7 @@ def test_a_database_path_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "db").write_text("")
     out = run_cli("quota", "audit", cwd=tmp_path, DATABASE_URL="sqlite:///db/imagine.db")
 
-    assert one_error_line(out) == (
+    assert one_error_line(out, alone=True) == (
         f"the database directory {tmp_path / 'db'} cannot be created: a file is in the way; "
         "fix DATABASE_URL"
     )
@@ -325,13 +330,14 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "notes.db").write_text("these are my notes, not a database" * 100)
     out = run_cli("quota", "audit", cwd=tmp_path, DATABASE_URL="sqlite:///notes.db")
 
-    assert one_error_line(out) == "cannot open the database notes.db: file is not a database"
+    error = one_error_line(out, alone=True)
+    assert error == "cannot open the database notes.db: file is not a database"
 
 
 def test_an_unknown_log_level_is_one_line(tmp_path: Path) -> None:
     out = run_cli("models", cwd=tmp_path, LOG_LEVEL="verbose")
 
-    assert one_error_line(out) == (
+    assert one_error_line(out, alone=True) == (
         "invalid configuration: LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING', "
         "'ERROR' or 'CRITICAL'"
     )
@@ -445,7 +451,8 @@ def test_generate_options_explain_themselves_with_examples(tmp_path: Path) -> No
 def test_quota_scopes_on_discord_and_slack_need_a_server(tmp_path: Path, platform: str) -> None:
     out = run_cli("quota", "set", "--platform", platform, "--images-per-day", "3", cwd=tmp_path)
 
-    assert one_error_line(out).startswith(f"--server is required with --platform {platform}: ")
+    error = one_error_line(out, alone=True)
+    assert error.startswith(f"--server is required with --platform {platform}: ")
     assert out.returncode == 2
     assert "no charged usage" in _jobs(tmp_path)
     assert run_cli("quota", "audit", cwd=tmp_path).stdout == "no quota changes recorded\n"
