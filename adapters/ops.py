@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -20,7 +22,7 @@ from bot.errors import ConfigError
 from bot.health import check
 from bot.metrics import CONTENT_TYPE, QueueGauges, render
 
-__all__ = ["HEALTH_PATH", "METRICS_PATH", "Handler", "OpsServer"]
+__all__ = ["HEALTH_PATH", "METRICS_PATH", "Handler", "OpsServer", "fetch_health"]
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +132,14 @@ class OpsServer:
         queue: QueueGauges | None = getattr(self.runtime.service, "scheduler", None)
         text = render(self.runtime.metrics, stats=stats, queue=queue)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def fetch_health(url: str, *, timeout: float) -> tuple[int, str]:
+    """``GET url`` (a ``/healthz``) from a one-off process such as ``imagine-bot healthcheck``:
+    the status and the body. Raises ``OSError`` when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read(4096).decode(errors="replace")
+    except urllib.error.HTTPError as exc:  # 503 and friends are answers too
+        with exc:
+            return exc.code, exc.read(4096).decode(errors="replace")

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import sqlite3
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,10 +21,11 @@ import httpx
 
 from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
+from bot.errors import ConfigError
 from bot.health import Health
 from bot.lease import LEASE, renewing
 from bot.ledger import SqliteLedger
-from bot.messages import PREVIEW_WARNING
+from bot.messages import PREVIEW_WARNING, database_path_text
 from bot.metrics import InstrumentedProvider, Metrics
 from bot.models import Limits
 from bot.moderation import Moderation
@@ -29,7 +34,7 @@ from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
 from bot.scheduler import Scheduler
 from bot.service import ImageService
 
-__all__ = ["RETRY_CAP_SECONDS", "Runtime", "open_runtime"]
+__all__ = ["RETRY_CAP_SECONDS", "Runtime", "open_runtime", "probe_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +77,17 @@ async def open_runtime(
     catalog = load_catalog(settings.models_file, default=settings.default_model)
     path = sqlite_path(settings.database_url)
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_check_database_path, Path(path))
     job_timeout = timedelta(seconds=settings.job_timeout)
     async with contextlib.AsyncExitStack() as stack:
         http = new_http_client(timeout=settings.image_api_timeout)
         stack.push_async_callback(http.aclose)
-        ledger = await SqliteLedger.open(
-            path, defaults=default_limits(settings), job_timeout=job_timeout
-        )
+        try:
+            ledger = await SqliteLedger.open(
+                path, defaults=default_limits(settings), job_timeout=job_timeout
+            )
+        except sqlite3.Error as exc:  # e.g. a file that is not a database
+            raise ConfigError(f"cannot open the database {path}: {exc}") from None
         stack.push_async_callback(ledger.close)
         # Every process renews its lease, so that no other process takes its jobs for orphans.
         await stack.enter_async_context(renewing(ledger.renew_lease, LEASE.total_seconds() / 3))
@@ -145,6 +153,46 @@ async def open_runtime(
             metrics=metrics,
             moderation=moderation,
         )
+
+
+def probe_directory(directory: Path) -> None:
+    """Create ``directory`` if needed and prove that this process can write there by writing
+    a file: ``os.access`` says yes to root on a read-only mount and knows nothing of ACLs.
+    Raises ``OSError``; its ``filename`` is the existing directory that refused."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        existing = next((p for p in directory.parents if p.is_dir()), None)
+        if existing is None or exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(existing)) from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".imagine-bot-", suffix=".probe")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(directory)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_database_path(path: Path) -> None:
+    """SQLite would fail later with a bare ``OperationalError`` (and no hint about uid 10001
+    under Docker); the journal and WAL files need the directory writable too."""
+    directory = path.absolute().parent
+    try:
+        probe_directory(directory)
+    except OSError as exc:
+        blocked_at = exc.filename if exc.filename != str(directory) else None
+        text = database_path_text(str(directory), exc, uid=os.geteuid(), blocked_at=blocked_at)
+        raise ConfigError(text) from None
+    try:
+        with path.open("r+b"):
+            pass
+    except FileNotFoundError:
+        pass  # created by SQLite in the directory just checked
+    except OSError as exc:
+        raise ConfigError(
+            database_path_text(str(path.absolute()), exc, uid=os.geteuid(), is_file=True)
+        ) from None
 
 
 async def _sweep_forever(ledger: SqliteLedger) -> None:

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Loopback unless asked: /metrics tells anyone who can reach it how busy the bot is.
     http_host: str = Field(default="127.0.0.1", min_length=1)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     moderation_api_base_url: str | None = None
     moderation_api_key: SecretStr | None = None
@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     def _format_name(cls, value: object) -> object:
         if isinstance(value, str):
             return value.strip().lower() or "text"
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        # Checked here: logging would only fail later, with a traceback, on an unknown name.
+        if isinstance(value, str):
+            name = value.strip().upper() or "INFO"
+            return "WARNING" if name == "WARN" else name
         return value
 
     @field_validator("moderation_fail_policy", mode="before")

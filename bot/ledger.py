@@ -1027,7 +1027,22 @@ class SqliteLedger:
                 "actor": actor,
             },
         )
-        log.info("%s set limits at %s: %s", actor, scope, limits)
+        log.info(
+            "%s set limits at %s %s in %s:%s: images/day %s, images/month %s, micro-USD/month %s",
+            actor,
+            scope.kind,
+            scope.subject_id or "default",
+            scope.platform,
+            scope.workspace_id or "-",
+            *(
+                "unset" if value is None else value
+                for value in (
+                    limits.images_per_day,
+                    limits.images_per_month,
+                    limits.usd_micros_per_month,
+                )
+            ),
+        )
 
     async def clear_limits(self, scope: Scope, *, actor: str) -> None:
         """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
@@ -1043,7 +1058,14 @@ class SqliteLedger:
             """,
             {**_scope_params(scope), "at": stamp(self.now()), "actor": actor},
         )
-        log.info("%s cleared limits at %s", actor, scope)
+        log.info(
+            "%s cleared limits at %s %s in %s:%s",
+            actor,
+            scope.kind,
+            scope.subject_id or "default",
+            scope.platform,
+            scope.workspace_id or "-",
+        )
 
     async def set_spend_cap(
         self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str

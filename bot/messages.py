@@ -6,6 +6,7 @@ their own wording for a core outcome.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -61,7 +62,9 @@ __all__ = [
     "DELIVERY_FAILED",
     "GENERATING",
     "GRAMMAR",
+    "HEALTHCHECK_NO_PORT",
     "NO_ADAPTERS",
+    "NO_ADAPTERS_WAITING",
     "NO_REVIEW_CHANNEL",
     "PATTERNS_TOO_COMPLEX",
     "PATTERN_BACKREFERENCE",
@@ -81,6 +84,7 @@ __all__ = [
     "REVIEW_POST_FAILED",
     "REVIEW_SENT",
     "SERVER_DEFAULT",
+    "SHELL_CANCELLED",
     "SLACK_ADMIN_HELP",
     "SPOILERS_DISCORD_ONLY",
     "TEMPORARILY_UNAVAILABLE",
@@ -98,10 +102,12 @@ __all__ = [
     "channel_disallowed_text",
     "channels_list_text",
     "count_amount_error",
+    "database_path_text",
     "describe",
     "format_eta",
     "format_reset",
     "format_usd",
+    "healthcheck_unreachable_text",
     "help_text",
     "is_operator_fault",
     "job_details",
@@ -111,6 +117,7 @@ __all__ = [
     "moderation_log_text",
     "not_in_channel_text",
     "option_refused_text",
+    "out_directory_text",
     "progress_text",
     "prompt_too_long_to_check_text",
     "queue_text",
@@ -125,9 +132,13 @@ __all__ = [
     "review_fields",
     "review_job_failed_text",
     "review_title",
+    "save_failed_text",
+    "server_required_text",
     "server_spend_cap_text",
     "spend_cap_text",
     "spoilers_text",
+    "terminal_text",
+    "unreachable_text",
     "usage_summary",
     "usd_amount_error",
 ]
@@ -805,3 +816,111 @@ def moderation_log_text(
             line += f" [negative: {quote(entry.negative_prompt[:200])}]"
         lines.append(line)
     return "\n".join(lines)
+
+
+# -- the terminal: the `imagine-bot` command and its shell ------------------------------------
+
+NO_ADAPTERS_WAITING = (
+    "No chat platform is configured: set DISCORD_TOKEN, or SLACK_BOT_TOKEN with SLACK_APP_TOKEN "
+    "or SLACK_SIGNING_SECRET, in .env. Waiting instead of exiting, so that a restart policy "
+    "does not start the bot over and over; fill in .env, then restart it (docker compose up -d)."
+)
+
+SHELL_CANCELLED = "Cancelled. Nothing was charged."
+
+HEALTHCHECK_NO_PORT = (
+    "HTTP_PORT is not set, so there is no /healthz to ask; set HTTP_PORT (the Docker image "
+    "sets 8080)"
+)
+
+
+def terminal_text(err: BaseException) -> str:
+    """``describe`` for someone at a terminal: no chat persona and no server whose rules
+    refused the prompt."""
+    if isinstance(err, InvalidRequestError):
+        return f"{err.reason}."
+    if isinstance(err, PromptRefusedError):
+        source = _SOURCE_WORDS.get(err.source, err.source)
+        return f"This prompt was refused by {source}. Nothing was charged."
+    return describe(err)
+
+
+def _denied(err: OSError) -> bool:
+    return err.errno in (errno.EACCES, errno.EPERM)
+
+
+def _in_the_way(err: OSError) -> bool:
+    return err.errno in (errno.ENOTDIR, errno.EEXIST)
+
+
+def database_path_text(
+    path: str, err: OSError, *, uid: int, is_file: bool = False, blocked_at: str | None = None
+) -> str:
+    """Why the database (``is_file``) or its directory cannot be used, and what to do; the
+    Docker image runs as uid 10001, so a root-owned bind mount on ``/data`` lands here.
+    ``blocked_at``: the existing directory in which ``path`` could not be created."""
+    what = "database file" if is_file else "database directory"
+    if _denied(err):
+        where = path if blocked_at is None else blocked_at
+        problem = f"the {what} {path} is not writable"
+        if blocked_at is not None:
+            problem = f"the {what} {path} cannot be created: {blocked_at} is not writable"
+        return (
+            f"{problem} by this user (uid {uid}); run chown {uid} {where}, or for a Docker "
+            f"bind mount run chown {uid} on the host directory (e.g. chown {uid} ./data)"
+        )
+    if err.errno == errno.EROFS:
+        return (
+            f"the {what} {path} is on a read-only file system; point DATABASE_URL at a "
+            "writable place (in Docker: sqlite:////data/imagine.db on a volume)"
+        )
+    if _in_the_way(err):
+        return f"the {what} {path} cannot be created: a file is in the way; fix DATABASE_URL"
+    return f"the {what} {path} cannot be used ({err.strerror or err}); fix DATABASE_URL"
+
+
+def out_directory_text(path: str, err: OSError, *, uid: int) -> str:
+    """``--out`` cannot take the images; said before anything is generated or charged."""
+    if _denied(err):
+        return (
+            f"the output directory {path} is not writable by this user (uid {uid}); choose "
+            "another with --out"
+        )
+    if err.errno == errno.EROFS:
+        return (
+            f"the output directory {path} is on a read-only file system; choose another with --out"
+        )
+    if _in_the_way(err):
+        return f"--out {path} is not a directory (a file is in the way); choose a directory"
+    return f"the output directory {path} cannot be used ({err.strerror or err}); choose another"
+
+
+def save_failed_text(path: str, err: OSError) -> str:
+    return (
+        f"the images were generated (and charged) but could not be saved in {path} "
+        f"({err.strerror or err})"
+    )
+
+
+def server_required_text(platform: str) -> str:
+    """``quota ... --platform discord|slack`` without ``--server``."""
+    if platform == "slack":
+        return (
+            "--server is required with --platform slack: the workspace (team) id, e.g. "
+            "--server T0123ABC"
+        )
+    return (
+        f"--server is required with --platform {platform}: the server (guild) id, e.g. "
+        "--server 123456789012345678 (Developer Mode on, right-click the server, Copy Server ID)"
+    )
+
+
+def unreachable_text(service: str, url: str, err: BaseException, variable: str) -> str:
+    """A platform that does not answer at start-up (no network, a wrong URL)."""
+    return (
+        f"cannot reach {service} at {url} ({type(err).__name__}); check {variable} and the network"
+    )
+
+
+def healthcheck_unreachable_text(url: str, reason: str) -> str:
+    return f"nothing answers at {url} ({reason}); is imagine-bot run up, on this HTTP_PORT?"

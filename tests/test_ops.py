@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,7 +413,59 @@ async def test_discord_alone_gets_the_ops_endpoints_too(
             assert scrape.get("imagine_provider_latency_seconds_count", model=FLUX) == 1
 
 
-# --- Docker Compose ---------------------------------------------------------------------
+# Python reprs: a dataclass's `Name(field=...)`, an enum's `<Kind.X: 'x'>`, `<... object at 0x>`.
+REPR = re.compile(r"\b[A-Z]\w*\(\w+=|<\w+\.\w+: |<[\w.]+ object at 0x")
+
+
+async def test_the_bot_s_own_log_lines_name_things_in_words(tmp_path: Path) -> None:
+    async with FakeDiscord() as discord:
+        async with BotProcess(discord.env(), workdir=tmp_path) as bot:
+            discord.watch(bot)
+            await discord.wait_connected()
+            admin, member = discord.member(admin=True), discord.member()
+            interaction = await discord.slash(
+                "imagine-admin",
+                {"user": member, "images_per_day": 3},
+                subcommand="set-quota",
+                member=admin,
+            )
+            await discord.wait_response(interaction)
+            assert await bot.stop() == 0
+        log = bot.log()
+
+    ours = [line for line in log.splitlines() if re.search(r" (bot|adapters)\.[\w.]+: ", line)]
+    assert [line for line in ours if REPR.search(line)] == []
+    guild = discord.guild_id
+    assert f"admin {admin.id} in server {guild}: /imagine-admin set-quota" in log
+    assert f"set limits at user {member.id} in discord:{guild}: images/day 3," in log
+
+
+# --- the image and Docker Compose -----------------------------------------------------------
+# No Docker engine can run where the suite runs, so the files are checked for what the image
+# must do, and the healthcheck's own command is run against a real /healthz.
+
+
+@dataclass(frozen=True)
+class Instruction:
+    name: str
+    args: str
+
+
+def _dockerfile_stages() -> list[list[Instruction]]:
+    """The Dockerfile's instructions, continuation lines joined, split by ``FROM``."""
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    stages: list[list[Instruction]] = []
+    for line in logical.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, args = line.partition(" ")
+        if name.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(Instruction(name.upper(), " ".join(args.split())))
+    return stages
 
 
 def _compose() -> dict[str, Any]:
@@ -421,45 +474,152 @@ def _compose() -> dict[str, Any]:
     return loaded
 
 
-def test_compose_runs_the_image_with_env_volume_port_and_restart_policy() -> None:
-    compose = _compose()
-    [(name, service)] = compose["services"].items()
+def _service() -> dict[str, Any]:
+    [(name, service)] = _compose()["services"].items()
+    assert name == "imagine-bot"
+    assert isinstance(service, dict)
+    return service
+
+
+def test_the_image_installs_the_lock_before_the_code() -> None:
+    """A code change must not reinstall every dependency: the locked install is its own layer,
+    earlier than anything that copies code."""
+    *_, image = _dockerfile_stages()
+    names = [f"{i.name} {i.args}" for i in image]
+    lock_copy = names.index("COPY requirements.lock ./")
+    [install] = [k for k, n in enumerate(names) if "-r requirements.lock" in n]
+    assert "--require-hashes" in names[install] and "--no-deps" in names[install]
+    assert lock_copy < install
+    code = [k for k, i in enumerate(image) if i.name in ("COPY", "ADD") and k != lock_copy]
+    assert code and min(code) > install, names
+
+
+def test_the_image_runs_unprivileged_with_its_own_healthcheck() -> None:
+    *_, image = _dockerfile_stages()
+    by_name: dict[str, list[str]] = {}
+    for instruction in image:
+        by_name.setdefault(instruction.name, []).append(instruction.args)
+
+    assert by_name["USER"] == ["10001:10001"]
+    assert by_name["EXPOSE"] == ["8080"]
+    assert any("HTTP_PORT=8080" in env for env in by_name["ENV"])
+    [check] = by_name["HEALTHCHECK"]
+    assert check.endswith('CMD ["imagine-bot", "healthcheck"]')
+    assert "--start-interval=" in check and "--start-period=" in check
+    assert by_name["CMD"] == ['["imagine-bot", "run", "--wait-for-config"]']
+    labels = " ".join(by_name["LABEL"])
+    for key in ("title", "description", "version", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    # The numeric user owns the data directory the volume is mounted on.
+    assert any("chown 10001:10001 /data" in run for run in by_name["RUN"])
+
+
+def test_the_image_runs_a_python_the_suite_is_tested_on() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    [base] = re.findall(r"^ARG PYTHON_IMAGE=python:(3\.\d+)-slim$", dockerfile, re.MULTILINE)
+    assert "FROM ${PYTHON_IMAGE}" in dockerfile
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert f"python{base}" in ci, f"the suite is not run on Python {base} in .ci/run"
+
+
+def test_the_lock_pins_every_dependency_within_its_floor() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned: dict[str, str] = {}
+    for line in (REPO_ROOT / "requirements.lock").read_text().splitlines():
+        found = re.match(r"([A-Za-z0-9._-]+)==(\S+) \\$", line)
+        if found:
+            pinned[canonicalize_name(found[1])] = found[2]
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    hashed = re.findall(r"^\S+==\S+ \\\n    --hash=sha256:[0-9a-f]{64}", lock, re.MULTILINE)
+    assert len(hashed) == len(pinned) > 0
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in requirements.lock"
+        assert requirement.specifier.contains(pinned[name]), (name, pinned[name])
+
+
+def test_compose_publishes_on_loopback_and_keeps_data_on_the_readme_s_volume() -> None:
+    compose, service = _compose(), _service()
+
     assert service["build"] == "."
     assert service["env_file"] == ".env"
-    assert service["restart"] == "unless-stopped"
-    port = service["environment"]["HTTP_PORT"]
-    assert f"{port}:{port}" in service["ports"]
+    assert service["ports"] == ["127.0.0.1:8080:8080"]
+    assert service["environment"]["HTTP_PORT"] == "8080"
     assert service["environment"]["DATABASE_URL"] == "sqlite:////data/imagine.db"
-    [volume] = service["volumes"]
-    volume_name, mount = volume.split(":")
-    assert mount == "/data" and volume_name in compose["volumes"]
+    assert service["volumes"] == ["imagine-data:/data"]
+    assert compose["volumes"]["imagine-data"]["name"] == "imagine-data"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "-v imagine-data:/data" in readme
+
+
+def test_compose_drops_privileges_rotates_logs_and_checks_health_quickly() -> None:
+    service = _service()
+
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    logging_ = service["logging"]
+    assert logging_["driver"] == "json-file"
+    assert logging_["options"]["max-size"] and int(logging_["options"]["max-file"]) > 1
     check = service["healthcheck"]
-    assert check["test"][0] == "CMD" and "/healthz" in check["test"][-1]
-    assert name == "imagine-bot"
+    assert check["test"] == ["CMD", "imagine-bot", "healthcheck"]
+    assert check["start_interval"] == "2s" and check["start_period"]
+    assert service["restart"] == "unless-stopped"
 
 
-async def test_the_compose_healthcheck_command_follows_healthz(
-    preview_runtime: Runtime,
-) -> None:
-    """The healthcheck's own command, run as Docker would: exit 0 on 200, non-zero on 503."""
-    command = _compose()["services"]["imagine-bot"]["healthcheck"]["test"][1:]
-    assert command[0] == "python"
+def test_the_build_context_keeps_secrets_out_and_what_the_build_copies_in() -> None:
+    ignored = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", "data", ".git"} <= ignored
+    copied = {"pyproject.toml", "README.md", "LICENSE", "requirements.lock", "bot", "adapters"}
+    assert not copied & ignored
 
-    async def run_check(port: int) -> int:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *command[1:],
-            env={"HTTP_PORT": str(port)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        return await process.wait()
 
+async def _healthcheck(port: int | None) -> tuple[int, str, str]:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    if port is not None:
+        env["HTTP_PORT"] = str(port)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "adapters.cli",
+        "healthcheck",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_imagine_bot_healthcheck_follows_healthz(preview_runtime: Runtime) -> None:
+    """The image's HEALTHCHECK command, run as Docker would: 0 on 200, 1 on 503, and one
+    line (no traceback) when nothing listens or HTTP_PORT is unset."""
     preview_runtime.health.expect("slack")
     async with OpsServer(preview_runtime, port=0, host="127.0.0.1") as server:
-        assert await run_check(server.port) != 0
+        code, stdout, _ = await _healthcheck(server.port)
+        assert code == 1 and stdout.startswith("503 ") and '"slack": "starting"' in stdout
         preview_runtime.health.set("slack", CONNECTED)
-        assert await run_check(server.port) == 0
+        code, stdout, _ = await _healthcheck(server.port)
+        assert code == 0 and stdout.startswith("200 ") and '"status": "ok"' in stdout
+        port = server.port
+
+    code, stdout, stderr = await _healthcheck(port)
+    assert (code, stdout) == (1, "")
+    assert stderr == (
+        f"imagine-bot: nothing answers at http://127.0.0.1:{port}/healthz (Connection refused); "
+        "is imagine-bot run up, on this HTTP_PORT?\n"
+    )
+    code, _, stderr = await _healthcheck(None)
+    assert code == 1 and stderr.startswith("imagine-bot: HTTP_PORT is not set")
 
 
 def test_log_format_is_text_or_json_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -25,7 +26,12 @@ from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
 from bot.health import CONNECTED, DISCONNECTED
 from bot.ledger import Interrupted
-from bot.messages import TEMPORARILY_UNAVAILABLE, describe, option_refused_text
+from bot.messages import (
+    TEMPORARILY_UNAVAILABLE,
+    describe,
+    option_refused_text,
+    unreachable_text,
+)
 
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
 
@@ -45,6 +51,22 @@ def apply_endpoints(settings: DiscordSettings) -> None:
     class attributes read when a request or connection is made, so this runs before login."""
     discord.http.Route.BASE = settings.api_base_url
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+async def _check_gateway(url: str) -> None:
+    """One TCP connection to the gateway before discord.py's connect loop, which would retry
+    an unreachable gateway forever with a traceback each time."""
+    parsed = yarl.URL(url)
+    host, port = parsed.host, parsed.port or (443 if parsed.scheme == "wss" else 80)
+    try:
+        async with asyncio.timeout(10):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(
+            unreachable_text("the Discord gateway", url, exc, "DISCORD_GATEWAY_URL")
+        ) from None
+    writer.close()
+    await writer.wait_closed()
 
 
 class ImagineTree(app_commands.CommandTree["ImagineClient"]):
@@ -190,7 +212,15 @@ async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:
     client = ImagineClient(runtime=runtime, settings=settings)
     async with client:
         try:
-            await client.start(settings.token.get_secret_value())
+            await client.login(settings.token.get_secret_value())
+            await _check_gateway(settings.gateway_url)
+            await client.connect()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Only the login's REST call lets these out (connect retries them): no network or
+            # a wrong DISCORD_API_BASE_URL. One line, as for Slack, not discord.py's traceback.
+            raise ConfigError(
+                unreachable_text("Discord", settings.api_base_url, exc, "DISCORD_API_BASE_URL")
+            ) from None
         except discord.LoginFailure:
             raise ConfigError(
                 "Discord rejected DISCORD_TOKEN: copy the bot token again from the Developer "

@@ -376,7 +376,8 @@ async def answer_admin(
     except BotError as err:
         await reply.say(describe(err))
         return
-    log.info("admin %s in server %s: %s", actor.user_id, actor.workspace_id, interaction.command)
+    command = interaction.command.qualified_name if interaction.command else "?"
+    log.info("admin %s in server %s: /%s", actor.user_id, actor.workspace_id, command)
     if len(text) > MAX_CONTENT:
         if file is None and overflow_name is not None:
             file = discord.File(io.BytesIO(text.encode()), filename=overflow_name)

@@ -38,10 +38,10 @@ from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
 from bot.ledger import month_start
-from bot.messages import format_reset, format_usd, limit_label
+from bot.messages import format_reset, format_usd, limit_label, server_required_text
 from bot.models import Limits, Requester, Scope, ScopeKind
 
-__all__ = ["add_parsers", "table"]
+__all__ = ["add_parsers", "check_args", "table"]
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,13 @@ def _where(parser: argparse.ArgumentParser, *, required_platform: bool = True) -
         "--server",
         default="" if required_platform else None,
         metavar="ID",
-        help="Discord server (guild) id or Slack workspace (team) id; empty for DMs and the shell",
+        help="Discord server (guild) id or Slack workspace (team) id; required for those "
+        "platforms"
+        + ("" if required_platform else " (default: every server)")
+        + ", left out for the shell",
     )
+    # Quotas are per server: without one, Discord and Slack limits would apply to no server.
+    parser.set_defaults(needs_server=required_platform)
 
 
 def _subject(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +169,16 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     backup.set_defaults(handler=_handle(_db_backup))
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line beyond what argparse checks, before the database
+    is opened; ``None`` when nothing is."""
+    platform = str(getattr(args, "platform", None))
+    needs_server = getattr(args, "needs_server", False) and platform in ("discord", "slack")
+    if needs_server and not args.server.strip():
+        return server_required_text(platform)
+    return None
+
+
 def _handle(
     handler: Callable[[argparse.Namespace, Runtime], Awaitable[int]],
 ) -> Handler:
@@ -229,10 +244,34 @@ def _actor() -> str:
         return "cli:unknown"
 
 
+_AUDIT_UNITS = {
+    "images_per_day": "images/day",
+    "images_per_month": "images/month",
+    "usd_micros_per_month": "/month",
+}
+
+
+def _audit_item(name: str, value: int | None) -> str | None:
+    """One stored value in words; ``None`` for a limit that is not set."""
+    if name in _AUDIT_UNITS:
+        if value is None:
+            return None
+        amount = format_usd(value) if "usd" in name else str(value)
+        return f"{amount}{'' if 'usd' in name else ' '}{_AUDIT_UNITS[name]}"
+    if name == "active":
+        return "active" if value else "removed"
+    if name == "spoilers":
+        return "spoilers on" if value else "spoilers off"
+    if name == "review_channel_id":
+        return f"review channel {value}" if value else "no review channel"
+    return f"{name.replace('_', ' ')} {'-' if value is None else value}"
+
+
 def _audit_value(values: dict[str, int | None] | None) -> str:
     if values is None:
         return "(none)"
-    return ", ".join(f"{name}={_value(name, value)}" for name, value in values.items())
+    words = [_audit_item(name, value) for name, value in values.items()]
+    return ", ".join(w for w in words if w is not None) or "nothing set"
 
 
 # --- handlers ------------------------------------------------------------------------------
@@ -340,7 +379,7 @@ async def _quota_audit(args: argparse.Namespace, runtime: Runtime) -> int:
             (
                 entry.at.strftime("%Y-%m-%d %H:%M:%S"),
                 entry.actor,
-                entry.action,
+                entry.action.replace("_", " "),
                 (
                     f"server {entry.scope.platform}:{entry.scope.workspace_id or '-'}"
                     if "spend_cap" in entry.action
