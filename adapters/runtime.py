@@ -89,6 +89,7 @@ async def open_runtime(
                 timeout=settings.image_api_timeout,
                 max_retries=settings.image_api_max_retries,
                 max_download_bytes=settings.image_max_download_bytes,
+                allow_private_urls=settings.image_api_allow_private_urls,
             )
         moderation = Moderation.open(
             ledger,

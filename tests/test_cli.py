@@ -17,6 +17,7 @@ from tests.fakes.image_api import (
     Answer,
     DeadUrl,
     FakeImageAPI,
+    Images,
     NotAnImage,
     RawReply,
     Stall,
@@ -194,6 +195,7 @@ async def test_each_provider_fault_is_one_line_and_non_zero(
         IMAGE_API_KEY=image_api.api_key,
         IMAGE_API_MAX_RETRIES="1",
         IMAGE_API_TIMEOUT="0.5",
+        IMAGE_API_ALLOW_PRIVATE_URLS="1",  # the fake's URLs are on 127.0.0.1
     )
     image_api.release.set()
 
@@ -204,3 +206,27 @@ async def test_each_provider_fault_is_one_line_and_non_zero(
     [error] = [line for line in stderr.splitlines() if line.startswith("imagine-bot:")]
     assert stderr.rstrip().splitlines()[-1] == error
     assert fragment.casefold() in error.casefold(), error
+
+
+@pytest.mark.parametrize(("allow", "code"), [("", 1), ("true", 0)])
+async def test_image_urls_on_loopback_are_fetched_only_with_allow_private_urls(
+    tmp_path: Path, image_api: FakeImageAPI, allow: str, code: int
+) -> None:
+    image_api.script(Images(as_url=True))
+    result, stdout, stderr = await run_cli_async(
+        "generate",
+        "a red fox",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        IMAGE_API_BASE_URL=image_api.base_url,
+        IMAGE_API_KEY=image_api.api_key,
+        IMAGE_API_ALLOW_PRIVATE_URLS=allow,
+    )
+
+    assert result == code, stderr
+    if code:
+        assert "IMAGE_API_ALLOW_PRIVATE_URLS" in stderr and image_api.downloads == []
+    else:
+        [path] = [Path(line) for line in stdout.splitlines()]
+        assert decoded_size(path) == (1024, 1024) and len(image_api.downloads) == 1
