@@ -805,7 +805,8 @@ async def test_the_loop_keeps_running_while_large_answers_are_parsed(
         ticking.cancel()
 
     assert delivered == [digests] * 4
-    assert max(lags) < 0.2, f"the loop stalled {max(lags):.3f} s"
+    # Generous, for a shared machine: parsing on the loop stalled it 0.69 s here.
+    assert max(lags) < 0.3, f"the loop stalled {max(lags):.3f} s"
 
 
 def _noise_png(width: int, height: int, seed: int) -> bytes:
