@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import binascii
 import json
+import mmap
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LongText", "TooLargeError", "decode_base64", "parse"]
+__all__ = ["LongText", "Text", "TooLargeError", "decode_base64", "parse"]
 
 _LONG = 64 * 1024
 _SKELETON_LIMIT = 1024 * 1024
@@ -30,6 +31,8 @@ _MAX_STEPS = 100_000
 _MARK = "\x00"
 _BACKSLASH = 0x5C
 _WHITESPACE = b" \t\r\n"
+
+Text = bytes | bytearray | mmap.mmap  # what a JSON document is read from
 
 
 class TooLargeError(ValueError):
@@ -45,7 +48,7 @@ class LongText:
     """A JSON string literal longer than 64 kB, left undecoded: ``body[start:end]`` is its
     text between the quotes, escapes included. Valid only while the body is."""
 
-    body: bytes | bytearray
+    body: Text
     start: int
     end: int
 
@@ -63,7 +66,7 @@ class LongText:
         return self if found < 0 else LongText(self.body, found + len(separator), self.end)
 
 
-def parse(body: bytes | bytearray) -> Any:
+def parse(body: Text) -> Any:
     """The JSON document in ``body`` with its long strings as ``LongText`` (keys stay ``str``).
     Raises ``ValueError`` if ``body`` is not JSON or not one that is cheap to read."""
     pieces: list[bytes] = []
@@ -152,7 +155,7 @@ def _unescape(chunk: bytes) -> bytes:
     return chunk
 
 
-def _closing_quote(body: bytes | bytearray, start: int, steps: list[int]) -> int:
+def _closing_quote(body: Text, start: int, steps: list[int]) -> int:
     """The index of the quote that ends the string whose text starts at ``start``."""
     pos = start
     while True:
@@ -167,7 +170,7 @@ def _closing_quote(body: bytes | bytearray, start: int, steps: list[int]) -> int
         pos = quote + 1
 
 
-def _backslashes_before(body: bytes | bytearray, index: int, start: int) -> int:
+def _backslashes_before(body: Text, index: int, start: int) -> int:
     count = 0
     while index > start and body[index - 1] == _BACKSLASH:
         low = max(start, index - 4096)

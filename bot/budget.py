@@ -2,8 +2,11 @@
 
 Each generation attempt takes a ``Lease`` and grows it as its answer's bytes arrive (the body,
 then any downloads), shrinks it once the body is decoded, and releases it when the attempt
-ends. A lease that would exceed the budget waits for others to release; one that could never
-fit (more than the whole budget by itself) is refused with ``BudgetExceededError``.
+ends. A lease that would exceed the budget waits for others to release. One that asks for
+more than the whole budget is never refused: it waits until it is the only lease holding
+anything, then is granted alone, so the budget caps memory at the larger of itself and one
+answer (which the caller's own size caps bound), and a small budget costs big answers only
+some waiting.
 
 Requests are served in order, leases already holding bytes first: an answer that is half
 read finishes before a new one starts, so memory is freed sooner. When every lease holding
@@ -18,16 +21,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["BudgetExceededError", "ByteBudget", "Lease"]
-
-
-class BudgetExceededError(Exception):
-    """One lease asked for more than the whole budget."""
-
-    def __init__(self, wanted: int, total: int) -> None:
-        super().__init__(f"{wanted} bytes is more than the whole budget of {total} bytes")
-        self.wanted = wanted
-        self.total = total
+__all__ = ["ByteBudget", "Lease"]
 
 
 @dataclass(eq=False, slots=True)
@@ -58,11 +52,11 @@ class ByteBudget:
         """Leases waiting for bytes now."""
         return len(self._waiting)
 
-    def _grant(self, request: _Request) -> None:
-        if request.lease.held == 0:
+    def _grant(self, lease: Lease, amount: int) -> None:
+        if lease.held == 0:
             self._holders += 1
-        request.lease.held += request.amount
-        self.used += request.amount
+        lease.held += amount
+        self.used += amount
 
     def _give_back(self, lease: Lease, amount: int) -> None:
         lease.held -= amount
@@ -77,16 +71,20 @@ class ByteBudget:
         self._waiting = deque(live)
         return next((r for r in live if r.lease.held), live[0] if live else None)
 
+    def _fits(self, lease: Lease, amount: int) -> bool:
+        """Within the budget, or the only lease holding anything (then whatever its size)."""
+        return self.used + amount <= self.total or self.used == lease.held
+
     def _serve(self) -> None:
         while (request := self._next()) is not None:
-            fits = self.used + request.amount <= self.total
+            fits = self._fits(request.lease, request.amount)
             stuck = request.lease.held > 0 and self._holders == len(
                 {id(r.lease) for r in self._waiting if r.lease.held}
             )
             if not (fits or stuck):
                 return
             self._waiting.remove(request)
-            self._grant(request)
+            self._grant(request.lease, request.amount)
             request.granted.set_result(None)
 
 
@@ -100,16 +98,15 @@ class Lease:
         self.held = 0
 
     def try_grow(self, amount: int) -> bool:
-        """Take ``amount`` more bytes now if that needs no wait; raises
-        ``BudgetExceededError`` if the lease would exceed the whole budget."""
-        budget = self._budget
-        self._check(amount)
-        ahead = any(r.lease.held for r in budget._waiting) if self.held else budget._waiting
-        if amount <= 0 or (not ahead and budget.used + amount <= budget.total):
-            if amount > 0:
-                budget._grant(_Request(self, amount))
+        """Take ``amount`` more bytes now if that needs no wait."""
+        if amount <= 0:
             return True
-        return False
+        budget = self._budget
+        ahead = any(r.lease.held for r in budget._waiting) if self.held else budget._waiting
+        if ahead or not budget._fits(self, amount):
+            return False
+        budget._grant(self, amount)
+        return True
 
     async def grow(self, amount: int) -> None:
         """Take ``amount`` more bytes, waiting for them if need be."""
@@ -135,7 +132,3 @@ class Lease:
 
     def release(self) -> None:
         self.shrink_to(0)
-
-    def _check(self, amount: int) -> None:
-        if self.held + amount > self._budget.total:
-            raise BudgetExceededError(self.held + amount, self._budget.total)

@@ -37,7 +37,8 @@ asking for more than ``retry_cap_seconds`` gets no retry (the error carries its
 Time and memory. A successful answer's body is read as it arrives, within the attempt's
 ``timeout``, its bytes held in a ``ByteBudget`` shared by every call on the client
 (``answer_budget_bytes``): an answer that does not fit waits, with its body left in the
-socket, until others release theirs; only one larger than the whole budget is refused. Then
+socket, until others release theirs; one larger than the whole budget is never refused, it
+waits until it can be read alone. Then
 it waits for one of ``max_concurrent_decodes`` turns, in which a worker thread parses the
 JSON and decodes the base64 in steps of a few milliseconds (``bot.answer``; the body is
 freed once decoded, so an answer costs at most 1.75 times its size meanwhile), and each image
@@ -48,8 +49,11 @@ declared lengths, or the byte cap for those without one). A slow body or downloa
 holds only its own bytes, never a turn. Waiting for budget or for a turn does not count
 against ``timeout``: the provider answered in time, and only our own work is queued. Error
 answers (at most 64 kB) are read at once, outside the budget. One client thus holds about
-``answer_budget_bytes`` of answers (160 MiB by default), plus, for each turn, one image's
-pixels (16 MiB at 2048x2048, 64 MiB at most).
+``answer_budget_bytes`` of answers (64 MiB by default) or one larger answer alone (134 MiB
+for four images at the default 25 MiB cap), plus, for each turn, one image's pixels (16 MiB
+at 2048x2048, 64 MiB at most). The budget is also how far bodies are read ahead of their
+turn, so it is kept small: with 160 MiB, 20 photo-weight answers arriving together took the
+client alone to 260 MiB instead of 180-200 MiB.
 
 Image URLs are fetched over http(s) only, and only from public addresses: the host is
 resolved off the loop and refused if any of its addresses is loopback, private, link-local,
@@ -71,6 +75,7 @@ import email.utils
 import json
 import logging
 import math
+import mmap
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -84,7 +89,7 @@ from pydantic import SecretStr
 from bot._wire import ImagesRequest
 from bot.address import AddressCheck, blocked_reason, resolve
 from bot.answer import LongText, TooLargeError, decode_base64, parse
-from bot.budget import BudgetExceededError, ByteBudget, Lease
+from bot.budget import ByteBudget, Lease
 from bot.errors import (
     ConfigError,
     ContentRejectedError,
@@ -104,13 +109,14 @@ __all__ = ["ImageProvider", "OpenAIImageClient", "new_http_client"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+Body = bytearray | mmap.mmap  # a body being read, or read
 
 _CONNECT_TIMEOUT = 10.0
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 _ERROR_BODY_LIMIT = 64 * 1024
 _DETAIL_LIMIT = 300
-_DEFAULT_BUDGET = 160 * 1024 * 1024
+_DEFAULT_BUDGET = 64 * 1024 * 1024
 _MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
@@ -177,8 +183,8 @@ class OpenAIImageClient:
     (``https://host``) gets ``/v1``. ``timeout`` bounds one attempt (request, body and
     downloads), not counting the time its answer waits for budget or a turn.
     ``answer_budget_bytes`` is how many bytes of answers (bodies, then decoded images and
-    downloads) are held at once across every call on this client; by default 160 MiB, or the
-    largest answer of n=4 images if that is more, so such an answer is never refused.
+    downloads) are held at once across every call on this client, 64 MiB by default; an
+    answer larger than that is read alone.
     ``max_concurrent_decodes`` is how many answers are parsed, decoded and checked with Pillow
     at once: each decodes one image's pixels at a time (16 MiB at 2048x2048), and 2 keep both
     cores busy. ``allow_private_urls`` lets image URLs name loopback and private addresses.
@@ -227,9 +233,7 @@ class OpenAIImageClient:
         self._max_download_bytes = max_download_bytes
         self._retry_cap = retry_cap_seconds
         self._decode_turns = asyncio.Semaphore(max_concurrent_decodes)
-        self._budget = ByteBudget(
-            answer_budget_bytes or max(_DEFAULT_BUDGET, self._response_limit(4))
-        )
+        self._budget = ByteBudget(answer_budget_bytes or _DEFAULT_BUDGET)
         self._address_check: AddressCheck | None = None if allow_private_urls else address_check
         self._sleep = sleep
         self._jitter = jitter
@@ -320,11 +324,11 @@ class OpenAIImageClient:
                 ) as response,
             ):
                 status, response_headers = response.status_code, response.headers
+                body: Body = bytearray()
                 if response.is_success:
                     body = await self._read_answer(response, request.n, lease, clock)
                     error_body = b""
                 else:
-                    body = bytearray()
                     error_body, _ = await _read_capped(response, _ERROR_BODY_LIMIT)
                 deadline = clock.when() or deadline  # moved by the time spent waiting for budget
             if not 200 <= status < 300:
@@ -335,20 +339,13 @@ class OpenAIImageClient:
 
     async def _read_answer(
         self, response: httpx.Response, n: int, lease: Lease, clock: asyncio.Timeout
-    ) -> bytearray:
+    ) -> Body:
         """The whole body of a successful answer, its bytes held in ``lease``. A body cut off
         is final: the provider may have billed the attempt."""
         status, request_id = response.status_code, response.headers.get("x-request-id")
         limit = self._response_limit(n)
         try:
             body, complete = await self._read_leased(response, limit, lease, clock)
-        except BudgetExceededError as exc:
-            raise ProviderResponseError(
-                f"the answer ({exc.wanted} bytes or more) is larger than the {exc.total} bytes "
-                "this client holds for answers",
-                status=status,
-                request_id=request_id,
-            ) from exc
         except _CutOffError as exc:
             raise ProviderResponseError(
                 f"the answer from {self._where} was cut off {exc}; not retried, as the "
@@ -357,6 +354,7 @@ class OpenAIImageClient:
                 request_id=request_id,
             ) from exc
         if not complete:
+            _free(body)
             raise ProviderResponseError(
                 f"the answer is larger than {limit} bytes", status=status, request_id=request_id
             )
@@ -370,11 +368,12 @@ class OpenAIImageClient:
         clock: asyncio.Timeout,
         *,
         reserved: int = 0,
-    ) -> tuple[bytearray, bool]:
+    ) -> tuple[Body, bool]:
         """Up to ``limit`` bytes of the body, and whether that was all of it, each byte in
         ``lease`` before it is kept: its declared length at once, else as it arrives, beyond
         the ``reserved`` bytes the lease already holds for it (which are trimmed to the
-        length). Raises ``_CutOffError`` if the connection ends early."""
+        length). Raises ``_CutOffError`` if the connection ends early. The caller frees the
+        body with ``_free``."""
         declared = _declared_length(response)
         if declared is not None and declared > limit:
             return bytearray(), False
@@ -383,23 +382,31 @@ class OpenAIImageClient:
                 await self._grow(lease, declared - reserved, clock)
             lease.shrink_to(lease.held - max(0, reserved - declared))
             reserved = declared
-        buffer = bytearray()
+        # A body of known length goes into an anonymous mapping: its pages return to the
+        # system the moment it is freed, where a bytearray's would stay in malloc's heap
+        # (60 MiB more at the peak of 20 photo-weight answers arriving together).
+        buffer: Body = mmap.mmap(-1, declared) if declared else bytearray()
+        size = 0
         # aiter_bytes() is an async generator: close it now rather than when it is collected.
         chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    if len(buffer) + len(chunk) > limit:
+                    if size + len(chunk) > (limit if declared is None else declared):
                         return buffer, False
-                    if len(buffer) + len(chunk) > reserved:
-                        await self._grow(lease, len(buffer) + len(chunk) - reserved, clock)
-                        reserved = len(buffer) + len(chunk)
-                    buffer += chunk
+                    if size + len(chunk) > reserved:
+                        await self._grow(lease, size + len(chunk) - reserved, clock)
+                        reserved = size + len(chunk)
+                    if isinstance(buffer, bytearray):
+                        buffer += chunk
+                    else:
+                        buffer[size : size + len(chunk)] = chunk
+                    size += len(chunk)
         except httpx.TimeoutException:
             raise
         except httpx.TransportError as exc:
-            raise _CutOffError(len(buffer), declared) from exc
-        lease.shrink_to(lease.held - (reserved - len(buffer)))
+            raise _CutOffError(size, declared) from exc
+        lease.shrink_to(lease.held - (reserved - size))
         return buffer, True
 
     async def _grow(self, lease: Lease, amount: int, clock: asyncio.Timeout) -> None:
@@ -433,7 +440,7 @@ class OpenAIImageClient:
 
     async def _images(
         self,
-        body: bytearray,
+        body: Body,
         status: int,
         headers: httpx.Headers,
         request: GenerationRequest,
@@ -444,7 +451,7 @@ class OpenAIImageClient:
         asked = _dimensions(request.size)
         async with self._decode_turn() as waited:
             items = await asyncio.to_thread(self._decode_answer, body, status, headers, request.n)
-            del body  # emptied by _decode_answer: only the decoded images are needed now
+            del body  # freed by _decode_answer: only the decoded images are needed now
             lease.shrink_to(sum(len(item.blob or b"") for item in items))
             if all(item.blob is not None for item in items):
                 return await self._checked(items, asked, request, request_id)
@@ -487,10 +494,10 @@ class OpenAIImageClient:
         return math.ceil(self._max_download_bytes * 4 / 3) * n + 1024 * 1024
 
     def _decode_answer(
-        self, body: bytearray, status: int, headers: httpx.Headers, n: int
+        self, body: Body, status: int, headers: httpx.Headers, n: int
     ) -> list[_Item]:
         """The answer's images, base64 decoded; ``url`` items are left to download. Runs in
-        a worker thread, and empties ``body`` before it returns."""
+        a worker thread, and frees ``body`` before it returns."""
         request_id = headers.get("x-request-id")
         try:
             try:
@@ -517,7 +524,7 @@ class OpenAIImageClient:
                 self._item(index, item, status, request_id) for index, item in enumerate(data[:n])
             ]
         finally:
-            body.clear()
+            _free(body)
 
     def _item(self, index: int, item: object, status: int, request_id: str | None) -> _Item:
         encoded = item.get("b64_json") if isinstance(item, dict) else None
@@ -584,15 +591,7 @@ class OpenAIImageClient:
 
             opened = await _first_error(open_one(index, url) for index, url in wanted)
             sizes = [_declared_length(r) or self._max_download_bytes for r, _ in opened]
-            try:
-                await self._grow(lease, sum(sizes), clock)
-            except BudgetExceededError as exc:
-                raise ProviderResponseError(
-                    f"the answer's images ({exc.wanted} bytes, counting "
-                    f"{self._max_download_bytes} for each of unknown length) are larger than the "
-                    f"{exc.total} bytes this client holds for answers",
-                    request_id=request_id,
-                ) from exc
+            await self._grow(lease, sum(sizes), clock)
 
             async def read_one(index: int, response: httpx.Response, host: str, size: int) -> None:
                 stage = f"download of image {index}"
@@ -605,9 +604,11 @@ class OpenAIImageClient:
                         raise ProviderResponseError(
                             f"{stage} from {host} was cut off {exc}", request_id=request_id
                         ) from exc
+                if complete:
+                    blobs[index] = bytes(blob)
+                _free(blob)
                 if not complete:
                     raise self._too_large(index, None, request_id)
-                blobs[index] = bytes(blob)
 
             await _first_error(
                 read_one(index, response, host, size)
@@ -818,6 +819,14 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
             if len(buffer) > limit:
                 return bytes(buffer[:limit]), False
     return bytes(buffer), True
+
+
+def _free(body: Body) -> None:
+    """Give a body's memory back now, whoever still refers to it."""
+    if isinstance(body, bytearray):
+        body.clear()
+    else:
+        body.close()
 
 
 def _declared_length(response: httpx.Response) -> int | None:

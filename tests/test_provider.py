@@ -705,17 +705,24 @@ async def test_downloads_of_url_images_share_the_byte_budget(
     assert transport.most_downloading == 2
 
 
-async def test_an_answer_larger_than_the_whole_budget_is_refused(
-    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+async def test_answers_larger_than_the_whole_budget_are_read_one_at_a_time(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
 ) -> None:
+    # Not refused: each waits until nothing else holds any budget.
+    http, transport = counted
     size = await _answer_size(image_api, FOX)
-    client = make_client(answer_budget_bytes=size - 1)
+    client = make_client(http=http, answer_budget_bytes=size - 1)
+    image_api.script(HeldBody(), HeldBody())
+    jobs = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(2)]
 
-    with pytest.raises(ProviderResponseError) as caught:
-        await client.generate(FOX, SPEC)
+    await transport.wait_for(lambda: transport.answers == 2 and transport.reading == 1)
+    image_api.release_bodies.set()
+    results = await asyncio.gather(*jobs)
 
-    assert f"larger than the {size - 1} bytes" in caught.value.detail
-    assert len(image_api.generations) == 1 and client.budget.used == 0
+    assert [decoded(images[0]) for images in results] == [("PNG", (96, 48))] * 2
+    assert transport.most_reading == 1 and client.budget.used == 0
 
 
 async def test_waiting_for_budget_does_not_count_against_the_timeout(
