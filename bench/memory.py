@@ -192,9 +192,12 @@ class ClientRun:
     seconds: float
 
 
-async def client_run(scenario: Scenario, *, latency: float, side: int = SIDE) -> ClientRun:
-    """The burst against ``OpenAIImageClient`` alone, in a child process."""
-    spec = {"image": scenario.image, "jobs": scenario.jobs, "n": scenario.n}
+async def client_run(
+    scenario: Scenario, *, latency: float, side: int = SIDE, budget_mib: float | None = None
+) -> ClientRun:
+    """The burst against ``OpenAIImageClient`` alone, in a child process; ``budget_mib``
+    overrides its ``answer_budget_bytes``."""
+    spec = {"image": scenario.image, "jobs": scenario.jobs, "n": scenario.n, "budget": budget_mib}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -237,6 +240,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
             timeout=120.0,
             max_retries=0,
             max_download_bytes=25 * 1024 * 1024,
+            answer_budget_bytes=int(spec["budget"] * 2**20) if spec["budget"] else None,
         )
         idle = proc_rss()
         reset_peak_rss()
@@ -337,6 +341,12 @@ def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="IMAGE:JOBSxN")
     parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument(
+        "--budget-mib",
+        type=float,
+        default=None,
+        help="the provider client's answer budget in --client runs (default: its own)",
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--client", action="store_true", help="the provider client alone")
     only.add_argument("--bot", action="store_true", help="the bot process only")
@@ -356,7 +366,10 @@ async def _main(args: argparse.Namespace) -> None:
         env = dict(item.split("=", 1) for item in args.bot_env)
         print(report(*await measure(runs, latency=args.latency, env=env)))
     if not args.bot:
-        clients = [await client_run(scenario, latency=args.latency) for scenario in runs]
+        clients = [
+            await client_run(scenario, latency=args.latency, budget_mib=args.budget_mib)
+            for scenario in runs
+        ]
         print(client_report(clients))
 
 
