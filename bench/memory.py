@@ -233,6 +233,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
         float(spec["latency"]), image=spec["image"], side=side, n=n
     ) as base_url:
         http: httpx.AsyncClient = new_http_client(timeout=120.0)
+        budget = {"answer_budget_bytes": int(spec["budget"] * 2**20)} if spec["budget"] else {}
         client = OpenAIImageClient(  # as adapters/runtime.py builds it, with the defaults
             http=http,
             base_url=base_url,
@@ -240,7 +241,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
             timeout=120.0,
             max_retries=0,
             max_download_bytes=25 * 1024 * 1024,
-            answer_budget_bytes=int(spec["budget"] * 2**20) if spec["budget"] else None,
+            **budget,
         )
         idle = proc_rss()
         reset_peak_rss()
