@@ -50,7 +50,7 @@ class ByteBudget:
     @property
     def waiting(self) -> int:
         """Leases waiting for bytes now."""
-        return len(self._waiting)
+        return sum(1 for request in self._waiting if not request.granted.done())
 
     def _grant(self, lease: Lease, amount: int) -> None:
         if lease.held == 0:
