@@ -38,12 +38,12 @@ Time and memory. A successful answer's body is read as it arrives, within the at
 ``timeout``, its bytes held in a ``ByteBudget`` shared by every call on the client
 (``answer_budget_bytes``): an answer that does not fit waits, with its body left in the
 socket, until others release theirs; one larger than the whole budget is never refused, it
-waits until it can be read alone. Then
-it waits for one of ``max_concurrent_decodes`` turns, in which a worker thread parses the
-JSON and decodes the base64 in steps of a few milliseconds (``bot.answer``; the body is
-freed once decoded, so an answer costs at most 1.75 times its size meanwhile), and each image
-is checked (``bot.imaging.conform``: its header first, so a decompression bomb is refused
-before a pixel is decoded, then one full decode, and a downscale if it is larger than asked).
+waits until it can be read alone. Then it waits for one of ``max_concurrent_decodes`` turns,
+in which a worker thread parses the JSON and decodes the base64 in steps of a few
+milliseconds (``bot.answer``; the body is freed once decoded, so an answer costs at most 1.75
+times its size meanwhile), and each image is checked (``bot.imaging.conform``: its header
+first, so a decompression bomb is refused before a pixel is decoded, then one full decode,
+and a downscale if it is larger than asked).
 ``url`` items are downloaded between two turns, their bytes in the same budget (their
 declared lengths, or the byte cap for those without one). A slow body or download therefore
 holds only its own bytes, never a turn. Waiting for budget or for a turn does not count
