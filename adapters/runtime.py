@@ -34,14 +34,9 @@ from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
 from bot.scheduler import Scheduler
 from bot.service import ImageService
 
-__all__ = ["RETRY_CAP_SECONDS", "Runtime", "open_runtime", "probe_directory"]
+__all__ = ["Runtime", "open_runtime", "probe_directory"]
 
 log = logging.getLogger(__name__)
-
-# The longest wait a provider's Retry-After may impose: the image client sits through a 429's
-# wait only within it, and the scheduler holds new starts for at most as long (a longer wait
-# fails the job that got it, so one 429 cannot stop every server's images for an hour).
-RETRY_CAP_SECONDS = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +102,8 @@ async def open_runtime(
                 timeout=settings.image_api_timeout,
                 max_retries=settings.image_api_max_retries,
                 max_download_bytes=settings.image_max_download_bytes,
-                retry_cap_seconds=RETRY_CAP_SECONDS,
+                retry_cap_seconds=settings.image_api_max_retry_wait,
+                allow_private_urls=settings.image_api_allow_private_urls,
             )
         moderation = Moderation.open(
             ledger,
@@ -134,7 +130,9 @@ async def open_runtime(
                 # A one-off command reports a 429 at once (the client has already retried);
                 # a long-running bot puts the job back at the front of the queue once.
                 max_rate_limit_retries=1 if sweep else 0,
-                max_hold=RETRY_CAP_SECONDS,
+                # One 429 cannot stop every server's images for longer than the client
+                # itself would wait; a longer Retry-After fails the job that got it.
+                max_hold=settings.image_api_max_retry_wait,
             ),
         )
         # Runs before the ledger closes: whatever is still queued or running is refunded.

@@ -15,10 +15,13 @@ import io
 import json
 import os
 import platform
+import socket
 import statistics
+import struct
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +52,16 @@ __all__ = [
     "canned_reply",
     "discord_bot",
     "fmt_spread",
+    "free_port",
     "http_burst",
+    "http_probe",
     "machine",
     "open_core",
     "percentile",
     "proc_rss",
     "provider_process",
     "requester",
+    "reset_peak_rss",
     "slack_bot",
     "table",
 ]
@@ -121,6 +127,11 @@ class Rss:
     hwm_mib: float
 
 
+def reset_peak_rss() -> None:
+    """Make this process's VmHWM start again from its RSS now (Linux ``clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def proc_rss(pid: int | str = "self") -> Rss:
     """``VmRSS`` and ``VmHWM`` of a process, from ``/proc/PID/status``."""
     fields: dict[str, float] = {}
@@ -184,13 +195,16 @@ async def slack_bot(
             await bot.stop()
 
 
-def canned_reply(image: str = "flat", side: int = 1024) -> RawReply:
-    """A provider answer carrying one ``side``x``side`` PNG, encoded once and reusable.
+def canned_reply(image: str = "flat", side: int = 1024, n: int = 1) -> RawReply:
+    """A provider answer carrying ``n`` copies of one ``side``x``side`` PNG, encoded once and
+    reusable.
 
     ``flat`` is what the fake draws itself (a flat colour with a band: about 16 kB at
     1024x1024, 60 kB at 2048x2048, cheap to decode). ``photo`` has photo-like entropy (smooth
     colour noise: about 1.9 MB at 1024x1024 and 7.7 MB at 2048x2048, what a real generated
     picture weighs), so every buffer and decode on the way costs what it would in production.
+    ``max`` is the heaviest PNG of that size: 16-bit RGB noise, stored uncompressed (24 MiB at
+    2048x2048, just under the default 25 MiB cap; 32 MiB of base64 per image).
     """
     from PIL import Image
 
@@ -202,11 +216,89 @@ def canned_reply(image: str = "flat", side: int = 1024) -> RawReply:
         out = io.BytesIO()
         picture.save(out, format="PNG", compress_level=1)
         data = out.getvalue()
+    elif image == "max":
+        data = _noise_png16(side)
     else:
         raise ValueError(f"unknown image kind {image!r}")
     encoded = base64.b64encode(data).decode()
-    body = {"created": int(time.time()), "data": [{"b64_json": encoded}]}
+    body = {"created": int(time.time()), "data": [{"b64_json": encoded}] * n}
     return RawReply(body=json.dumps(body).encode())
+
+
+def _noise_png16(side: int) -> bytes:
+    """A ``side``x``side`` 16-bit RGB PNG of random pixels, deflate level 0 (Pillow cannot
+    write 16-bit RGB)."""
+    rows = b"".join(b"\x00" + os.urandom(side * 6) for _ in range(side))
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 16, 2, 0, 0, 0)
+    idat = zlib.compress(rows, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child process to listen on)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def http_probe(url: str, *, every: float = 0.02) -> AsyncIterator[list[float]]:
+    """A child process that GETs ``url`` every ``every`` seconds (one keep-alive connection)
+    while the block runs; the list it yields is filled, at the end, with how long each
+    answer took. Asked of the bot's own HTTP server, it bounds the bot's event-loop lag from
+    above: the answer cannot come sooner than the loop gets to it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._support",
+        "--probe",
+        json.dumps({"url": url, "every": every}),
+        cwd=REPO_ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    times: list[float] = []
+    try:
+        ready = await asyncio.wait_for(process.stdout.readline(), 30)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the probe did not start: {ready!r}")
+        yield times
+    finally:
+        process.stdin.close()
+        out = await asyncio.wait_for(process.stdout.read(), 60)
+        await process.wait()
+    times.extend(json.loads(out))
+
+
+async def _probe(spec: dict[str, Any]) -> None:
+    import aiohttp
+
+    every = float(spec["every"])
+    times: list[float] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sys.stdin.fileno(), stop.set)  # stdin closes: the parent is done
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        async with session.get(spec["url"]) as first:  # opens the connection
+            await first.read()
+        print("ready", flush=True)
+        while not stop.is_set():
+            started = time.monotonic()
+            async with session.get(spec["url"]) as answer:
+                await answer.read()
+            times.append(time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+    print(json.dumps(times))
 
 
 # -- the core in process --------------------------------------------------------------------
@@ -243,7 +335,7 @@ class Core:
 
 @contextlib.asynccontextmanager
 async def provider_process(
-    latency: float, *, image: str = "flat", side: int = 1024
+    latency: float, *, image: str = "flat", side: int = 1024, n: int = 1
 ) -> AsyncIterator[str]:
     """``FakeImageAPI(latency=latency)`` in a child process; yields its API root.
 
@@ -261,6 +353,7 @@ async def provider_process(
         str(latency),
         image,
         str(side),
+        str(n),
         cwd=REPO_ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -280,11 +373,11 @@ async def provider_process(
             await process.wait()
 
 
-async def _serve_provider(latency: float, image: str, side: int) -> None:
+async def _serve_provider(latency: float, image: str, side: int, n: int) -> None:
     """The child side of ``provider_process``: serve until stdin closes."""
     async with FakeImageAPI(latency=latency) as api:
         if image != "drawn":
-            reply = canned_reply(image, side)
+            reply = canned_reply(image, side, n)
             api.script(*(reply for _ in range(100_000)))
         print(api.base_url, flush=True)
         await asyncio.to_thread(sys.stdin.buffer.read)
@@ -360,6 +453,10 @@ async def _burst(spec: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve-provider"]:
-    asyncio.run(_serve_provider(float(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
+    asyncio.run(
+        _serve_provider(float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    )
 elif __name__ == "__main__" and sys.argv[1:2] == ["--burst"]:
     asyncio.run(_burst(json.loads(sys.argv[2])))
+elif __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
+    asyncio.run(_probe(json.loads(sys.argv[2])))

@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     image_api_key: SecretStr | None = None
     image_api_timeout: float = Field(default=120.0, gt=0)
     image_api_max_retries: int = Field(default=3, ge=0, le=10)
+    # The longest Retry-After the bot sits through: the client retries within it, and the
+    # queue holds new starts for at most as long; a longer one fails the job that got it.
+    image_api_max_retry_wait: float = Field(default=20.0, gt=0, le=300)
     image_max_download_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    image_api_allow_private_urls: bool = False
     default_model: str = "black-forest-labs/flux-1-schnell"
     models_file: Path | None = None
     max_prompt_length: int = Field(default=4000, ge=1)
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
         # `.env.example` copies leave `IMAGE_API_KEY=`; an empty value means "not set".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("image_api_allow_private_urls", mode="before")
+    @classmethod
+    def _blank_is_false(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return False
         return value
 
     @field_validator("log_format", mode="before")

@@ -1,4 +1,11 @@
-"""Re-encoding generated images to fit a platform's upload limit.
+"""Checking and re-encoding generated images: to the size that was asked, and to fit a
+platform's upload limit.
+
+``conform`` checks an image from the provider: it reads the dimensions from the header
+(Pillow's ``Image.open`` is lazy) and refuses an image more than twice the asked width or
+height, or over 4096 on a side, before decoding a pixel, so a small file claiming 13000x13000
+(676 MB of pixels) costs nothing; then it decodes the image fully (so a truncated file fails
+here, not on the platform) and scales down one larger than asked to fit the asked size.
 
 Discord refuses an attachment over the interaction's ``attachment_size_limit`` (10 MiB by
 default, less in some servers and tests). ``fit_within`` keeps an image that already fits
@@ -18,9 +25,14 @@ from PIL import Image, UnidentifiedImageError, features
 
 from bot.models import GeneratedImage
 
-__all__ = ["MIN_FIT_BYTES", "fit_within"]
+__all__ = ["MAX_SIDE", "MIN_FIT_BYTES", "ImageTooLargeError", "conform", "fit_within"]
 
 log = logging.getLogger(__name__)
+
+MAX_SIDE = 4096
+_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# Formats a downscaled image is saved in: its own when chat platforms show it, else PNG.
+_SAVE_AS = {"JPEG": "JPEG", "WEBP": "WEBP"}
 
 # Below this no useful picture survives; a 16x16 JPEG already needs several hundred bytes.
 MIN_FIT_BYTES = 2_048
@@ -28,6 +40,57 @@ _QUALITIES = (90, 78, 64, 50, 38)
 _MIN_SIDE = 16
 # A lower quality rarely saves more than this factor; past it, downscale straight away.
 _QUALITY_REACH = 3.0
+
+
+class ImageTooLargeError(ValueError):
+    """The header claims more pixels than allowed; nothing was decoded. ``size`` is the
+    claimed ``(width, height)``, or ``None`` when Pillow refused to open it at all."""
+
+    def __init__(self, size: tuple[int, int] | None, limit: tuple[int, int]) -> None:
+        claimed = f"{size[0]}x{size[1]}" if size else "over Pillow's decompression-bomb limit"
+        super().__init__(f"{claimed}, more than {limit[0]}x{limit[1]}")
+        self.size = size
+        self.limit = limit
+
+
+def conform(data: bytes, asked: tuple[int, int] | None) -> tuple[bytes, str, int, int]:
+    """``(data, mime_type, width, height)`` of a provider's image, checked as the module
+    says, re-encoded only if it was larger than ``asked`` (``None``: any size up to
+    ``MAX_SIDE``) or in a format chat platforms do not show (then as PNG).
+
+    Raises ``ImageTooLargeError`` before decoding anything too large, and any of Pillow's
+    exceptions for data that is not an image. CPU-bound: call it from a worker thread."""
+    limit = (min(2 * asked[0], MAX_SIDE), min(2 * asked[1], MAX_SIDE)) if asked else (MAX_SIDE,) * 2
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(None, limit) from exc
+    with opened as image:
+        width, height = image.size
+        if width > limit[0] or height > limit[1]:
+            raise ImageTooLargeError((width, height), limit)
+        image.load()
+        fmt = image.format or ""
+        mime_type = _MIME_TYPES.get(fmt)
+        if asked and (width > asked[0] or height > asked[1]):
+            scale = min(asked[0] / width, asked[1] / height)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            log.debug("scaling a %dx%d image down to %dx%d", width, height, *size)
+            smaller = image.resize(size, Image.Resampling.LANCZOS)
+            save_as = _SAVE_AS.get(fmt, "PNG")
+            return _save(smaller, save_as), _MIME_TYPES[save_as], size[0], size[1]
+        if mime_type is None:
+            return _save(image, "PNG"), "image/png", width, height
+    return data, mime_type, width, height
+
+
+def _save(picture: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    if fmt == "PNG":
+        picture.save(out, format="PNG")
+    else:
+        picture.save(out, format=fmt, quality=90)
+    return out.getvalue()
 
 
 def fit_within(image: GeneratedImage, max_bytes: int) -> GeneratedImage:

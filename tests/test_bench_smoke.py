@@ -49,8 +49,14 @@ async def test_fairness_measures_the_newcomer_under_round_robin_and_fifo() -> No
     assert "newcomer" in fairness.report(waits, cap=2, latency=0.01)
 
 
-async def test_memory_reads_the_bot_process_rss() -> None:
-    base, [run] = await memory.measure(jobs=2, latency=0.01, images=("flat",), side=1024)
+async def test_memory_reads_the_bot_process_rss_and_probes_its_loop() -> None:
+    runs = (memory.Scenario("flat", 2, 1), memory.Scenario("max", 1, 2))
+    base, measured = await memory.measure(runs, latency=0.01, side=1024)
     assert base.rss_mib > 0
-    assert run.busy.hwm_mib >= run.idle.hwm_mib > 0
-    assert "peak" in memory.report(base, [run])
+    for run in measured:
+        assert run.busy.hwm_mib >= run.idle.hwm_mib > 0
+        assert run.probes and min(run.probes) > 0
+    assert "peak" in memory.report(base, measured)
+    client = await memory.client_run(memory.Scenario("max", 2, 2), latency=0.01, side=1024)
+    assert client.peak_mib > 0 and client.lags
+    assert "provider client" in memory.client_report([client])

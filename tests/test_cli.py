@@ -248,6 +248,7 @@ async def test_each_provider_fault_is_one_line_and_non_zero(
         cwd=tmp_path,
         IMAGE_API_BASE_URL=image_api.base_url,
         IMAGE_API_KEY=image_api.api_key,
+        IMAGE_API_ALLOW_PRIVATE_URLS="1",  # the fake's URLs are on 127.0.0.1
         IMAGE_API_MAX_RETRIES="1",
         IMAGE_API_TIMEOUT="0.5",
     )
@@ -701,3 +702,27 @@ async def test_ctrl_c_in_the_shell_cancels_a_running_job_and_refunds_it(
     assert await term.close() == 0
     image_api.release.set()
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(("allow", "code"), [("", 1), ("true", 0)])
+async def test_image_urls_on_loopback_are_fetched_only_with_allow_private_urls(
+    tmp_path: Path, image_api: FakeImageAPI, allow: str, code: int
+) -> None:
+    image_api.script(Images(as_url=True))
+    result, stdout, stderr = await run_cli_async(
+        "generate",
+        "a red fox",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        IMAGE_API_BASE_URL=image_api.base_url,
+        IMAGE_API_KEY=image_api.api_key,
+        IMAGE_API_ALLOW_PRIVATE_URLS=allow,
+    )
+
+    assert result == code, stderr
+    if code:
+        assert "IMAGE_API_ALLOW_PRIVATE_URLS" in stderr and image_api.downloads == []
+    else:
+        [path] = [Path(line) for line in stdout.splitlines()]
+        assert decoded_size(path) == (1024, 1024) and len(image_api.downloads) == 1

@@ -1,4 +1,5 @@
-"""``fit_within``: images over a platform's upload limit come back smaller and still decode."""
+"""``fit_within``: images over a platform's upload limit come back smaller and still decode;
+``conform``: a provider's image is checked against the asked size before it is decoded."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import random
 import pytest
 from PIL import Image
 
-from bot.imaging import MIN_FIT_BYTES, fit_within
+from bot.imaging import MIN_FIT_BYTES, ImageTooLargeError, conform, fit_within
 from bot.models import GeneratedImage
+from tests.fakes.image_api import bomb_png
 
 
 def _png(image: Image.Image) -> bytes:
@@ -115,3 +117,66 @@ def test_bytes_that_are_not_an_image_are_refused() -> None:
     junk = GeneratedImage(data=b"<html>oops</html>" * 500, mime_type="image/png", width=1, height=1)
     with pytest.raises(ValueError, match="not a readable image"):
         fit_within(junk, MIN_FIT_BYTES)
+
+
+# -- conform: provider images checked against the asked size --------------------------------
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_an_image_of_the_asked_size_is_kept_as_it_is() -> None:
+    data = _png(_scene(96, 48))
+    assert conform(data, (96, 48)) == (data, "image/png", 96, 48)
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt", "kept"),
+    [((192, 96), "PNG", (96, 48)), ((150, 48), "JPEG", (96, 31)), ((96, 96), "WEBP", (48, 48))],
+)
+def test_an_image_larger_than_asked_is_scaled_down_in_its_format(
+    size: tuple[int, int], fmt: str, kept: tuple[int, int]
+) -> None:
+    data, mime_type, width, height = conform(_encoded(_scene(*size), fmt), (96, 48))
+
+    decoded = _decode(data)
+    assert (width, height) == decoded.size == kept
+    assert decoded.format == fmt and mime_type == Image.MIME[fmt]
+
+
+@pytest.mark.parametrize(
+    ("size", "asked"),
+    [((193, 48), (96, 48)), ((96, 97), (96, 48)), ((4097, 64), (4000, 4000)), ((4097, 8), None)],
+)
+def test_an_image_over_twice_the_asked_size_or_4096_is_refused(
+    size: tuple[int, int], asked: tuple[int, int] | None
+) -> None:
+    with pytest.raises(ImageTooLargeError) as caught:
+        conform(_png(_noise(*size, mode="L")), asked)
+
+    assert caught.value.size == size
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_bomb_is_refused_from_its_header() -> None:
+    bomb = bomb_png(13_000, 13_000)  # 494 kB; 676 MB of pixels once decoded
+
+    with pytest.raises(ImageTooLargeError, match="13000x13000, more than 2048x2048"):
+        conform(bomb, (1024, 1024))
+    with pytest.raises(ImageTooLargeError, match="decompression-bomb limit"):
+        conform(bomb_png(14_000, 14_000), None)  # over twice Pillow's own limit
+
+
+def test_formats_chat_platforms_do_not_show_become_png() -> None:
+    data, mime_type, width, height = conform(_encoded(_scene(64, 64), "BMP"), (64, 64))
+
+    assert (mime_type, width, height) == ("image/png", 64, 64)
+    assert _decode(data).format == "PNG"
+
+
+def test_an_unknown_size_is_bounded_by_4096_only() -> None:
+    data = _png(_noise(300, 20, mode="L"))
+    assert conform(data, None) == (data, "image/png", 300, 20)

@@ -1,20 +1,26 @@
 """The OpenAI-compatible client, driven through the real httpx client against the fake image
 API on 127.0.0.1: request shape, results, every error mapping, bounded retries, timeouts, byte
-caps, how many answers are read and checked at once, and the API key never leaking."""
+caps, the byte budget and decode turns (slow answers hold neither the loop nor other jobs),
+answers cut off, images larger than asked, which URLs are fetched, and the API key never
+leaking."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import email.utils
+import hashlib
 import io
+import ipaddress
 import json
 import logging
+import random
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +28,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.address import IPAddress, blocked_reason
 from bot.errors import (
     ConfigError,
     ContentRejectedError,
@@ -36,6 +43,8 @@ from bot.errors import (
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec
 from bot.provider import OpenAIImageClient, new_http_client
 from tests.fakes.image_api import (
+    Bomb,
+    CutBody,
     DeadUrl,
     ErrorReply,
     FakeImageAPI,
@@ -44,7 +53,9 @@ from tests.fakes.image_api import (
     NotAnImage,
     OversizedDownload,
     RawReply,
+    Redirect,
     Stall,
+    UrlItems,
     bad_gateway,
     billing_hard_limit_reached,
     content_policy_violation,
@@ -105,6 +116,7 @@ def make_client(
             "timeout": 5.0,
             "max_retries": 2,
             "max_download_bytes": 5 * 1024 * 1024,
+            "allow_private_urls": True,  # the fake's URLs are on 127.0.0.1
             "sleep": sleeps,
             "jitter": lambda: 0.0,
         }
@@ -567,6 +579,8 @@ class BodyCounter(Observed, httpx.AsyncBaseTransport):
         self.answers = 0
         self.reading = 0
         self.most_reading = 0
+        self.downloading = 0  # bodies of image downloads (the fake's /files/) being read
+        self.most_downloading = 0
 
     def summary(self) -> str:
         return f"{self.answers} answer(s), {self.reading} body(ies) being read"
@@ -579,36 +593,40 @@ class BodyCounter(Observed, httpx.AsyncBaseTransport):
         return httpx.Response(
             response.status_code,
             headers=response.headers,
-            stream=_CountedBody(response.stream, self),
+            stream=_CountedBody(response.stream, self, request.url.path.startswith("/files/")),
             extensions=response.extensions,
         )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def _reading(self, change: int) -> None:
+    async def _reading(self, change: int, download: bool) -> None:
         self.reading += change
         self.most_reading = max(self.most_reading, self.reading)
+        if download:
+            self.downloading += change
+            self.most_downloading = max(self.most_downloading, self.downloading)
         await self._notify()
 
 
 class _CountedBody(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, counter: BodyCounter) -> None:
+    def __init__(self, inner: httpx.AsyncByteStream, counter: BodyCounter, download: bool) -> None:
         self._inner = inner
         self._counter = counter
+        self._download = download
         self._open = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if not self._open:
             self._open = True
-            await self._counter._reading(+1)
+            await self._counter._reading(+1, self._download)
         async for chunk in self._inner:
             yield chunk
 
     async def aclose(self) -> None:
         if self._open:
             self._open = False
-            await self._counter._reading(-1)
+            await self._counter._reading(-1, self._download)
         await self._inner.aclose()
 
 
@@ -619,20 +637,40 @@ async def counted() -> AsyncIterator[tuple[httpx.AsyncClient, BodyCounter]]:
         yield client, transport
 
 
-async def test_only_max_concurrent_decodes_answers_are_read_at_once(
+async def _answer_size(image_api: FakeImageAPI, request: GenerationRequest) -> int:
+    """The bytes of the fake's answer to ``request`` (the same for the same prompt and seed)."""
+    payload = {
+        "model": SPEC.id,
+        "prompt": request.prompt,
+        "n": request.n,
+        "size": request.size,
+        "response_format": "b64_json",
+        "seed": request.seed,
+    }
+    headers = {"Authorization": f"Bearer {image_api.api_key}"}
+    async with httpx.AsyncClient() as plain:
+        answer = await plain.post(
+            f"{image_api.base_url}/images/generations", json=payload, headers=headers
+        )
+    image_api.requests.clear()
+    return len(answer.content)
+
+
+async def test_only_as_many_answers_as_the_byte_budget_holds_are_read_at_once(
     make_client: Callable[..., OpenAIImageClient],
     image_api: FakeImageAPI,
     counted: tuple[httpx.AsyncClient, BodyCounter],
 ) -> None:
-    # Six answers arrive together, each still being transferred: two are read (and will be
-    # decoded and checked), the other four wait with their bodies unread. Memory stays
-    # bounded however many answers come at once.
+    # Six answers arrive together, each still being transferred; the budget holds two and a
+    # half: two are read, the other four wait with their bodies unread (not refused). Memory
+    # stays bounded however many answers come at once.
     http, transport = counted
-    client = make_client(http=http, max_concurrent_decodes=2)
+    size = await _answer_size(image_api, FOX)
+    client = make_client(http=http, answer_budget_bytes=size * 5 // 2)
     image_api.script(*[HeldBody()] * 6)
     jobs = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(6)]
 
-    await transport.wait_for(lambda: transport.answers == 6)
+    await transport.wait_for(lambda: transport.answers == 6 and client.budget.waiting == 4)
     reading_while_held = transport.reading
     image_api.release_bodies.set()
     results = await asyncio.gather(*jobs)
@@ -640,40 +678,65 @@ async def test_only_max_concurrent_decodes_answers_are_read_at_once(
     assert reading_while_held == 2
     assert transport.most_reading == 2
     assert [[decoded(image) for image in images] for images in results] == [[("PNG", (96, 48))]] * 6
+    assert client.budget.used == 0
 
 
-async def test_downloads_of_url_images_wait_for_their_answer_s_turn(
+async def test_downloads_of_url_images_share_the_byte_budget(
     make_client: Callable[..., OpenAIImageClient],
     image_api: FakeImageAPI,
     counted: tuple[httpx.AsyncClient, BodyCounter],
 ) -> None:
+    # Three answers name two 1792x1024 images each, whose downloads arrive slowly; the budget
+    # holds two such images and a half: one answer's images are read at a time, the other
+    # downloads wait with their bodies unread, and all six arrive.
     http, transport = counted
-    client = make_client(http=http, max_concurrent_decodes=1)
-    image_api.script(*[HeldBody(Images(as_url=True))] * 3)
-    jobs = [asyncio.create_task(client.generate(replace(FOX, n=2), SPEC)) for _ in range(3)]
+    big = replace(FOX, size="1792x1024", n=2)
+    one = await _answer_size(image_api, replace(big, n=1))  # about 4/3 of one image
+    client = make_client(http=http, answer_budget_bytes=one * 2, max_download_bytes=one)
+    image_api.script(*[Images(as_url=True, held_files=True)] * 3)
+    jobs = [asyncio.create_task(client.generate(big, SPEC)) for _ in range(3)]
 
-    await transport.wait_for(lambda: transport.answers == 3)
-    reading_while_held = transport.reading
+    await transport.wait_for(lambda: transport.answers == 9 and transport.downloading == 2)
     image_api.release_bodies.set()
     results = await asyncio.gather(*jobs)
 
-    assert reading_while_held == 1
-    assert transport.most_reading <= 2  # one answer's two downloads, never two answers'
+    assert [[decoded(i) for i in images] for images in results] == [[("PNG", (1792, 1024))] * 2] * 3
     assert len(image_api.downloads) == 6
-    assert [len(images) for images in results] == [2, 2, 2]
+    assert transport.most_downloading == 2
 
 
-async def test_waiting_for_a_turn_does_not_count_against_the_timeout(
+async def test_answers_larger_than_the_whole_budget_are_read_one_at_a_time(
     make_client: Callable[..., OpenAIImageClient],
     image_api: FakeImageAPI,
     counted: tuple[httpx.AsyncClient, BodyCounter],
 ) -> None:
-    # Nine requests are sent; then a tenth, whose answer comes at once and takes the only
-    # turn, but whose body never finishes: it times out 0.5 s after it was sent, after the
-    # nine's own deadlines. The nine answers arrive meanwhile, in time, and wait for the
-    # turn past their deadlines: they must still be delivered.
+    # Not refused: each waits until nothing else holds any budget.
     http, transport = counted
-    client = make_client(http=http, timeout=0.5, max_concurrent_decodes=1)
+    size = await _answer_size(image_api, FOX)
+    client = make_client(http=http, answer_budget_bytes=size - 1)
+    image_api.script(HeldBody(), HeldBody())
+    jobs = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(2)]
+
+    await transport.wait_for(lambda: transport.answers == 2 and transport.reading == 1)
+    image_api.release_bodies.set()
+    results = await asyncio.gather(*jobs)
+
+    assert [decoded(images[0]) for images in results] == [("PNG", (96, 48))] * 2
+    assert transport.most_reading == 1 and client.budget.used == 0
+
+
+async def test_waiting_for_budget_does_not_count_against_the_timeout(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
+) -> None:
+    # Nine requests are sent; then a tenth, whose answer comes at once and takes the whole
+    # budget, but whose body never finishes: it times out 0.5 s after it was sent, after the
+    # nine's own deadlines. The nine answers arrive meanwhile, in time, and wait for budget
+    # past their deadlines: they must still be delivered.
+    http, transport = counted
+    size = await _answer_size(image_api, FOX)
+    client = make_client(http=http, timeout=0.5, answer_budget_bytes=size * 3 // 2)
     image_api.script(*[Stall()] * 9, HeldBody())
     early = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(9)]
     await image_api.wait_for(lambda: len(image_api.generations) == 9)
@@ -688,6 +751,275 @@ async def test_waiting_for_a_turn_does_not_count_against_the_timeout(
     assert [r if isinstance(r, BaseException) else decoded(r[0]) for r in results] == [
         ("PNG", (96, 48))
     ] * 9
+
+
+async def test_slowly_streamed_answers_do_not_delay_a_healthy_one(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    counted: tuple[httpx.AsyncClient, BodyCounter],
+) -> None:
+    # Two answers trickle in (half their body, then nothing until released): as many as
+    # there are decode turns. A third, healthy, answer must not wait for them.
+    http, transport = counted
+    client = make_client(http=http, timeout=5.0, max_concurrent_decodes=2)
+    image_api.script(HeldBody(), HeldBody())
+    slow = [asyncio.create_task(client.generate(FOX, SPEC)) for _ in range(2)]
+    await transport.wait_for(lambda: transport.reading == 2)
+    started = time.monotonic()
+    healthy = asyncio.create_task(client.generate(replace(FOX, prompt="a healthy fox"), SPEC))
+
+    done, _ = await asyncio.wait([healthy, *slow], return_when=asyncio.FIRST_COMPLETED)
+    took = time.monotonic() - started
+    image_api.release_bodies.set()
+    await asyncio.gather(*slow)
+
+    assert done == {healthy}
+    assert took < 2.5  # half the slow answers' timeout: it did not wait for them
+    assert decoded(healthy.result()[0]) == ("PNG", (96, 48))
+
+
+async def test_the_loop_keeps_running_while_large_answers_are_parsed(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    # Four answers of four 2048x2048 noise PNGs (12.6 MB each, 67 MB of JSON per answer):
+    # parsing and decoding them happens in worker threads, in small steps, so a ticker on
+    # the event loop is never held up for long (parsing one such answer on the loop would
+    # stop it for about half a second).
+    noise = [_noise_png(2048, 2048, seed) for seed in range(4)]
+    digests = [hashlib.sha256(p).hexdigest() for p in noise]
+    body = json.dumps(
+        {"created": 1, "data": [{"b64_json": base64.b64encode(p).decode()} for p in noise]}
+    ).encode()
+    del noise
+    image_api.script(*[RawReply(body)] * 4)
+    client = make_client(max_download_bytes=13 * 1024 * 1024)
+    request = replace(FOX, size="2048x2048", n=4)
+    lags: list[float] = []
+    delivered: list[list[str]] = []
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)  # the ticker's own period, not synchronisation
+            lags.append(loop.time() - before - 0.005)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        for job in asyncio.as_completed([client.generate(request, SPEC) for _ in range(4)]):
+            delivered.append([hashlib.sha256(image.data).hexdigest() for image in await job])
+    finally:
+        ticking.cancel()
+
+    assert delivered == [digests] * 4
+    # Generous, for a shared machine: parsing on the loop stalled it 0.69 s here.
+    assert max(lags) < 0.3, f"the loop stalled {max(lags):.3f} s"
+
+
+def _noise_png(width: int, height: int, seed: int) -> bytes:
+    """Incompressible pixels: a PNG as heavy as its size allows."""
+    pixels = random.Random(seed).randbytes(width * height * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), pixels).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+# -- answers that are cut off ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_an_answer_cut_off_mid_body_is_tried_once(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    sleeps: SleepRecorder,
+    chunked: bool,
+) -> None:
+    # The 200 and half the body arrived: the provider may have billed it, so no retry.
+    image_api.script(*[CutBody(chunked=chunked)] * 3)
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client(max_retries=2).generate(FOX, SPEC)
+
+    assert "cut off" in caught.value.detail and "billed" in caught.value.detail
+    assert caught.value.status == 200
+    assert len(image_api.generations) == 1 and sleeps.delays == []
+
+
+# -- images larger than asked -------------------------------------------------------------------
+
+
+def _reset_peak_rss() -> None:
+    """Make the process's peak RSS (VmHWM) start again from its RSS now (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+# Pillow only warns about images this size (it refuses 2x more); production keeps the warning.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+async def test_a_decompression_bomb_is_refused_without_decoding_it(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    # A 494 kB PNG claiming 13000x13000: 676 MB of pixels once decoded.
+    image_api.script(Bomb(13_000, 13_000))
+    client = make_client()
+    _reset_peak_rss()
+    rss_before = _status_kib("VmRSS")
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await client.generate(FOX, SPEC)
+
+    growth_mib = (_status_kib("VmHWM") - rss_before) / 1024
+    assert "13000x13000" in caught.value.detail and "without decoding" in caught.value.detail
+    assert growth_mib < 100, f"the process grew by {growth_mib:.0f} MiB"
+    assert len(image_api.generations) == 1
+
+
+@pytest.mark.parametrize(
+    ("drawn", "kept"), [((192, 96), (96, 48)), ((150, 48), (96, 31)), ((96, 96), (48, 48))]
+)
+async def test_an_image_larger_than_asked_is_scaled_down_to_the_asked_size(
+    make_client: Callable[..., OpenAIImageClient],
+    image_api: FakeImageAPI,
+    drawn: tuple[int, int],
+    kept: tuple[int, int],
+) -> None:
+    image_api.script(Images(size=drawn), Images(size=drawn, image_format="JPEG"))
+    client = make_client()
+
+    (png,) = await client.generate(FOX, SPEC)
+    (jpeg,) = await client.generate(FOX, SPEC)
+
+    assert decoded(png) == ("PNG", kept) and (png.width, png.height) == kept
+    assert decoded(jpeg) == ("JPEG", kept) and jpeg.mime_type == "image/jpeg"
+
+
+async def test_an_image_more_than_twice_the_asked_size_is_refused(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Images(size=(193, 48)))
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client().generate(FOX, SPEC)
+
+    assert "193x48, more than 192x96" in caught.value.detail
+
+
+async def test_an_image_smaller_than_asked_is_delivered_as_it_is(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Images(size=(64, 32)))
+
+    (image,) = await make_client().generate(FOX, SPEC)
+
+    assert decoded(image) == ("PNG", (64, 32))
+
+
+# -- which URLs are fetched -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://10.0.0.7/a.png", "private address (10.0.0.7)"),
+        ("http://169.254.169.254/latest/meta-data", "link-local address (169.254.169.254)"),
+        ("http://[::1]:8080/a.png", "loopback address (::1)"),
+        ("http://[::ffff:127.0.0.1]/a.png", "is a loopback address (::ffff:7f00:1)"),
+        ("http://0.0.0.0/a.png", "unspecified address"),
+        ("http://localhost:1/a.png", "loopback address"),
+        ("file:///etc/passwd", "only http(s) URLs"),
+        ("ftp://images.example/a.png", "only http(s) URLs"),
+    ],
+)
+async def test_image_urls_on_private_addresses_are_refused(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI, url: str, words: str
+) -> None:
+    image_api.script(UrlItems((url,)))
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client(allow_private_urls=False).generate(FOX, SPEC)
+
+    assert words in caught.value.detail
+    assert len(image_api.generations) == 1
+
+
+async def test_the_fake_s_own_urls_are_loopback_and_fetched_only_when_allowed(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Images(as_url=True), Images(as_url=True))
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client(allow_private_urls=False).generate(FOX, SPEC)
+    (image,) = await make_client(allow_private_urls=True).generate(FOX, SPEC)
+
+    assert "loopback address (127.0.0.1)" in caught.value.detail
+    assert "IMAGE_API_ALLOW_PRIVATE_URLS" in caught.value.detail
+    assert decoded(image) == ("PNG", (96, 48))
+    assert len(image_api.downloads) == 1  # the refused one was never requested
+
+
+def _only_the_fake(address: IPAddress) -> str | None:
+    """The real rule, except for 127.0.0.1 (where the fake serves): as if the fake were a
+    public host."""
+    return None if address == ipaddress.ip_address("127.0.0.1") else blocked_reason(address)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://10.0.0.7/a.png", "http://169.254.169.254/latest/meta-data", "http://[::1]:1/"],
+)
+async def test_a_redirect_to_a_private_address_is_refused(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI, target: str
+) -> None:
+    image_api.script(Redirect(to=target))
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client(allow_private_urls=False, address_check=_only_the_fake).generate(
+            FOX, SPEC
+        )
+
+    assert "address" in caught.value.detail and "public" in caught.value.detail
+    assert len(image_api.downloads) == 1  # the redirect itself, not what it pointed at
+
+
+async def test_redirects_are_followed_with_allow_private_urls(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Redirect(hops=2))
+
+    images = await make_client(allow_private_urls=True).generate(replace(FOX, n=2), SPEC)
+
+    assert [decoded(image) for image in images] == [("PNG", (96, 48))] * 2
+    assert len(image_api.downloads) == 6  # two redirects and the file, for each image
+
+
+async def test_redirects_are_followed_each_hop_checked(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Redirect(hops=3))
+
+    (image,) = await make_client(allow_private_urls=False, address_check=_only_the_fake).generate(
+        FOX, SPEC
+    )
+
+    assert decoded(image) == ("PNG", (96, 48)) and len(image_api.downloads) == 4
+
+
+async def test_redirects_are_bounded(
+    make_client: Callable[..., OpenAIImageClient], image_api: FakeImageAPI
+) -> None:
+    image_api.script(Redirect(hops=6))
+
+    with pytest.raises(ProviderResponseError) as caught:
+        await make_client().generate(FOX, SPEC)
+
+    assert "more than 5 redirects" in caught.value.detail
+    assert len(image_api.downloads) == 6
 
 
 # -- the key never leaks ------------------------------------------------------------------------

@@ -18,8 +18,13 @@ that passed the key check, and when none is left the server draws images::
 ``api.stalled`` when they start waiting, so a test never sleeps to synchronise. ``HeldBody``
 answers send their status, headers and half their body at once and the rest once
 ``api.release_bodies`` is set (or at shutdown). ``await api.wait_for(predicate)`` waits until
-a condition over the recorded requests holds. ``latency`` adds a fixed delay to every
+a condition over the recorded requests holds. ``CutBody`` answers drop the connection half
+way through their body, as a crashing proxy does. ``latency`` adds a fixed delay to every
 generation answer, to imitate a real provider in benchmarks.
+
+Image URLs: ``Images(as_url=True)`` names files this server serves, ``Redirect`` names ones
+that redirect (to a file here or to any URL), ``UrlItems`` names whatever URLs the test
+gives. ``Bomb`` is a small PNG whose header claims a huge size (a decompression bomb).
 
 Error bodies always carry OpenAI's four keys (``message, type, param, code``), and the
 messages are OpenAI's own wording.
@@ -29,12 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import io
 import json
 import re
 import secrets
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +58,8 @@ from tests.fakes.observer import Observed
 __all__ = [
     "FAKE_API_KEY",
     "Answer",
+    "Bomb",
+    "CutBody",
     "DeadUrl",
     "ErrorReply",
     "FakeImageAPI",
@@ -59,9 +69,12 @@ __all__ = [
     "OversizedDownload",
     "RawReply",
     "RecordedRequest",
+    "Redirect",
     "Stall",
+    "UrlItems",
     "bad_gateway",
     "billing_hard_limit_reached",
+    "bomb_png",
     "content_policy_violation",
     "forbidden_region",
     "insufficient_quota",
@@ -77,6 +90,7 @@ FAKE_API_KEY = "sk-fake-imagine-3f9a1c7e5b2d4a6f8e0c1b3d5f7a9c2e"
 GENERATIONS_PATH = "/v1/images/generations"
 _SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 _MAX_SIDE = 4096
+_PIECE = 256 * 1024
 _FORMAT_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
@@ -101,12 +115,16 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class Images(Answer):
     """Draw the requested images. ``as_url`` forces URL items whatever ``response_format`` said
-    (some providers ignore it); ``count`` overrides how many items come back."""
+    (some providers ignore it); ``count`` overrides how many items come back; ``size``
+    draws them at ``(width, height)`` whatever was asked; ``held_files`` serves the URL
+    items' files the way ``HeldBody`` serves an answer."""
 
     revised_prompt: str | None = None
     image_format: str = "PNG"
     as_url: bool = False
     count: int | None = None
+    size: tuple[int, int] | None = None
+    held_files: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,40 @@ class HeldBody(Answer):
     transferred."""
 
     then: Answer = field(default_factory=Images)
+
+
+@dataclass(frozen=True, slots=True)
+class CutBody(Answer):
+    """Send ``then``'s status, headers (with its ``Content-Length``, or chunked) and the first
+    half of its body, then close the connection."""
+
+    then: Answer = field(default_factory=Images)
+    chunked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bomb(Answer):
+    """A 200 whose ``b64_json`` items are ``bomb_png(width, height)``: a PNG of a few hundred
+    kB whose pixels would take ``width * height * 4`` bytes once decoded."""
+
+    width: int = 13_000
+    height: int = 13_000
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect(Answer):
+    """A 200 whose ``url`` items answer ``302`` ``hops`` times, the last time to ``to`` or,
+    when it is ``None``, to an image of the requested size on this server."""
+
+    to: str | None = None
+    hops: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class UrlItems(Answer):
+    """A 200 whose items are ``{"url": u}`` for each of ``urls``."""
+
+    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +356,8 @@ class FakeImageAPI(Observed):
         self._script: deque[Answer] = deque()
         self._files: dict[str, tuple[bytes, str]] = {}
         self._oversized: dict[str, OversizedDownload] = {}
+        self._redirects: dict[str, str] = {}
+        self._held_files: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -397,7 +451,9 @@ class FakeImageAPI(Observed):
             answer = answer.then
         if isinstance(answer, HeldBody):
             return await self._hold_body(request, self._answer(body, answer.then))
-        return self._answer(body, answer)
+        if isinstance(answer, CutBody):
+            return await self._cut_body(request, self._answer(body, answer.then), answer.chunked)
+        return await self._send(request, self._answer(body, answer))
 
     def _answer(self, body: Any, answer: Answer) -> web.Response:
         if isinstance(answer, ErrorReply):
@@ -430,10 +486,29 @@ class FakeImageAPI(Observed):
             pass  # the client gave up waiting (its timeout), as it may
         return response
 
+    async def _cut_body(
+        self, request: web.Request, reply: web.Response, chunked: bool
+    ) -> web.StreamResponse:
+        data = reply.body
+        assert isinstance(data, bytes)
+        headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+        response = web.StreamResponse(status=reply.status, headers=headers)
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        assert request.transport is not None
+        request.transport.close()  # flushes what was written, then the connection is gone
+        return response
+
     async def _file(self, request: web.Request) -> web.StreamResponse:
         self._record(request, b"", None)
         await self._notify()
         name = request.match_info["name"]
+        if name in self._redirects:
+            raise web.HTTPFound(self._redirects[name])
         if name in self._oversized:
             return await self._stream_oversized(request, self._oversized[name])
         found = self._files.get(name)
@@ -447,7 +522,30 @@ class FakeImageAPI(Observed):
                 content_type="application/xml",
             )
         data, mime_type = found
-        return web.Response(body=data, content_type=mime_type)
+        reply = web.Response(body=data, content_type=mime_type)
+        if name in self._held_files:
+            return await self._hold_body(request, reply)
+        return await self._send(request, reply)
+
+    async def _send(self, request: web.Request, reply: web.Response) -> web.StreamResponse:
+        """``reply``, its body written in pieces if it is large, as a server across the
+        network would send it: the tests' event loop is also the client's, and a single 30 MB
+        write would hold it for tens of milliseconds."""
+        data = reply.body
+        if not isinstance(data, bytes) or len(data) <= _PIECE:
+            return reply
+        headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+        response = web.StreamResponse(status=reply.status, headers=headers)
+        response.content_length = len(data)
+        try:
+            await response.prepare(request)
+            view = memoryview(data)
+            for start in range(0, len(data), _PIECE):
+                await response.write(view[start : start + _PIECE])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading (a cap, a timeout), as it may
+        return response
 
     async def _stream_oversized(
         self, request: web.Request, answer: OversizedDownload
@@ -508,18 +606,34 @@ class FakeImageAPI(Observed):
         if isinstance(answer, Images):
             as_url = as_url or answer.as_url
             revised = answer.revised_prompt
+            drawn = answer.size or (width, height)
             for index in range(answer.count if answer.count is not None else n):
                 data = _draw(
-                    width,
-                    height,
+                    *drawn,
                     f"{body['prompt']}|{body.get('seed')}|{index}",
                     answer.image_format,
                 )
                 items.append(self._item(data, answer.image_format, as_url))
+                if answer.held_files and as_url:
+                    self._held_files.add(items[-1]["url"].rpartition("/")[2])
         elif isinstance(answer, NotAnImage):
             items = [{"b64_json": base64.b64encode(answer.data).decode()} for _ in range(n)]
         elif isinstance(answer, DeadUrl):
             items = [{"url": f"{self.origin}/files/{secrets.token_hex(8)}.png"} for _ in range(n)]
+        elif isinstance(answer, Bomb):
+            encoded = base64.b64encode(bomb_png(answer.width, answer.height)).decode()
+            items = [{"b64_json": encoded} for _ in range(n)]
+        elif isinstance(answer, UrlItems):
+            items = [{"url": url} for url in answer.urls]
+        elif isinstance(answer, Redirect):
+            for index in range(n):
+                data = _draw(width, height, f"{body['prompt']}|{body.get('seed')}|{index}", "PNG")
+                location = answer.to or self._item(data, "PNG", as_url=True)["url"]
+                for _ in range(answer.hops):
+                    name = f"{secrets.token_hex(8)}.png"
+                    self._redirects[name] = location
+                    location = f"{self.origin}/files/{name}"
+                items.append({"url": location})
         elif isinstance(answer, OversizedDownload):
             for _ in range(n):
                 name = f"{secrets.token_hex(8)}.png"
@@ -612,6 +726,35 @@ def _size(value: Any) -> tuple[int, int]:
         return 1024, 1024
     width, _, height = value.partition("x")
     return int(width), int(height)
+
+
+@functools.cache
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 8-bit RGB PNG of ``width`` x ``height`` black pixels, built without ever holding
+    them: the rows are deflated in identical blocks (each ended by a full flush, so each
+    compresses to the same bytes), which are repeated."""
+    row = bytes(1 + 3 * width)  # filter type 0, then the pixels
+    per_block = max(1, (4 << 20) // len(row))
+    blocks, rest = divmod(height, per_block)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = deflate.compress(row * per_block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    tail = deflate.compress(row * rest) + deflate.flush()
+    checksum = 1
+    for _ in range(blocks):
+        checksum = zlib.adler32(row * per_block, checksum)
+    checksum = zlib.adler32(row * rest, checksum)
+    idat = b"\x78\xda" + block * blocks + tail + struct.pack(">I", checksum)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _draw(width: int, height: int, seed_text: str, image_format: str) -> bytes:
