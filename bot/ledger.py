@@ -266,6 +266,19 @@ _FITS = """
     AND (:cost = 0 OR s.server_cap IS NULL OR s.server_micros + :cost <= s.server_cap)
 """
 
+# A held job no process will settle: no owner (held before leases), past its own deadline, or
+# owned by a boot that stopped or whose lease ran out (never the sweeping process's own).
+_ORPHAN = """
+    state = 'held' AND (
+        owner IS NULL
+        OR deadline < :now
+        OR owner IN (
+            SELECT boot_id FROM boots
+            WHERE (stopped_at IS NOT NULL OR expires_at < :now) AND boot_id <> :boot
+        )
+    )
+"""
+
 _JOB_COLUMNS = """
     job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids, display_name,
     prompt, model, size, n, seed, negative_prompt, state, held_images, held_micros,
@@ -599,18 +612,11 @@ class SqliteLedger:
             {"now": stamp(now), "boot": self.boot_id},
         )
         rows = await self._rows(
-            """
+            f"""
             UPDATE jobs SET state = 'refunded', finished_at = :now,
                 refund_reason = CASE WHEN deadline < :now THEN 'expired' ELSE :interrupted END,
                 notice = CASE WHEN reach IS NOT NULL THEN 'pending' END
-            WHERE state = 'held' AND (
-                owner IS NULL
-                OR deadline < :now
-                OR owner IN (
-                    SELECT boot_id FROM boots
-                    WHERE (stopped_at IS NOT NULL OR expires_at < :now) AND boot_id <> :boot
-                )
-            )
+            WHERE {_ORPHAN}
             RETURNING job_id
             """,
             {"now": stamp(now), "interrupted": INTERRUPTED, "boot": self.boot_id},
@@ -628,16 +634,9 @@ class SqliteLedger:
         now = self.now()
         await self._bury_dead_neighbours(now)
         rows = await self._rows(
-            """
+            f"""
             UPDATE jobs SET state = 'refunded', finished_at = :now, refund_reason = :interrupted
-            WHERE job_id = :job_id AND state = 'held' AND (
-                owner IS NULL
-                OR deadline < :now
-                OR owner IN (
-                    SELECT boot_id FROM boots
-                    WHERE (stopped_at IS NOT NULL OR expires_at < :now) AND boot_id <> :boot
-                )
-            )
+            WHERE job_id = :job_id AND {_ORPHAN}
             RETURNING job_id
             """,
             {"now": stamp(now), "job_id": job_id, "interrupted": INTERRUPTED, "boot": self.boot_id},

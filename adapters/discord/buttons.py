@@ -7,8 +7,10 @@ from the ledger, so a button works on any message the bot ever sent, across rest
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
@@ -86,48 +88,23 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_
             await client.tree.report_unexpected(interaction, exc)
 
 
-async def _reroll(client: ImagineClient, interaction: discord.Interaction, job_id: str) -> None:
-    await _repeat(client, interaction, job_id, n=None)
-
-
-async def _vary(client: ImagineClient, interaction: discord.Interaction, job_id: str) -> None:
-    await _repeat(client, interaction, job_id, n=VARIATIONS)
-
-
-async def _repeat(
-    client: ImagineClient, interaction: discord.Interaction, job_id: str, *, n: int | None
+async def _again(
+    client: ImagineClient, interaction: discord.Interaction, job_id: str, action: str
 ) -> None:
-    """A new job with the old one's parameters and a new seed, charged to whoever clicked,
-    answered in a new message."""
-    reply = await _first_click(client, interaction, "vary" if n else "reroll", job_id)
+    """Reroll and Variations (new seeds) or Try again (the job as it was asked for), charged
+    to whoever clicked, answered in a new message."""
+    reply = await _first_click(client, interaction, action, job_id)
     if reply is None:
         return
     service = client.runtime.service
+    if action == "retry":
+        start = service.retry
+    else:
+        start = functools.partial(service.reroll, n=VARIATIONS if action == "vary" else None)
     await run_job(
         interaction,
         reply,
-        lambda requester, deliver, progress, reach: service.reroll(
-            job_id,
-            requester,
-            event_id=str(interaction.id),
-            n=n,
-            deliver=deliver,
-            progress=progress,
-            reach=reach,
-        ),
-    )
-
-
-async def _retry(client: ImagineClient, interaction: discord.Interaction, job_id: str) -> None:
-    """The interrupted job again, as it was asked for, charged to whoever clicked."""
-    reply = await _first_click(client, interaction, "retry", job_id)
-    if reply is None:
-        return
-    service = client.runtime.service
-    await run_job(
-        interaction,
-        reply,
-        lambda requester, deliver, progress, reach: service.retry(
+        lambda requester, deliver, progress, reach: start(
             job_id,
             requester,
             event_id=str(interaction.id),
@@ -194,10 +171,12 @@ async def _delete(client: ImagineClient, interaction: discord.Interaction, job_i
     log.info("job %s: result message %s deleted by %s", job_id, message.id, user_id)
 
 
-_ACTIONS = {
-    "reroll": _reroll,
-    "vary": _vary,
+Action = Callable[["ImagineClient", discord.Interaction, str], Awaitable[None]]
+
+_ACTIONS: dict[str, Action] = {
+    "reroll": functools.partial(_again, action="reroll"),
+    "vary": functools.partial(_again, action="vary"),
     "details": _details,
     "delete": _delete,
-    "retry": _retry,
+    "retry": functools.partial(_again, action="retry"),
 }

@@ -15,7 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.render import Origin, escape
+from adapters.slack.render import Origin, button_section, escape
 from adapters.slack.response import respond
 from bot.ledger import Interrupted
 from bot.messages import BUTTON_LABELS, INTERRUPTED_NOTICE
@@ -38,20 +38,14 @@ def reach(origin: Origin) -> dict[str, str]:
 
 
 def retry_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "section",
-            "block_id": "imagine_interrupted",
-            "text": {"type": "mrkdwn", "text": escape(text)},
-            "accessory": {
-                "type": "button",
-                "action_id": RETRY_ACTION_ID,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": BUTTON_LABELS["retry"], "emoji": True},
-                "value": job_id,
-            },
-        }
-    ]
+    return button_section(
+        "imagine_interrupted",
+        escape(text),
+        action_id=RETRY_ACTION_ID,
+        label=BUTTON_LABELS["retry"],
+        value=job_id,
+        style="primary",
+    )
 
 
 async def tell_interrupted(

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.progress import StatusFeed
-from adapters.slack.render import Origin, escape
+from adapters.slack.render import Origin, button_section, escape
 from adapters.slack.response import respond
 from bot.errors import BotError, JobCancelledError, PermissionDeniedError
 from bot.messages import BUTTON_LABELS, cancel_refused_text, describe, queue_text
@@ -47,20 +47,14 @@ IsAdmin = Callable[[Origin], Awaitable[bool]]
 
 def queue_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
     """The queued note: its text with a Cancel button whose value is the job id."""
-    return [
-        {
-            "type": "section",
-            "block_id": "imagine_queue",
-            "text": {"type": "mrkdwn", "text": escape(text)},
-            "accessory": {
-                "type": "button",
-                "action_id": CANCEL_ACTION_ID,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": BUTTON_LABELS["cancel"], "emoji": True},
-                "value": job_id,
-            },
-        }
-    ]
+    return button_section(
+        "imagine_queue",
+        escape(text),
+        action_id=CANCEL_ACTION_ID,
+        label=BUTTON_LABELS["cancel"],
+        value=job_id,
+        style="danger",
+    )
 
 
 class QueueNote:

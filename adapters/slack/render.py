@@ -18,6 +18,7 @@ from bot.models import GenerationResult, Requester
 __all__ = [
     "REROLL_ACTION_ID",
     "Origin",
+    "button_section",
     "escape",
     "file_uploads",
     "from_action",
@@ -197,19 +198,36 @@ def file_uploads(result: GenerationResult) -> list[dict[str, Any]]:
     return uploads
 
 
-def reroll_blocks(job_id: str) -> list[dict[str, Any]]:
-    """A message with the Reroll button; the button's value is the job id, so it works after
-    a restart (the job's parameters live in the ledger)."""
+def button_section(
+    block_id: str, text: str, *, action_id: str, label: str, value: str, style: str | None = None
+) -> list[dict[str, Any]]:
+    """One section: ``text`` (mrkdwn) with a button whose value (a job id) makes the click
+    understood after a restart too."""
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "value": value,
+    }
+    if style is not None:
+        button["style"] = style
     return [
         {
             "type": "section",
-            "block_id": "imagine_reroll",
-            "text": {"type": "mrkdwn", "text": REROLL_HINT},
-            "accessory": {
-                "type": "button",
-                "action_id": REROLL_ACTION_ID,
-                "text": {"type": "plain_text", "text": BUTTON_LABELS["reroll"], "emoji": True},
-                "value": job_id,
-            },
+            "block_id": block_id,
+            "text": {"type": "mrkdwn", "text": text},
+            "accessory": button,
         }
     ]
+
+
+def reroll_blocks(job_id: str) -> list[dict[str, Any]]:
+    """A message with the Reroll button; the button's value is the job id, so it works after
+    a restart (the job's parameters live in the ledger)."""
+    return button_section(
+        "imagine_reroll",
+        REROLL_HINT,
+        action_id=REROLL_ACTION_ID,
+        label=BUTTON_LABELS["reroll"],
+        value=job_id,
+    )
