@@ -109,10 +109,12 @@ __all__ = [
     "format_usd",
     "healthcheck_unreachable_text",
     "help_text",
+    "is_money_limit",
     "is_operator_fault",
     "job_details",
     "late_delivery_text",
     "limit_label",
+    "limit_value_text",
     "models_table",
     "moderation_log_text",
     "not_in_channel_text",
@@ -221,8 +223,20 @@ def limit_label(name: str) -> str:
     return _LIMIT_LABELS.get(name, name.replace("_", " "))
 
 
+def is_money_limit(name: str) -> bool:
+    """``usd_micros_per_month``, ``server_usd_micros_per_month``: limits in micro-dollars."""
+    return "usd" in name
+
+
+def limit_value_text(name: str, value: int) -> str:
+    """A limit's value as a table shows it: ``$1.50`` or ``20``."""
+    return format_usd(value) if is_money_limit(name) else str(value)
+
+
 def _amount(name: str, value: int) -> str:
-    return format_usd(value) if "usd" in name else f"{value} image{'s' if value != 1 else ''}"
+    return limit_value_text(name, value) + (
+        "" if is_money_limit(name) else f" image{'s' if value != 1 else ''}"
+    )
 
 
 def is_operator_fault(err: BaseException) -> bool:

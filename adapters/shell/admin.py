@@ -38,7 +38,14 @@ from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
 from bot.ledger import month_start
-from bot.messages import format_reset, format_usd, limit_label, server_required_text
+from bot.messages import (
+    format_reset,
+    format_usd,
+    is_money_limit,
+    limit_label,
+    limit_value_text,
+    server_required_text,
+)
 from bot.models import Limits, Requester, Scope, ScopeKind
 
 __all__ = ["add_parsers", "check_args", "table"]
@@ -213,7 +220,7 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 def _value(name: str, value: int | None) -> str:
     if value is None:
         return "-"
-    return format_usd(value) if "usd" in name else str(value)
+    return limit_value_text(name, value)
 
 
 def _limits_row(label: str, limits: Limits) -> tuple[str, ...]:
@@ -256,8 +263,8 @@ def _audit_item(name: str, value: int | None) -> str | None:
     if name in _AUDIT_UNITS:
         if value is None:
             return None
-        amount = format_usd(value) if "usd" in name else str(value)
-        return f"{amount}{'' if 'usd' in name else ' '}{_AUDIT_UNITS[name]}"
+        gap = "" if is_money_limit(name) else " "
+        return f"{limit_value_text(name, value)}{gap}{_AUDIT_UNITS[name]}"
     if name == "active":
         return "active" if value else "removed"
     if name == "spoilers":

@@ -21,7 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackClientError
 
 from adapters.slack import moderation_commands as mc
-from adapters.slack.render import Origin, escape, from_action, reroll_blocks
+from adapters.slack.render import Origin, button, escape, from_action, reroll_blocks
 from bot.errors import (
     BotError,
     ChannelNotAllowedError,
@@ -80,18 +80,6 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _button(action_id: str, label: str, value: str, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {
-        "type": "button",
-        "action_id": action_id,
-        "text": {"type": "plain_text", "text": label, "emoji": True},
-        "value": value,
-    }
-    if style is not None:
-        button["style"] = style
-    return button
-
-
 def refusal_blocks(text: str, review_id: str) -> list[dict[str, Any]]:
     """The refusal with its "Ask an admin" button (the value is the review id)."""
     return [
@@ -99,7 +87,7 @@ def refusal_blocks(text: str, review_id: str) -> list[dict[str, Any]]:
         {
             "type": "actions",
             "block_id": "imagine_review_ask",
-            "elements": [_button(ASK_ACTION_ID, REVIEW_BUTTON_LABELS["ask"], review_id)],
+            "elements": [button(ASK_ACTION_ID, REVIEW_BUTTON_LABELS["ask"], review_id)],
         },
     ]
 
@@ -128,13 +116,13 @@ def review_blocks(review: Review, *, decided: str | None = None) -> list[dict[st
                 "type": "actions",
                 "block_id": "imagine_review_decide",
                 "elements": [
-                    _button(
+                    button(
                         APPROVE_ACTION_ID,
                         REVIEW_BUTTON_LABELS["approve"],
                         review.review_id,
                         "primary",
                     ),
-                    _button(
+                    button(
                         DENY_ACTION_ID, REVIEW_BUTTON_LABELS["deny"], review.review_id, "danger"
                     ),
                 ],

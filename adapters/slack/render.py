@@ -18,6 +18,7 @@ from bot.models import GenerationResult, Requester
 __all__ = [
     "REROLL_ACTION_ID",
     "Origin",
+    "button",
     "button_section",
     "escape",
     "file_uploads",
@@ -203,22 +204,27 @@ def button_section(
 ) -> list[dict[str, Any]]:
     """One section: ``text`` (mrkdwn) with a button whose value (a job id) makes the click
     understood after a restart too."""
-    button: dict[str, Any] = {
+    return [
+        {
+            "type": "section",
+            "block_id": block_id,
+            "text": {"type": "mrkdwn", "text": text},
+            "accessory": button(action_id, label, value, style),
+        }
+    ]
+
+
+def button(action_id: str, label: str, value: str, style: str | None = None) -> dict[str, Any]:
+    """A Block Kit button; ``value`` (a job or review id) comes back with the click."""
+    found: dict[str, Any] = {
         "type": "button",
         "action_id": action_id,
         "text": {"type": "plain_text", "text": label, "emoji": True},
         "value": value,
     }
     if style is not None:
-        button["style"] = style
-    return [
-        {
-            "type": "section",
-            "block_id": block_id,
-            "text": {"type": "mrkdwn", "text": text},
-            "accessory": button,
-        }
-    ]
+        found["style"] = style
+    return found
 
 
 def reroll_blocks(job_id: str) -> list[dict[str, Any]]:
