@@ -9,13 +9,16 @@ is whole again; Try again makes one job and one charge however often it is press
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 
 from bot.messages import ALREADY_WORKING, INTERRUPTED_NOTICE
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
-from tests.fakes.process import BotProcess
+from tests.fakes.process import REPO_ROOT, BotProcess
 from tests.fakes.slack import FakeSlack
 
 RUNNING, QUEUED = 2, 4
@@ -175,3 +178,47 @@ async def test_a_crash_on_slack_refunds_tells_and_reruns_a_redelivered_command_o
             assert "0 images left of 1" in answer.text
             assert again and await restarted.stop() == 0
         assert "Traceback" not in restarted.log(), restarted.log()[-6000:]
+
+
+async def test_a_one_off_command_with_a_short_job_timeout_leaves_a_running_job_alone(
+    tmp_path: Path,
+) -> None:
+    """`imagine-bot quota ...` sweeps for orphans when it starts; with JOB_TIMEOUT far below
+    the bot's it used to refund the bot's live job, which was then delivered for free."""
+    async with FakeDiscord() as discord, FakeImageAPI() as api:
+        env = {
+            **discord.env(),
+            "IMAGE_API_BASE_URL": api.base_url,
+            "IMAGE_API_KEY": FAKE_API_KEY,
+            "DEFAULT_IMAGES_PER_DAY": "1",
+        }
+        api.script(Stall())
+        async with BotProcess(env, workdir=tmp_path) as bot:
+            discord.watch(bot)
+            await discord.wait_connected()
+            member = discord.member()
+            running = await discord.slash("imagine", {"prompt": "a long job"}, member=member)
+            await api.wait_for(lambda: len(api.generations) == 1)
+            swept = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "quota",
+                "audit",
+                cwd=tmp_path,
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "PYTHONPATH": str(REPO_ROOT),
+                    "DATABASE_URL": f"sqlite:///{tmp_path / 'imagine.db'}",
+                    "JOB_TIMEOUT": "0.01",
+                },
+            )
+            assert await swept.wait() == 0
+            api.release.set()
+            delivered = await discord.wait_response(running)
+            assert len(delivered.attachments) == 1
+            quota = await discord.slash("quota", member=member)
+            assert "0 images left of 1" in (await discord.wait_response(quota)).content
+            again = await discord.slash("imagine", {"prompt": "one too many"}, member=member)
+            refused = await discord.wait_response(again)
+            assert refused.ephemeral and "daily image limit" in refused.content
