@@ -23,6 +23,7 @@ from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
 from bot.errors import ConfigError
 from bot.health import Health
+from bot.imaging import Refitter
 from bot.lease import LEASE, renewing
 from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING, database_path_text
@@ -52,6 +53,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Prompt screening, reviews and server rules (always set by ``open_runtime``).
     moderation: Moderation | None = None
+    # The one bound on re-encoding images for upload limits, shared by every job.
+    refitter: Refitter = field(default_factory=Refitter)
 
 
 def default_limits(settings: Settings) -> Limits:

@@ -287,7 +287,7 @@ async def _run_approved(
         spoiler = await spoiler_wanted(
             runtime, requester.workspace_id, client.get_channel(channel.id)
         )
-        images = await fit_images(result.images, limit)
+        images = await fit_images(result.images, limit, runtime.refitter)
         try:
             await channel.send(
                 review_approved_delivery_text(f"<@{user_id}>"),
