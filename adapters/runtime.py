@@ -93,12 +93,13 @@ async def open_runtime(
         if released:
             log.warning("refunded %d job(s) left held by a process that stopped", released)
         provider: ImageProvider
+        refitter = Refitter()
         if settings.preview or settings.image_api_key is None:
             if generates:
                 log.warning(PREVIEW_WARNING)
             provider = PreviewProvider()
         else:
-            provider = OpenAIImageClient(
+            provider = client = OpenAIImageClient(
                 http=http,
                 base_url=settings.image_api_base_url,
                 api_key=settings.image_api_key,
@@ -108,6 +109,9 @@ async def open_runtime(
                 retry_cap_seconds=settings.image_api_max_retry_wait,
                 allow_private_urls=settings.image_api_allow_private_urls,
             )
+            # Images waiting to be re-encoded for upload hold the client's budget until
+            # delivered: no more answers are read while they wait.
+            refitter = Refitter(budget=client.budget)
         moderation = Moderation.open(
             ledger,
             http=http,
@@ -153,6 +157,7 @@ async def open_runtime(
             service=service,
             metrics=metrics,
             moderation=moderation,
+            refitter=refitter,
         )
 
 

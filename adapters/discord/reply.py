@@ -216,8 +216,12 @@ class Reply:
         """One message: the images (each within the interaction's upload limit), the embed
         and the buttons. Falls back to the channel when the token is gone. When Discord
         refuses it, tells the user and raises ``DeliveryError`` so the job is refunded."""
+        limit = self.interaction.filesize_limit
+        with self.refitter.holding(result.images, limit):
+            await self._deliver(result, await fit_images(result.images, limit, self.refitter))
+
+    async def _deliver(self, result: GenerationResult, images: Sequence[GeneratedImage]) -> None:
         interaction = self.interaction
-        images = await fit_images(result.images, interaction.filesize_limit, self.refitter)
         embed = result_embed(result)
         from adapters.discord.moderation import spoiler_for
 
