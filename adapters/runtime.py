@@ -23,6 +23,7 @@ from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
 from bot.errors import ConfigError
 from bot.health import Health
+from bot.imaging import Refitter
 from bot.lease import LEASE, renewing
 from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING, database_path_text
@@ -52,6 +53,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     # Prompt screening, reviews and server rules (always set by ``open_runtime``).
     moderation: Moderation | None = None
+    # The one bound on re-encoding images for upload limits, shared by every job.
+    refitter: Refitter = field(default_factory=Refitter)
 
 
 def default_limits(settings: Settings) -> Limits:
@@ -90,12 +93,13 @@ async def open_runtime(
         if released:
             log.warning("refunded %d job(s) left held by a process that stopped", released)
         provider: ImageProvider
+        refitter = Refitter()
         if settings.preview or settings.image_api_key is None:
             if generates:
                 log.warning(PREVIEW_WARNING)
             provider = PreviewProvider()
         else:
-            provider = OpenAIImageClient(
+            provider = client = OpenAIImageClient(
                 http=http,
                 base_url=settings.image_api_base_url,
                 api_key=settings.image_api_key,
@@ -105,6 +109,9 @@ async def open_runtime(
                 retry_cap_seconds=settings.image_api_max_retry_wait,
                 allow_private_urls=settings.image_api_allow_private_urls,
             )
+            # Images waiting to be re-encoded for upload hold the client's budget until
+            # delivered: no more answers are read while they wait.
+            refitter = Refitter(budget=client.budget)
         moderation = Moderation.open(
             ledger,
             http=http,
@@ -150,6 +157,7 @@ async def open_runtime(
             service=service,
             metrics=metrics,
             moderation=moderation,
+            refitter=refitter,
         )
 
 

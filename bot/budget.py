@@ -125,6 +125,12 @@ class Lease:
                 budget._serve()  # it may have been holding others up
             raise
 
+    def hold(self, amount: int) -> None:
+        """Take ``amount`` more bytes now, over the budget if need be: for bytes already in
+        memory, which waiting would not free; other leases wait for them instead."""
+        if amount > 0:
+            self._budget._grant(self, amount)
+
     def shrink_to(self, amount: int) -> None:
         """Hold only ``amount`` bytes from now on (no more than now)."""
         if 0 <= amount < self.held:

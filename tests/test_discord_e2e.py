@@ -273,6 +273,33 @@ async def test_an_image_over_the_upload_limit_is_re_encoded_under_it(world: Worl
     assert len(world.api.generations[-1].body) > 0
 
 
+async def test_several_large_results_finished_together_all_arrive_within_the_limit(
+    world: World,
+) -> None:
+    # Their re-encodings take turns (a few at a time in the process): every job still gets
+    # all of its images, each under the limit.
+    limit = 40_000
+    members = [world.discord.member() for _ in range(3)]
+    interactions = await asyncio.gather(
+        *(
+            world.discord.slash(
+                "imagine",
+                {"prompt": f"a detailed map, sheet {index}", "size": "2048x2048", "n": 2},
+                member=member,
+                attachment_size_limit=limit,
+            )
+            for index, member in enumerate(members)
+        )
+    )
+    messages = await asyncio.gather(*(world.discord.wait_response(i) for i in interactions))
+    for message in messages:
+        assert not message.ephemeral and len(message.attachments) == 2
+        for image in message.attachments:
+            assert image.size <= limit and image.image_format in ("WEBP", "JPEG")
+            assert image.image().width > 0
+    assert len({_job_id(message) for message in messages}) == 3
+
+
 # -- buttons ---------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from adapters.discord.render import (
 )
 from bot.catalog import load_catalog
 from bot.errors import ConfigError, InvalidRequestError
+from bot.imaging import Refitter
 from bot.models import (
     Allowance,
     GeneratedImage,
@@ -215,8 +216,9 @@ def test_custom_ids_carry_the_action_and_job_id_within_discords_limit() -> None:
 async def test_images_over_the_limit_are_re_encoded_and_at_most_ten_are_kept() -> None:
     big = GeneratedImage(data=_png(300, 300), mime_type="image/png", width=300, height=300)
     small = GeneratedImage(data=b"tiny", mime_type="image/png", width=1, height=1)
-    assert await fit_images([small] * 12, 1000) == (small,) * MAX_ATTACHMENTS
-    [fitted] = await fit_images([big], 20_000)
+    refitter = Refitter()
+    assert await fit_images([small] * 12, 1000, refitter) == (small,) * MAX_ATTACHMENTS
+    [fitted] = await fit_images([big], 20_000, refitter)
     assert len(fitted.data) <= 20_000 and fitted.mime_type in ("image/webp", "image/jpeg")
     files = image_files(_result(), [fitted])
     assert files[0].filename == f"imagine-0123456789ab-1.{fitted.extension}"

@@ -287,15 +287,16 @@ async def _run_approved(
         spoiler = await spoiler_wanted(
             runtime, requester.workspace_id, client.get_channel(channel.id)
         )
-        images = await fit_images(result.images, limit)
         try:
-            await channel.send(
-                review_approved_delivery_text(f"<@{user_id}>"),
-                embed=result_embed(result),
-                files=image_files(result, images, spoiler=spoiler),
-                view=result_view(result.job_id),
-                allowed_mentions=_only(user_id),
-            )
+            with runtime.refitter.holding(result.images, limit):
+                images = await fit_images(result.images, limit, runtime.refitter)
+                await channel.send(
+                    review_approved_delivery_text(f"<@{user_id}>"),
+                    embed=result_embed(result),
+                    files=image_files(result, images, spoiler=spoiler),
+                    view=result_view(result.job_id),
+                    allowed_mentions=_only(user_id),
+                )
         except discord.HTTPException as exc:
             log.error(
                 "review %s: job %s: Discord refused the result: %s %s",

@@ -1,10 +1,9 @@
 """Converters between discord.py objects and the core's plain values: slash-command options to
 a ``GenerationRequest``, an interaction to a ``Requester``, a result to an embed, files and
-buttons. No I/O except ``fit_images``, which re-encodes in a worker thread."""
+buttons. No I/O except ``fit_images``, which re-encodes through the process's ``Refitter``."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.catalog import ModelCatalog
-from bot.imaging import fit_within
+from bot.imaging import Refitter
 from bot.messages import job_details, result_fields
 from bot.models import GeneratedImage, GenerationRequest, GenerationResult, JobRecord, Requester
 from bot.parsing import RequestOptions
@@ -138,18 +137,16 @@ def details_embed(record: JobRecord, *, model_label: str) -> discord.Embed:
 
 
 async def fit_images(
-    images: Sequence[GeneratedImage], max_bytes: int
+    images: Sequence[GeneratedImage], max_bytes: int, refitter: Refitter
 ) -> tuple[GeneratedImage, ...]:
     """At most ``MAX_ATTACHMENTS`` images, each re-encoded (off the event loop) where it is
-    larger than the interaction's ``attachment_size_limit``."""
-    kept = tuple(images[:MAX_ATTACHMENTS])
+    larger than the interaction's ``attachment_size_limit``. One image at a time, through the
+    process's ``refitter``: a job's images take turns with every other job's, so memory holds
+    a few re-encodings, not one per image of every finished job."""
+    kept = images[:MAX_ATTACHMENTS]
     if len(images) > MAX_ATTACHMENTS:
         log.warning("dropping %d image(s) over Discord's 10 attachments", len(images) - 10)
-    if all(len(image.data) <= max_bytes for image in kept):
-        return kept
-    return tuple(
-        await asyncio.gather(*(asyncio.to_thread(fit_within, image, max_bytes) for image in kept))
-    )
+    return tuple([await refitter.fit(image, max_bytes) for image in kept])
 
 
 def image_files(

@@ -18,7 +18,7 @@ import datetime
 import io
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import discord
 
@@ -31,6 +31,7 @@ from bot.errors import (
     JobCancelledError,
     PromptRefusedError,
 )
+from bot.imaging import Refitter
 from bot.messages import (
     DELIVERY_FAILED,
     GENERATING,
@@ -41,6 +42,9 @@ from bot.messages import (
 )
 from bot.models import GeneratedImage, GenerationResult, Requester
 from bot.service import Deliver, Progress
+
+if TYPE_CHECKING:
+    from adapters.discord.client import ImagineClient
 
 __all__ = [
     "ALREADY_ACKNOWLEDGED",
@@ -128,6 +132,11 @@ class Reply:
             self.loading_message_id = response.message_id
         return True
 
+    @property
+    def refitter(self) -> Refitter:
+        """The process's one bound on re-encoding, from the client's runtime."""
+        return cast("ImagineClient", self.interaction.client).runtime.refitter
+
     def token_usable(self) -> bool:
         return discord.utils.utcnow() + TOKEN_MARGIN < self.interaction.expires_at
 
@@ -207,8 +216,12 @@ class Reply:
         """One message: the images (each within the interaction's upload limit), the embed
         and the buttons. Falls back to the channel when the token is gone. When Discord
         refuses it, tells the user and raises ``DeliveryError`` so the job is refunded."""
+        limit = self.interaction.filesize_limit
+        with self.refitter.holding(result.images, limit):
+            await self._deliver(result, await fit_images(result.images, limit, self.refitter))
+
+    async def _deliver(self, result: GenerationResult, images: Sequence[GeneratedImage]) -> None:
         interaction = self.interaction
-        images = await fit_images(result.images, interaction.filesize_limit)
         embed = result_embed(result)
         from adapters.discord.moderation import spoiler_for
 
