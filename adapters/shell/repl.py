@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -59,6 +60,10 @@ def run_shell(
     check_out_dir(out_dir)
     thread = LoopThread(open_runtime)
     with thread as runtime, _LineReader(stdin, stdout) as reader:
+        if reader.interactive and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started from something that ignores Ctrl-C (a background job of a script,
+            # nohup): at a terminal, Ctrl-C is how a line or a job is cancelled.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         session = _Session(thread, runtime, requester, out_dir, stdout)
         print(BANNER, file=stdout, flush=True)
         while True:
