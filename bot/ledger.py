@@ -416,6 +416,28 @@ def _refusal(
     raise AssertionError("a hold that fits every limit inserted nothing")
 
 
+async def _use_wal(db: aiosqlite.Connection, busy_timeout: float) -> None:
+    """WAL mode, set once per database file. Asking for it again while other processes use
+    the file can fail at once with "database is locked" (SQLite does not wait on the busy
+    handler for a journal-mode change), so it is asked only when not set yet, and retried
+    within the busy timeout when another process is setting it at the same moment."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + busy_timeout
+    delay = 0.01
+    while True:
+        (mode,) = next(iter(await db.execute_fetchall("PRAGMA journal_mode")))
+        if str(mode).lower() == "wal":
+            return
+        try:
+            await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _check_amount(value: object, name: str) -> None:
     if value is None:
         return
@@ -480,7 +502,7 @@ class SqliteLedger:
         db = await aiosqlite.connect(location, isolation_level=None, timeout=busy_timeout)
         try:
             if location != ":memory:" and not location.startswith("file::memory:"):
-                await db.execute_fetchall("PRAGMA journal_mode = WAL")
+                await _use_wal(db, busy_timeout)
             await db.execute_fetchall("PRAGMA synchronous = NORMAL")
             await db.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute_fetchall("PRAGMA foreign_keys = ON")
