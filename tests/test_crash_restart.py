@@ -24,19 +24,24 @@ from tests.fakes.slack import FakeSlack
 RUNNING, QUEUED = 2, 4
 
 
+def _crowded(platform: dict[str, str], api: FakeImageAPI) -> dict[str, str]:
+    """One image a day per member, ``RUNNING`` slots, one job per member at a time."""
+    return {
+        **platform,
+        "IMAGE_API_BASE_URL": api.base_url,
+        "IMAGE_API_KEY": FAKE_API_KEY,
+        "IMAGE_API_MAX_RETRIES": "0",
+        "DEFAULT_IMAGES_PER_DAY": "1",
+        "MAX_CONCURRENT_JOBS": str(RUNNING),
+        "MAX_JOBS_PER_USER": "1",
+    }
+
+
 async def test_a_crash_on_discord_refunds_and_tells_every_member_after_the_restart(
     tmp_path: Path,
 ) -> None:
     async with FakeDiscord() as discord, FakeImageAPI() as api:
-        env = {
-            **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
-            "IMAGE_API_MAX_RETRIES": "0",
-            "DEFAULT_IMAGES_PER_DAY": "1",
-            "MAX_CONCURRENT_JOBS": str(RUNNING),
-            "MAX_JOBS_PER_USER": "1",
-        }
+        env = _crowded(discord.env(), api)
         members = [discord.member() for _ in range(RUNNING + QUEUED)]
         api.script(*(Stall() for _ in range(RUNNING)))
         crashed = BotProcess(env, workdir=tmp_path)
@@ -93,15 +98,7 @@ async def test_a_crash_on_slack_refunds_tells_and_reruns_a_redelivered_command_o
     tmp_path: Path,
 ) -> None:
     async with FakeSlack() as slack, FakeImageAPI() as api:
-        env = {
-            **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
-            "IMAGE_API_MAX_RETRIES": "0",
-            "DEFAULT_IMAGES_PER_DAY": "1",
-            "MAX_CONCURRENT_JOBS": str(RUNNING),
-            "MAX_JOBS_PER_USER": "1",
-        }
+        env = _crowded(slack.env(), api)
         users = [f"U{i}" for i in range(RUNNING + QUEUED)]
         api.script(*(Stall() for _ in range(RUNNING)))
         crashed = BotProcess(env, workdir=tmp_path)
