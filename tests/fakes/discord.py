@@ -1034,11 +1034,14 @@ class FakeDiscord(Observed):
 
     async def _callback(self, request: web.Request, interaction_id: str, token: str) -> Any:
         interaction = self._interaction(interaction_id, token)
+        # Read the body first: no await may separate the "already acknowledged" check from
+        # marking the interaction acknowledged, or two sessions racing to answer one
+        # interaction would both win, which Discord never allows.
+        body, files = await self._read_body(request)
         if interaction.acked:
             raise DiscordAPIError(400, 40060, "Interaction has already been acknowledged.")
         if interaction.token_expired or time.monotonic() - interaction.sent_at > self.ack_deadline:
             raise DiscordAPIError(404, 10062, "Unknown interaction")
-        body, files = await self._read_body(request)
         callback_type = body.get("type")
         data = body.get("data") or {}
         interaction.callbacks.append({"type": callback_type, "data": data, "files": len(files)})
