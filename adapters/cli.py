@@ -28,6 +28,7 @@ from adapters.shell import admin as admin_commands
 from adapters.shell.output import check_out_dir, save_images
 from adapters.shell.repl import run_shell
 from adapters.slack.config import SlackSettings
+from bot.allocator import fix_mmap_threshold
 from bot.catalog import load_catalog
 from bot.config import Settings, load_settings
 from bot.errors import BotError, ConfigError, ProviderError
@@ -339,6 +340,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     logging.basicConfig(
         level=_log_level(args, settings), handlers=[log_handler(settings.log_format, sys.stderr)]
     )
+    fix_mmap_threshold()  # before any image is allocated: see bot.allocator
     mistake = admin_commands.check_args(args)
     if mistake is not None:
         print(f"imagine-bot: {mistake}", file=sys.stderr)

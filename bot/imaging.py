@@ -13,13 +13,14 @@ untouched; otherwise it re-encodes it lossily (WebP, or JPEG where Pillow lacks 
 decreasing quality, then downscales, and always returns bytes that decode as an image.
 CPU-bound: call it from a worker thread (``asyncio.to_thread``), or through a ``Refitter``.
 
-A re-encoding holds the image's pixels and its candidate encodings (about 50 MiB for a
-2048x2048 picture), on top of the source bytes; done for every image of every finished job at
-once, that took the bot from 632 to 929 MiB with 4 jobs of four 24 MiB PNGs. ``Refitter`` is
-the process's one bound on it: ``slots`` re-encodings at a time (2: both cores), each in a
-worker thread, the others waiting their turn in arrival order. Given the provider client's
-``ByteBudget``, ``holding`` also counts the source images that need re-encoding against it
-until their job is delivered, so the client reads no further answers while they wait.
+A re-encoding holds the image's pixels and the encoder's working memory (about 50 MiB for a
+2048x2048 picture, the pixels decoded once and not copied), on top of the source bytes; done
+for every image of every finished job at once, that took the bot from 632 to 929 MiB with 4
+jobs of four 24 MiB PNGs. ``Refitter`` is the process's one bound on it: ``slots``
+re-encodings at a time (2: both cores), each in a worker thread, the others waiting their
+turn in arrival order. Given the provider client's ``ByteBudget``, ``holding`` also counts
+the source images that need re-encoding against it until their job is delivered, so the
+client reads no further answers while they wait.
 """
 
 from __future__ import annotations
@@ -126,8 +127,6 @@ def fit_within(image: GeneratedImage, max_bytes: int) -> GeneratedImage:
     use_webp = bool(features.check("webp"))
     if not use_webp:
         picture = _flatten(picture)
-    elif not _has_alpha(picture):
-        picture = picture.convert("RGB")
     mime = "image/webp" if use_webp else "image/jpeg"
     width, height = picture.size
     scale = 1.0
@@ -202,14 +201,17 @@ class Refitter:
 
 
 def _decode(data: bytes) -> Image.Image:
+    """The pixels of ``data`` as RGB or RGBA. Not closed on purpose: closing an image frees
+    its pixels, and copying them out first would hold two copies at once (16 MiB more per
+    2048x2048 picture); the file is an in-memory buffer, nothing leaks."""
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            if opened.mode not in ("RGB", "RGBA"):
-                return opened.convert("RGBA" if _has_alpha(opened) else "RGB")
-            return opened.copy()
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"not a readable image: {exc}") from exc
+    if opened.mode not in ("RGB", "RGBA"):
+        return opened.convert("RGBA" if _has_alpha(opened) else "RGB")
+    return opened
 
 
 def _has_alpha(picture: Image.Image) -> bool:
@@ -231,7 +233,10 @@ def _flatten(picture: Image.Image) -> Image.Image:
 def _encode(picture: Image.Image, *, webp: bool, quality: int) -> bytes:
     buffer = io.BytesIO()
     if webp:
-        picture.save(buffer, format="WEBP", quality=quality, method=4)
+        # Method 1, not libwebp's default 4: from method 3 up the encoder keeps about 100 MiB
+        # of working memory for a 2048x2048 picture, at 1 about 30 MiB, for files a few
+        # per cent larger (the quality steps absorb that) and a faster encode.
+        picture.save(buffer, format="WEBP", quality=quality, method=1)
     else:
         picture.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
