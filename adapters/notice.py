@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.ledger import Interrupted
 from bot.service import ImageService
+from bot.store.ledger import Interrupted
 
 __all__ = ["NOTICE_INTERVAL", "Tell", "relay_notices", "relay_once"]
 

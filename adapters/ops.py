@@ -20,7 +20,7 @@ from aiohttp import web
 from adapters.runtime import Runtime
 from bot.errors import ConfigError
 from bot.health import check
-from bot.metrics import CONTENT_TYPE, QueueGauges, render
+from bot.provider.metrics import CONTENT_TYPE, QueueGauges, render
 
 __all__ = ["HEALTH_PATH", "METRICS_PATH", "Handler", "OpsServer", "fetch_health"]
 

@@ -23,17 +23,17 @@ from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
 from bot.config import Settings, sqlite_path
 from bot.errors import ConfigError
 from bot.health import Health
-from bot.imaging import Refitter
-from bot.lease import LEASE, renewing
-from bot.ledger import SqliteLedger
 from bot.messages import PREVIEW_WARNING, database_path_text
-from bot.metrics import InstrumentedProvider, Metrics
 from bot.models import Limits
-from bot.moderation import Moderation
-from bot.preview import PreviewProvider
-from bot.provider import ImageProvider, OpenAIImageClient, new_http_client
+from bot.moderation.screening import Moderation
+from bot.provider.client import ImageProvider, OpenAIImageClient, new_http_client
+from bot.provider.imaging import Refitter
+from bot.provider.metrics import InstrumentedProvider, Metrics
+from bot.provider.preview import PreviewProvider
 from bot.scheduler import Scheduler
 from bot.service import ImageService
+from bot.store.lease import LEASE, renewing
+from bot.store.ledger import SqliteLedger
 
 __all__ = ["Runtime", "open_runtime", "probe_directory"]
 

@@ -35,9 +35,9 @@ import httpx  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from bot.catalog import ModelCatalog, load_catalog  # noqa: E402
-from bot.ledger import SqliteLedger  # noqa: E402
 from bot.models import Limits, Requester  # noqa: E402
-from bot.provider import OpenAIImageClient, new_http_client  # noqa: E402
+from bot.provider.client import OpenAIImageClient, new_http_client  # noqa: E402
+from bot.store.ledger import SqliteLedger  # noqa: E402
 from tests.fakes.discord import FakeDiscord  # noqa: E402
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, RawReply, _draw  # noqa: E402
 from tests.fakes.process import BotProcess  # noqa: E402

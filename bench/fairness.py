@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._support import Core, machine, open_core, requester, table
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec, QueueStatus
-from bot.provider import ImageProvider
+from bot.provider.client import ImageProvider
 from bot.scheduler import Scheduler
 
 NEWCOMER = "newcomer"

@@ -27,8 +27,8 @@ from typing import Protocol
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.errors import QuotaExceededError
-from bot.ledger import SqliteLedger
 from bot.models import GenerationRequest, Hold, Limits, Requester
+from bot.store.ledger import SqliteLedger
 
 REQUEST = GenerationRequest(prompt="a red fox in snow", model="stability/sdxl", size="1024x1024")
 COST = 2_000

@@ -220,7 +220,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
 
     from bot.catalog import load_catalog
     from bot.models import GenerationRequest
-    from bot.provider import OpenAIImageClient, new_http_client
+    from bot.provider.client import OpenAIImageClient, new_http_client
 
     jobs, n, side = int(spec["jobs"]), int(spec["n"]), int(spec["side"])
     model = load_catalog(None).default

@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._support import machine, percentile, table
 from bot.errors import InvalidRequestError, PromptRefusedError
-from bot.filter import MAX_CHECKED_LENGTH, PromptFilter, builtin_terms, cached_filter
-from bot.ledger import SqliteLedger
 from bot.models import GenerationRequest, Limits, Requester
-from bot.moderation import MAX_RULES, Moderation, ModerationAdmin
+from bot.moderation.filter import MAX_CHECKED_LENGTH, PromptFilter, builtin_terms, cached_filter
+from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
+from bot.store.ledger import SqliteLedger
 
 SHAPES = ("(a+)+", "(a|a)*b", r"(.|\w)*!", "(a?){30}a{30}", "a*a*a*a*a*a*b")
 HEAVY = [prefix + r"\w{0,220}!" for prefix in "jkpquvwxyz"]  # just under 2,000 steps each

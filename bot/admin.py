@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 from bot.amount import check_limits, check_usd_micros
 from bot.errors import PermissionDeniedError
-from bot.ledger import AuditEntry, Clock, Ledger
 from bot.models import (
     MICROS_PER_USD,
     Allowance,
@@ -26,6 +25,7 @@ from bot.models import (
     ScopeKind,
     UsageReport,
 )
+from bot.store.ledger import AuditEntry, Clock, Ledger
 
 __all__ = [
     "CSV_COLUMNS",

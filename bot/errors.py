@@ -28,7 +28,7 @@ Every error carries structured fields and no user-facing wording::
        ├─ ContentRejectedError          content_policy_violation / moderation_blocked
        └─ ProviderAuthError             401/403: an operator problem, logged at ERROR
 
-``httpx`` exceptions are translated into this tree only in ``bot.provider``; nothing here
+``httpx`` exceptions are translated into this tree only in ``bot.provider.client``; nothing here
 ever holds an API key.
 """
 

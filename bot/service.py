@@ -29,8 +29,6 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
-from bot.lease import INTERRUPTED
-from bot.ledger import Interrupted, Ledger
 from bot.logcontext import bind_job
 from bot.models import (
     Allowance,
@@ -42,10 +40,12 @@ from bot.models import (
     ModelSpec,
     Requester,
 )
-from bot.moderation import Moderation
+from bot.moderation.screening import Moderation
 from bot.parsing import MAX_SEED, RequestOptions, parse_request
-from bot.provider import ImageProvider
+from bot.provider.client import ImageProvider
 from bot.scheduler import Progress, Scheduler, Ticket
+from bot.store.lease import INTERRUPTED
+from bot.store.ledger import Interrupted, Ledger
 
 __all__ = ["Deliver", "ImageService", "Progress"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.ledger import SqliteLedger
 from bot.models import GenerationRequest, Limits, Requester
+from bot.store.ledger import SqliteLedger
 
 __all__ = ["LEDGER_KINDS", "FakeClock", "open_ledger", "request", "requester"]
 

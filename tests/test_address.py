@@ -1,4 +1,4 @@
-"""``bot.address``: which addresses image URLs may name, and resolution off the loop."""
+"""``bot.provider.address``: which addresses image URLs may name, and resolution off the loop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from bot.address import blocked_reason, resolve
+from bot.provider.address import blocked_reason, resolve
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,10 @@ from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.catalog import load_catalog
 from bot.config import Settings
 from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
-from bot.ledger import SqliteLedger
 from bot.models import Limits, Requester, Scope, ScopeKind
-from bot.preview import PreviewProvider
+from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
+from bot.store.ledger import SqliteLedger
 from tests.ledger_support import FakeClock, request, requester
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""``bot.answer``: provider JSON read with its long strings left in place, and base64 decoded
-from them in steps, exactly as ``json`` and ``base64`` would have, and hostile documents
+"""``bot.provider.answer``: provider JSON read with its long strings left in place, and base64
+decoded from them in steps, exactly as ``json`` and ``base64`` would have, and hostile documents
 refused."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from bot.answer import LongText, TooLargeError, decode_base64, parse
+from bot.provider.answer import LongText, TooLargeError, decode_base64, parse
 
 IMAGE = random.Random(3).randbytes(1_500_000)  # 2 MB of base64: a long string, 4 steps
 B64 = base64.b64encode(IMAGE).decode()

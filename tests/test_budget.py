@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.budget import ByteBudget, Lease
+from bot.provider.budget import ByteBudget, Lease
 
 
 async def _run_ready() -> None:

@@ -491,7 +491,7 @@ def test_one_off_commands_are_quiet_with_a_copied_env_example(tmp_path: Path) ->
 
     asked = run_cli("--verbose", "quota", "clear", *where, cwd=tmp_path)
     assert asked.returncode == 0
-    assert "INFO bot.ledger: cli:" in asked.stderr and "cleared limits" in asked.stderr
+    assert "INFO bot.store.ledger: cli:" in asked.stderr and "cleared limits" in asked.stderr
 
 
 # Python reprs: a dataclass's `Name(field=...)`, an enum's `<Kind.X: 'x'>`, `<... object at 0x>`.

@@ -22,7 +22,6 @@ from adapters.discord.render import (
 )
 from bot.catalog import load_catalog
 from bot.errors import ConfigError, InvalidRequestError
-from bot.imaging import Refitter
 from bot.models import (
     Allowance,
     GeneratedImage,
@@ -33,7 +32,8 @@ from bot.models import (
     LimitUsage,
     Requester,
 )
-from bot.preview import PreviewProvider
+from bot.provider.imaging import Refitter
+from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
 
 CATALOG = load_catalog()

@@ -9,8 +9,8 @@ import random
 import pytest
 from PIL import Image
 
-from bot.imaging import MIN_FIT_BYTES, ImageTooLargeError, conform, fit_within
 from bot.models import GeneratedImage
+from bot.provider.imaging import MIN_FIT_BYTES, ImageTooLargeError, conform, fit_within
 from tests.fakes.image_api import bomb_png
 
 

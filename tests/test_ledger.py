@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import JobNotFoundError, QuotaExceededError
-from bot.ledger import Ledger
 from bot.models import JobState, Limits, Scope, ScopeKind
+from bot.store.ledger import Ledger
 from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
 
 MakeLedger = Callable[..., Awaitable[Ledger]]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import QuotaExceededError
-from bot.ledger import Ledger, SqliteLedger
 from bot.models import Hold, JobState, Limits
+from bot.store.ledger import Ledger, SqliteLedger
 from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
 
 

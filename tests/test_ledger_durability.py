@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError, QuotaExceededError
-from bot.ledger import SqliteLedger
 from bot.models import JobState, Limits, Scope, ScopeKind
-from bot.schema import SCHEMA_VERSION
+from bot.store.ledger import SqliteLedger
+from bot.store.schema import SCHEMA_VERSION
 from tests.ledger_support import FakeClock, request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _CRASHING_BOT = textwrap.dedent(
     """
     import asyncio, sys
-    from bot.ledger import SqliteLedger
+    from bot.store.ledger import SqliteLedger
     from bot.models import GenerationRequest, Limits, Requester
 
     async def main() -> None:

@@ -27,8 +27,8 @@ from hypothesis.stateful import (
 )
 
 from bot.errors import QuotaExceededError
-from bot.ledger import SqliteLedger
 from bot.models import JobState, Limits, Scope, ScopeKind
+from bot.store.ledger import SqliteLedger
 from tests.ledger_support import FakeClock, request, requester
 
 T = TypeVar("T")

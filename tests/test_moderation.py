@@ -19,13 +19,13 @@ from bot.errors import (
     PromptRefusedError,
     ReviewNotYoursError,
 )
-from bot.ledger import SqliteLedger
 from bot.messages import NO_REVIEW_CHANNEL, describe
 from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewState
-from bot.moderation import Moderation, ModerationAdmin, split_block_term
-from bot.moderation_store import ModerationStore
-from bot.schema import MIGRATIONS, SCHEMA_VERSION
+from bot.moderation.screening import Moderation, ModerationAdmin, split_block_term
 from bot.service import ImageService
+from bot.store.ledger import SqliteLedger
+from bot.store.moderation import ModerationStore
+from bot.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.fakes.provider import ScriptedProvider
 from tests.ledger_support import FakeClock
 

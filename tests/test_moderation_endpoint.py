@@ -16,10 +16,10 @@ from pydantic import SecretStr
 from adapters.runtime import open_runtime
 from bot.config import Settings
 from bot.errors import PromptRefusedError
-from bot.ledger import SqliteLedger
 from bot.models import GenerationRequest, Requester
-from bot.moderation import FailPolicy, Moderation, ModerationClient
-from bot.moderation_store import ModerationStore
+from bot.moderation.screening import FailPolicy, Moderation, ModerationClient
+from bot.store.ledger import SqliteLedger
+from bot.store.moderation import ModerationStore
 from tests.fakes.loopback import serve_loopback
 from tests.fakes.moderation_api import (
     FAKE_MODERATION_KEY,

@@ -9,7 +9,7 @@ import importlib.resources
 import pytest
 
 from bot.errors import InvalidRequestError
-from bot.filter import (
+from bot.moderation.filter import (
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS_SIZE,
     PromptFilter,

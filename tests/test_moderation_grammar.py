@@ -8,7 +8,7 @@ import pytest
 from adapters.slack import commands as cmd
 from adapters.slack import moderation_commands as mc
 from bot.errors import InvalidRequestError
-from bot.moderation import split_block_term
+from bot.moderation.screening import split_block_term
 
 
 def _parse(text: str) -> object:

@@ -18,11 +18,11 @@ import pytest
 
 from bench import moderation as moderation_bench
 from bot.errors import InvalidRequestError, PromptRefusedError
-from bot.filter import MAX_CHECKED_LENGTH, cached_filter
-from bot.ledger import SqliteLedger
 from bot.messages import describe
 from bot.models import GenerationRequest, Limits, Requester
-from bot.moderation import MAX_RULES, Moderation, ModerationAdmin
+from bot.moderation.filter import MAX_CHECKED_LENGTH, cached_filter
+from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
+from bot.store.ledger import SqliteLedger
 
 FLUX = "black-forest-labs/flux-1-schnell"
 CHECK_BOUND = 0.05  # seconds per check

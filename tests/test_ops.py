@@ -27,11 +27,11 @@ from bot.catalog import load_catalog
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, ContentRejectedError
 from bot.health import CONNECTED, DISCONNECTED
-from bot.ledger import SqliteLedger
 from bot.logcontext import log_handler
-from bot.metrics import InstrumentedProvider, Metrics
 from bot.models import QueueStatus, Requester
+from bot.provider.metrics import InstrumentedProvider, Metrics
 from bot.service import ImageService
+from bot.store.ledger import SqliteLedger
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.image_api import FakeImageAPI, Images, Stall, content_policy_violation
 from tests.fakes.process import REPO_ROOT, BotProcess

@@ -8,7 +8,7 @@ from PIL import Image
 
 from bot.catalog import load_catalog
 from bot.models import GenerationRequest
-from bot.preview import PreviewProvider
+from bot.provider.preview import PreviewProvider
 
 CATALOG = load_catalog()
 

@@ -28,7 +28,6 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from bot.address import IPAddress, blocked_reason
 from bot.errors import (
     ConfigError,
     ContentRejectedError,
@@ -41,7 +40,8 @@ from bot.errors import (
     ProviderUnavailableError,
 )
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec
-from bot.provider import OpenAIImageClient, new_http_client
+from bot.provider.address import IPAddress, blocked_reason
+from bot.provider.client import OpenAIImageClient, new_http_client
 from tests.fakes.image_api import (
     Bomb,
     CutBody,
@@ -281,7 +281,9 @@ async def test_a_wrong_key_is_an_auth_error_logged_for_the_operator(
 
     assert caught.value.status == 401 and "invalid_api_key" in caught.value.detail
     assert len(image_api.generations) == 1
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "bot.provider"]
+    errors = [
+        r for r in caplog.records if r.levelno == logging.ERROR and r.name == "bot.provider.client"
+    ]
     assert errors and "IMAGE_API_KEY" in errors[0].getMessage()
 
 

@@ -22,10 +22,10 @@ from bot.errors import (
     ProviderUnavailableError,
     QuotaExceededError,
 )
-from bot.ledger import SqliteLedger
 from bot.models import Allowance, GenerationResult, JobState, Limits, Requester
-from bot.preview import PreviewProvider
+from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
+from bot.store.ledger import SqliteLedger
 from tests.fakes.provider import ScriptedProvider
 
 ALICE = Requester(platform="discord", workspace_id="G1", channel_id="C1", user_id="alice")

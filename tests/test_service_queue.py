@@ -23,12 +23,12 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
-from bot.ledger import SqliteLedger
 from bot.messages import describe
 from bot.models import GenerationResult, JobState, Limits, QueueStatus, Requester
-from bot.provider import OpenAIImageClient, new_http_client
+from bot.provider.client import OpenAIImageClient, new_http_client
 from bot.scheduler import Scheduler
 from bot.service import ImageService
+from bot.store.ledger import SqliteLedger
 from tests.fakes.clock import FakeClock
 from tests.fakes.image_api import FakeImageAPI, rate_limited
 from tests.fakes.provider import ScriptedProvider

@@ -25,13 +25,13 @@ from adapters.notice import relay_notices
 from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
 from bot.health import CONNECTED, DISCONNECTED
-from bot.ledger import Interrupted
 from bot.messages import (
     TEMPORARILY_UNAVAILABLE,
     describe,
     option_refused_text,
     unreachable_text,
 )
+from bot.store.ledger import Interrupted
 
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
 

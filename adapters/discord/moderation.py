@@ -47,7 +47,7 @@ from bot.messages import (
     review_title,
 )
 from bot.models import GenerationResult, Review
-from bot.moderation import Moderation
+from bot.moderation.screening import Moderation
 
 if TYPE_CHECKING:
     from adapters.discord.client import ImagineClient

@@ -27,7 +27,7 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import Requester
-from bot.moderation import ModerationAdmin, split_block_term
+from bot.moderation.screening import ModerationAdmin, split_block_term
 
 if TYPE_CHECKING:
     from adapters.discord.client import ImagineClient

@@ -16,8 +16,8 @@ import discord
 
 from adapters.discord.buttons import JobButton
 from adapters.discord.reply import TOKEN_GONE_CODES, TOKEN_MARGIN
-from bot.ledger import Interrupted
 from bot.messages import INTERRUPTED_NOTICE
+from bot.store.ledger import Interrupted
 
 __all__ = ["tell_interrupted"]
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import discord
 
 from bot.catalog import ModelCatalog
-from bot.imaging import Refitter
 from bot.messages import job_details, result_fields
 from bot.models import GeneratedImage, GenerationRequest, GenerationResult, JobRecord, Requester
 from bot.parsing import RequestOptions
+from bot.provider.imaging import Refitter
 from bot.service import ImageService
 
 __all__ = [

@@ -31,7 +31,6 @@ from bot.errors import (
     JobCancelledError,
     PromptRefusedError,
 )
-from bot.imaging import Refitter
 from bot.messages import (
     DELIVERY_FAILED,
     GENERATING,
@@ -41,6 +40,7 @@ from bot.messages import (
     late_delivery_text,
 )
 from bot.models import GeneratedImage, GenerationResult, Requester
+from bot.provider.imaging import Refitter
 from bot.service import Deliver, Progress
 
 if TYPE_CHECKING:

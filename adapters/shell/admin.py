@@ -37,7 +37,6 @@ from adapters.runtime import Runtime
 from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
-from bot.ledger import month_start
 from bot.messages import (
     format_reset,
     format_usd,
@@ -47,6 +46,7 @@ from bot.messages import (
     server_required_text,
 )
 from bot.models import Limits, Requester, Scope, ScopeKind
+from bot.store.ledger import month_start
 
 __all__ = ["add_parsers", "check_args", "table"]
 

@@ -52,7 +52,6 @@ from bot.errors import (
     PromptRefusedError,
     ProviderAuthError,
 )
-from bot.ledger import Interrupted
 from bot.messages import (
     ADMIN_COMMANDS_ACTION,
     ALREADY_WORKING,
@@ -77,6 +76,7 @@ from bot.messages import (
 )
 from bot.models import GenerationRequest, GenerationResult, Requester, Scope
 from bot.service import Deliver, ImageService
+from bot.store.ledger import Interrupted
 
 __all__ = ["SlackHandlers"]
 

@@ -52,7 +52,7 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import GenerationResult, Requester, Review
-from bot.moderation import Moderation, ModerationAdmin, split_block_term
+from bot.moderation.screening import Moderation, ModerationAdmin, split_block_term
 
 if TYPE_CHECKING:
     from adapters.slack.handlers import SlackHandlers

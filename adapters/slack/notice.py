@@ -17,8 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.render import Origin, button_section, escape
 from adapters.slack.response import respond
-from bot.ledger import Interrupted
 from bot.messages import BUTTON_LABELS, INTERRUPTED_NOTICE
+from bot.store.ledger import Interrupted
 
 __all__ = ["RETRY_ACTION_ID", "reach", "retry_blocks", "tell_interrupted"]
 

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec
-from bot.preview import draw_preview
+from bot.provider.preview import draw_preview
 
 __all__ = ["ScriptedProvider"]
 

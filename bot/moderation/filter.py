@@ -1,7 +1,7 @@
 """The prompt filter: blocked words and regular expressions, matched the way people evade them.
 
-Synchronous and CPU-bound: ``bot.moderation`` runs ``PromptFilter.match`` on a thread of its
-own and decides what a match means. Text and terms are first *folded* the same way:
+Synchronous and CPU-bound: ``bot.moderation.screening`` runs ``PromptFilter.match`` on a
+thread of its own and decides what a match means. Text and terms are first *folded* the same way:
 
 1. case-folded, decomposed (NFKD) and stripped of combining marks and invisible format
    characters, so "NÜDE", "nude" and "nu\\u200bde" are the same word;
@@ -86,7 +86,7 @@ MAX_PATTERNS_SIZE = 20_000
 """RE2 program steps a server's patterns may compile to together."""
 MAX_CHECKED_LENGTH = 16_000
 """Longest text ``match`` accepts (the parser's own limit, MAX_PROMPT_LENGTH, is 4,000 by
-default); ``bot.moderation`` refuses longer prompts before checking them."""
+default); ``bot.moderation.screening`` refuses longer prompts before checking them."""
 
 _SWAPS = str.maketrans({"0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # What a folded letter of a term also accepts in the text ("1" stands for i or l).

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.errors import ProviderError
-from bot.ledger import JobStats
 from bot.models import MICROS_PER_USD, GeneratedImage, GenerationRequest, ModelSpec
-from bot.provider import ImageProvider
+from bot.provider.client import ImageProvider
+from bot.store.ledger import JobStats
 
 __all__ = [
     "CONTENT_TYPE",

@@ -1,4 +1,4 @@
-"""Moderation storage on the ledger's SQLite database (schema version 2, ``bot.schema``).
+"""Moderation storage on the ledger's SQLite database (schema version 2, ``bot.store.schema``).
 
 It shares the ledger's one aiosqlite connection and, like the ledger, changes state only with
 single statements: a review moves ``refused -> pending -> approved | denied`` through one
@@ -16,7 +16,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from bot.ledger import SqliteLedger
 from bot.models import (
     GenerationRequest,
     ModerationEntry,
@@ -25,7 +24,8 @@ from bot.models import (
     ReviewState,
     ServerRules,
 )
-from bot.row import parse_stamp, request_from_row, requester_from_row, stamp
+from bot.store.ledger import SqliteLedger
+from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
 
 __all__ = ["ModerationStore", "RuleKind"]
 

@@ -1,6 +1,6 @@
 """Wire types for ``POST {base}/images/generations`` (OpenAI's API and compatible ones).
 
-These describe JSON as it travels; ``bot.provider`` turns them into ``bot.models`` values and
+These describe JSON as it travels; ``bot.provider.client`` turns them into ``bot.models`` values and
 nothing else imports them. Every field of a response is ``NotRequired``: compatible providers
 leave things out, so the client checks each one before use.
 """

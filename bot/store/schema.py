@@ -37,7 +37,7 @@ Tables (version 2, moderation):
 ``moderation_log``
     Who was refused, where, the prompt, what matched (``source``, ``rule``) and when.
 
-Version 3, leases (``bot.lease``):
+Version 3, leases (``bot.store.lease``):
 
 ``boots``
     One row per process that opened the database: its machine and process identity, its lease

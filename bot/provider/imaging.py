@@ -35,8 +35,8 @@ from dataclasses import replace
 
 from PIL import Image, UnidentifiedImageError, features
 
-from bot.budget import ByteBudget
 from bot.models import GeneratedImage
+from bot.provider.budget import ByteBudget
 
 __all__ = [
     "MAX_SIDE",

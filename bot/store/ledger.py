@@ -34,7 +34,7 @@ Owners and deadlines
     Each job is held by this process's boot and is due by ``created_at + job_timeout``.
     ``refund_orphans`` (at start-up and periodically) refunds the jobs whose owner stopped or
     lost its lease, or whose deadline passed, with a pending notice for the member when the
-    adapter left a way to reach them (``bot.lease``). Charging more images
+    adapter left a way to reach them (``bot.store.lease``). Charging more images
     or money than was held is a ``ValueError`` and leaves the job held.
 
 Idempotency
@@ -63,7 +63,6 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.errors import ConfigError, JobNotFoundError, QuotaExceededError
-from bot.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
 from bot.models import (
     Allowance,
     GenerationRequest,
@@ -78,8 +77,9 @@ from bot.models import (
     UsageReport,
     UsageRow,
 )
-from bot.row import parse_stamp, request_from_row, requester_from_row, stamp
-from bot.schema import migrate
+from bot.store.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
+from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
+from bot.store.schema import migrate
 
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
@@ -558,7 +558,7 @@ class SqliteLedger:
             log.warning("could not record this process's exit (%s)", exc)
         await self._db.close()
 
-    # --- leases (bot.lease) --------------------------------------------------------------
+    # --- leases (bot.store.lease) --------------------------------------------------------------
 
     async def _start_boot(self) -> None:
         now = self.now()
@@ -706,7 +706,7 @@ class SqliteLedger:
 
     @property
     def connection(self) -> aiosqlite.Connection:
-        """The one connection, for stores that share this database (``bot.moderation_store``);
+        """The one connection, for stores that share this database (``bot.store.moderation``);
         they must keep to single statements, as the ledger does."""
         return self._db
 

@@ -40,10 +40,10 @@ Time and memory. A successful answer's body is read as it arrives, within the at
 socket, until others release theirs; one larger than the whole budget is never refused, it
 waits until it can be read alone. Then it waits for one of ``max_concurrent_decodes`` turns,
 in which a worker thread parses the JSON and decodes the base64 in steps of a few
-milliseconds (``bot.answer``; the body is freed once decoded, so an answer costs at most 1.75
-times its size meanwhile), and each image is checked (``bot.imaging.conform``: its header
-first, so a decompression bomb is refused before a pixel is decoded, then one full decode,
-and a downscale if it is larger than asked).
+milliseconds (``bot.provider.answer``; the body is freed once decoded, so an answer costs at
+most 1.75 times its size meanwhile), and each image is checked
+(``bot.provider.imaging.conform``: its header first, so a decompression bomb is refused
+before a pixel is decoded, then one full decode, and a downscale if it is larger than asked).
 ``url`` items are downloaded between two turns, their bytes in the same budget (their
 declared lengths, or the byte cap for those without one). A slow body or download therefore
 holds only its own bytes, never a turn. Waiting for budget or for a turn does not count
@@ -57,7 +57,7 @@ client alone to 260 MiB instead of 180-200 MiB.
 
 Image URLs are fetched over http(s) only, and only from public addresses: the host is
 resolved off the loop and refused if any of its addresses is loopback, private, link-local,
-multicast, reserved or unspecified (``bot.address``), and the connection goes to a checked
+multicast, reserved or unspecified (``bot.provider.address``), and the connection goes to a checked
 address; redirects (at most 5) are followed here, each hop checked the same way.
 ``allow_private_urls`` (``IMAGE_API_ALLOW_PRIVATE_URLS``) lifts the address check, for a
 provider on the local network.
@@ -86,10 +86,6 @@ from typing import Any, Protocol, TypeVar, cast
 import httpx
 from pydantic import SecretStr
 
-from bot._wire import ImagesRequest
-from bot.address import AddressCheck, blocked_reason, resolve
-from bot.answer import LongText, TooLargeError, decode_base64, parse
-from bot.budget import ByteBudget, Lease
 from bot.errors import (
     ConfigError,
     ContentRejectedError,
@@ -101,8 +97,12 @@ from bot.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from bot.imaging import ImageTooLargeError, conform
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec
+from bot.provider.address import AddressCheck, blocked_reason, resolve
+from bot.provider.answer import LongText, TooLargeError, decode_base64, parse
+from bot.provider.budget import ByteBudget, Lease
+from bot.provider.imaging import ImageTooLargeError, conform
+from bot.provider.wire import ImagesRequest
 
 __all__ = ["ImageProvider", "OpenAIImageClient", "new_http_client"]
 
@@ -918,7 +918,8 @@ def _number(value: str | None) -> float | None:
 def _conform(
     blob: bytes, index: int, asked: tuple[int, int] | None, request_id: str | None
 ) -> tuple[bytes, str, int, int]:
-    """``bot.imaging.conform`` with its failures as provider errors. Runs in a worker thread."""
+    """``bot.provider.imaging.conform`` with its failures as provider errors. Runs in a worker
+    thread."""
     try:
         return conform(blob, asked)
     except ImageTooLargeError as exc:

@@ -5,7 +5,8 @@ it before the hold, so a refusal costs nothing):
 
 1. the server's channel allow-list (``ChannelNotAllowedError`` outside it);
 2. the built-in word list (``bot/data/blocked_words.txt``), then the server's blocked words and
-   patterns (``bot.filter``), on the prompt and on the negative prompt, on a thread of its own
+   patterns (``bot.moderation.filter``), on the prompt and on the negative prompt, on a thread
+   of its own
    (the filter is CPU work: folding, and RE2 searches linear in the text, which is at most
    ``MAX_CHECKED_LENGTH`` characters), so a check never holds up the event loop;
 3. when ``MODERATION_API_BASE_URL`` is set, an OpenAI-compatible ``POST {base}/moderations``
@@ -44,15 +45,6 @@ from bot.errors import (
     PromptRefusedError,
     ReviewNotYoursError,
 )
-from bot.filter import (
-    MAX_CHECKED_LENGTH,
-    PromptFilter,
-    builtin_terms,
-    cached_filter,
-    check_pattern,
-    check_term,
-)
-from bot.ledger import SqliteLedger
 from bot.messages import (
     NO_REVIEW_CHANNEL,
     REVIEW_ALREADY_DECIDED,
@@ -69,7 +61,16 @@ from bot.models import (
     ReviewState,
     ServerRules,
 )
-from bot.moderation_store import ModerationStore
+from bot.moderation.filter import (
+    MAX_CHECKED_LENGTH,
+    PromptFilter,
+    builtin_terms,
+    cached_filter,
+    check_pattern,
+    check_term,
+)
+from bot.store.ledger import SqliteLedger
+from bot.store.moderation import ModerationStore
 
 __all__ = [
     "DEFAULT_MODERATION_MODEL",
