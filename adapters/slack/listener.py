@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -36,6 +36,8 @@ __all__ = ["RequestListener", "on_error", "on_unknown_action"]
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[None]]
+# What a job button starts: (job id, origin, event key).
+Start = Callable[[str, Origin, str | None], Coroutine[Any, Any, None]]
 
 
 class RequestListener:
@@ -52,9 +54,9 @@ class RequestListener:
     def register(self, app: AsyncApp) -> None:
         app.command(re.compile(r"^/imagine"))(self.on_command)
         app.event("app_mention")(self.on_mention)
-        app.action(REROLL_ACTION_ID)(self.on_reroll)
-        app.action(RETRY_ACTION_ID)(self.on_retry)
-        app.action(CANCEL_ACTION_ID)(self.on_cancel)
+        app.action(REROLL_ACTION_ID)(self._job_button(self.jobs.reroll))
+        app.action(RETRY_ACTION_ID)(self._job_button(self._retry))
+        app.action(CANCEL_ACTION_ID)(self._job_button(self._cancel))
 
     async def on_command(self, ack: Ack, body: dict[str, Any], context: Any) -> None:
         await ack()
@@ -81,36 +83,27 @@ class RequestListener:
         text = strip_bot_mention(raw, self.chat.bot_user_id)
         self.chat.spawn(origin, self._command(text, origin, key), name=f"slack-{key}")
 
-    async def on_reroll(self, ack: Ack, body: dict[str, Any], context: Any) -> None:
-        click = await self._job_button(ack, body, context)
-        if click is not None:
-            job_id, origin, key = click
-            self.chat.spawn(origin, self.jobs.reroll(job_id, origin, key), name=f"slack-{key}")
+    def _job_button(self, start: Start) -> Callable[[Ack, dict[str, Any], Any], Awaitable[None]]:
+        """A listener for a button whose value is a job id: ack, drop a redelivery, then
+        ``start`` the work."""
 
-    async def on_retry(self, ack: Ack, body: dict[str, Any], context: Any) -> None:
-        click = await self._job_button(ack, body, context)
-        if click is not None:
-            job_id, origin, key = click
-            work = self.jobs.reroll(job_id, origin, key, again=True)
-            self.chat.spawn(origin, work, name=f"slack-{key}")
+        async def on_click(ack: Ack, body: dict[str, Any], context: Any) -> None:
+            await ack()
+            self.chat.note_bot_user(context)
+            key = event_id(body.get("trigger_id"))
+            if not self.chat.first_time(key):
+                return
+            actions = body.get("actions") or [{}]
+            job_id, origin = str(actions[0].get("value") or ""), from_action(body)
+            self.chat.spawn(origin, start(job_id, origin, key), name=f"slack-{key}")
 
-    async def on_cancel(self, ack: Ack, body: dict[str, Any], context: Any) -> None:
-        click = await self._job_button(ack, body, context)
-        if click is not None:
-            job_id, origin, key = click
-            self.chat.spawn(origin, self.notes.cancel(job_id, origin), name=f"slack-{key}")
+        return on_click
 
-    async def _job_button(
-        self, ack: Ack, body: dict[str, Any], context: Any
-    ) -> tuple[str, Origin, str | None] | None:
-        """Ack a click on a button whose value is a job id; ``None`` for a redelivery."""
-        await ack()
-        self.chat.note_bot_user(context)
-        key = event_id(body.get("trigger_id"))
-        if not self.chat.first_time(key):
-            return None
-        actions = body.get("actions") or [{}]
-        return str(actions[0].get("value") or ""), from_action(body), key
+    async def _retry(self, job_id: str, origin: Origin, key: str | None) -> None:
+        await self.jobs.reroll(job_id, origin, key, again=True)
+
+    async def _cancel(self, job_id: str, origin: Origin, key: str | None) -> None:
+        await self.notes.cancel(job_id, origin)
 
     async def _command(self, text: str, origin: Origin, key: str | None) -> None:
         """``text`` as Slack sent it (mentions still escaped as ``<@U…|name>``)."""
