@@ -35,9 +35,7 @@ def wire(
     """The chat object, for the caller to identify the bot on and close at the end."""
     chat = SlackChat(service=service, client=client, session=session, admin_user_ids=admin_user_ids)
     # Queued jobs' notes (position, ETA, Cancel) and the Cancel click.
-    notes = QueueNotes(
-        service=service, client=client, session=session, is_admin=chat.is_admin, tell=chat.tell
-    )
+    notes = QueueNotes(chat)
     moderation = service.moderation
     commands = None if moderation is None else ModerationCommands(ModerationAdmin(moderation))
     RequestListener(
