@@ -30,11 +30,13 @@ from adapters.ops import OpsServer
 from adapters.runtime import Runtime
 from adapters.slack.api_error import error_code
 from adapters.slack.config import SlackSettings
-from adapters.slack.handlers import SlackHandlers
+from adapters.slack.notice import tell_interrupted
 from adapters.slack.render import PLATFORM
+from adapters.slack.wiring import wire
 from bot.admin import QuotaAdmin
 from bot.errors import ConfigError
 from bot.health import CONNECTED, DISCONNECTED, Health
+from bot.store.ledger import Interrupted
 
 __all__ = [
     "EVENTS_PATH",
@@ -66,27 +68,30 @@ async def run_slack(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client = build_web_client(settings, session)
         app = build_app(client, settings)
-        handlers = SlackHandlers(
+        chat = wire(
+            app,
             service=runtime.service,
             admin=QuotaAdmin(runtime.ledger),
             client=client,
             session=session,
             admin_user_ids=settings.admin_user_ids,
         )
-        handlers.register(app)
 
         async def identify() -> None:
             auth = await check_bot_token(client)
-            handlers.bot_user_id = str(auth.get("user_id") or "")
-            handlers.team_id = str(auth.get("team_id") or "")
+            chat.bot_user_id = str(auth.get("user_id") or "")
+            chat.team_id = str(auth.get("team_id") or "")
 
         async def serving() -> None:
             # HTTP mode is up once /slack/events is mounted; a rejected token stops the bot.
             runtime.health.set("slack", CONNECTED)
             await identify()
 
+        async def tell(notice: Interrupted) -> bool:
+            return await tell_interrupted(client, session, notice)
+
         notices = asyncio.create_task(
-            relay_notices(runtime.service, PLATFORM, handlers.tell_interrupted),
+            relay_notices(runtime.service, PLATFORM, tell),
             name="slack-notices",
         )
         try:
@@ -110,7 +115,7 @@ async def run_slack(
             notices.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await notices
-            await handlers.close()
+            await chat.close()
 
 
 def build_web_client(settings: SlackSettings, session: aiohttp.ClientSession) -> AsyncWebClient:

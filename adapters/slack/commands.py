@@ -14,8 +14,8 @@ models, ``/imagine models on a runway`` draws them), and ``admin`` only when the
 an admin subcommand or nothing. Everything else is a prompt for the shared grammar. Pure
 functions; mistakes raise ``InvalidRequestError`` with a one-line reason.
 
-An admin subcommand comes back unparsed (``Admin``): its arguments are untrusted text, so the
-handler checks the member's rights first and only then calls ``Admin.parse``.
+An admin subcommand comes back unparsed (``Admin``): its arguments are untrusted text, so
+``admin_command.py`` checks the member's rights first and only then calls ``Admin.parse``.
 """
 
 from __future__ import annotations

@@ -13,20 +13,18 @@ Cancel button's value is the job id, so a click is understood after a restart to
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackClientError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.progress import StatusFeed
+from adapters.slack.chat import SlackChat
 from adapters.slack.render import Origin, button_section, escape
 from adapters.slack.response import respond
 from bot.errors import BotError, JobCancelledError, PermissionDeniedError
 from bot.messages import BUTTON_LABELS, cancel_refused_text, describe, queue_text
 from bot.models import QueueStatus
-from bot.service import ImageService
 
 __all__ = [
     "CANCEL_ACTION_ID",
@@ -40,9 +38,6 @@ log = logging.getLogger(__name__)
 
 CANCEL_ACTION_ID = "imagine_cancel"
 RESPONSE_URL_POSTS = 5  # what Slack accepts on one response_url (within 30 minutes)
-
-Tell = Callable[[Origin, str], Awaitable[None]]
-IsAdmin = Callable[[Origin], Awaitable[bool]]
 
 
 def queue_blocks(text: str, job_id: str) -> list[dict[str, Any]]:
@@ -112,7 +107,7 @@ class QueueNote:
                 self._offers_cancel = blocks is not None
                 return
         try:
-            await self.notes.client.chat_postEphemeral(
+            await self.notes.chat.client.chat_postEphemeral(
                 channel=origin.channel_id,
                 user=origin.user_id,
                 text=escape(text),
@@ -131,7 +126,7 @@ class QueueNote:
             return False
         self._posts += 1
         return await respond(
-            self.notes.session, url, escape(text), blocks=blocks, replace_original=replace
+            self.notes.chat.session, url, escape(text), blocks=blocks, replace_original=replace
         )
 
     async def close(self, *, flush: bool = False) -> None:
@@ -156,20 +151,8 @@ class QueueNote:
 class QueueNotes:
     """The notes of the jobs this process is running, by job id, and the Cancel click."""
 
-    def __init__(
-        self,
-        *,
-        service: ImageService,
-        client: AsyncWebClient,
-        session: aiohttp.ClientSession,
-        is_admin: IsAdmin,
-        tell: Tell,
-    ) -> None:
-        self.service = service
-        self.client = client
-        self.session = session
-        self.is_admin = is_admin
-        self.tell = tell
+    def __init__(self, chat: SlackChat) -> None:
+        self.chat = chat
         self.board: dict[str, QueueNote] = {}
 
     def note(self, origin: Origin, *, running_text: str) -> QueueNote:
@@ -184,25 +167,27 @@ class QueueNotes:
             note.cancel_claimed = True
         try:
             try:
-                await self.service.cancel(job_id, origin.requester())
+                await self.chat.service.cancel(job_id, origin.requester())
             except PermissionDeniedError:
                 # Only now ask Slack whether the clicker is an admin (users.info).
-                if not await self.is_admin(origin):
+                if not await self.chat.is_admin(origin):
                     raise
-                await self.service.cancel(job_id, origin.requester(is_admin=True))
+                await self.chat.service.cancel(job_id, origin.requester(is_admin=True))
         except BotError as err:
             if note is not None:
                 note.cancel_claimed = False
             log.info("job %s: cancel by %s refused: %s", job_id, origin.user_id, type(err).__name__)
-            await self.tell(origin, cancel_refused_text(err))
+            await self.chat.tell(origin, cancel_refused_text(err))
             return
         log.info("job %s: cancelled by %s", job_id, origin.user_id)
         text = describe(JobCancelledError(job_id))
         if not await self._replace_clicked(origin, text):
-            await self.tell(origin, text)
+            await self.chat.tell(origin, text)
 
     async def _replace_clicked(self, origin: Origin, text: str) -> bool:
         """The click's response_url replaces the note the button was on."""
         if not origin.response_url:
             return False
-        return await respond(self.session, origin.response_url, escape(text), replace_original=True)
+        return await respond(
+            self.chat.session, origin.response_url, escape(text), replace_original=True
+        )

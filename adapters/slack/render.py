@@ -20,7 +20,10 @@ __all__ = [
     "Origin",
     "button",
     "button_section",
+    "clip",
+    "code",
     "escape",
+    "event_id",
     "file_uploads",
     "from_action",
     "from_mention",
@@ -125,6 +128,12 @@ def from_action(body: Mapping[str, Any]) -> Origin:
     )
 
 
+def event_id(platform_id: object) -> str | None:
+    """The ledger's idempotency key for a Slack id (a trigger or event id), unique across
+    platforms; ``None`` when Slack sent none."""
+    return f"slack:{platform_id}" if platform_id else None
+
+
 def strip_bot_mention(text: str, bot_user_id: str) -> str:
     """The command in an ``app_mention``: the text without the bot's ``<@BOT>`` mentions."""
     if bot_user_id:
@@ -155,8 +164,13 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def code(text: str) -> str:
+    """A preformatted block (tables and help keep their columns)."""
+    return f"```{text}```"
 
 
 def _clip_bytes(text: str, limit: int) -> str:
@@ -171,10 +185,10 @@ def _clip_bytes(text: str, limit: int) -> str:
 
 def initial_comment(result: GenerationResult, *, user_id: str) -> str:
     """The upload's comment: who asked, the prompt, then model, size, seed, cost and quota."""
-    prompt = _clip(result.request.prompt, _MAX_COMMENT_PROMPT)
+    prompt = clip(result.request.prompt, _MAX_COMMENT_PROMPT)
     lines = [f"<@{user_id}>: {escape(prompt)}"]
     if result.revised_prompt and result.revised_prompt != result.request.prompt:
-        lines.append(f"_{escape(_clip(result.revised_prompt, _MAX_COMMENT_PROMPT))}_")
+        lines.append(f"_{escape(clip(result.revised_prompt, _MAX_COMMENT_PROMPT))}_")
     lines.append(result_summary(result))
     return "\n".join(lines)
 
@@ -182,7 +196,7 @@ def initial_comment(result: GenerationResult, *, user_id: str) -> str:
 def file_uploads(result: GenerationResult) -> list[dict[str, Any]]:
     """``files_upload_v2(file_uploads=...)`` items, one per image."""
     stem = f"imagine-{result.job_id[:12]}"
-    title = _clip(result.request.prompt, _MAX_TITLE)
+    title = clip(result.request.prompt, _MAX_TITLE)
     alt = _clip_bytes(result.revised_prompt or result.request.prompt, _MAX_ALT_TEXT)
     many = len(result.images) > 1
     uploads = []
