@@ -5,6 +5,7 @@ so this module avoids ``from __future__ import annotations``: discord.py reads t
 annotations, which refer to values computed here.
 """
 
+import functools
 import logging
 from typing import Any
 
@@ -73,19 +74,8 @@ def add_commands(tree: app_commands.CommandTree[Any], context: DiscordContext) -
         if not await reply.defer():
             return
         label = catalog.get(request.model).label
-        await run_job(
-            interaction,
-            reply,
-            lambda requester, deliver, progress, reach: service.generate(
-                request,
-                requester,
-                event_id=str(interaction.id),
-                deliver=deliver,
-                progress=progress,
-                reach=reach,
-            ),
-            progress=progress_text(request, label),
-        )
+        start = functools.partial(service.generate, request)
+        await run_job(interaction, reply, start, progress=progress_text(request, label))
 
     imagine = app_commands.describe(
         prompt="What to draw. Flags work here too: --ar 16:9 --no text",

@@ -6,7 +6,8 @@ a job again (Reroll, Variations, Try again)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
+from typing import Protocol
 
 import discord
 
@@ -29,11 +30,22 @@ __all__ = ["JobStarter", "run_job"]
 
 log = logging.getLogger(__name__)
 
-# Starts the job for the requester; the service calls the ``Deliver`` before charging, and
-# the ``Progress`` with the job's place in the queue. The mapping is the job's ``reach``.
-JobStarter = Callable[
-    [Requester, Deliver, Progress, Mapping[str, str]], Awaitable[GenerationResult]
-]
+
+class JobStarter(Protocol):
+    """Starts the job for the requester, e.g. ``functools.partial(service.generate, request)``:
+    the service calls ``deliver`` before charging and ``progress`` with the job's place in the
+    queue; ``reach`` is what another process needs to tell the member after a restart."""
+
+    def __call__(
+        self,
+        requester: Requester,
+        /,
+        *,
+        event_id: str,
+        deliver: Deliver,
+        progress: Progress,
+        reach: Mapping[str, str],
+    ) -> Awaitable[GenerationResult]: ...
 
 
 async def run_job(
@@ -56,7 +68,13 @@ async def run_job(
 
     try:
         try:
-            await start(requester, deliver, feedback.feed, reach(interaction, reply))
+            await start(
+                requester,
+                event_id=str(interaction.id),
+                deliver=deliver,
+                progress=feedback.feed,
+                reach=reach(interaction, reply),
+            )
         finally:
             await feedback.close()
     except DuplicateRequestError as err:

@@ -11,7 +11,7 @@ import discord
 
 from adapters.discord.button import VARIATIONS
 from adapters.discord.context import DiscordContext
-from adapters.discord.job import run_job
+from adapters.discord.job import JobStarter, run_job
 from adapters.discord.render import details_embed, is_admin, to_requester
 from adapters.discord.reply import Reply, acknowledge
 from bot.errors import BotError, JobNotFoundError, UnknownModelError
@@ -43,22 +43,13 @@ async def _again(
     if reply is None:
         return
     service = context.runtime.service
+    start: JobStarter
     if action == "retry":
-        start = service.retry
+        start = functools.partial(service.retry, job_id)
     else:
-        start = functools.partial(service.reroll, n=VARIATIONS if action == "vary" else None)
-    await run_job(
-        interaction,
-        reply,
-        lambda requester, deliver, progress, reach: start(
-            job_id,
-            requester,
-            event_id=str(interaction.id),
-            deliver=deliver,
-            progress=progress,
-            reach=reach,
-        ),
-    )
+        n = VARIATIONS if action == "vary" else None
+        start = functools.partial(service.reroll, job_id, n=n)
+    await run_job(interaction, reply, start)
 
 
 async def _first_click(
