@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from adapters.discord.buttons import CUSTOM_ID, JobButton, custom_id
+from adapters.discord.button import CUSTOM_ID, JobButton, custom_id
 from adapters.discord.config import DiscordSettings
 from adapters.discord.render import (
     MAX_ATTACHMENTS,

@@ -9,12 +9,11 @@ Built at start-up; see commands.py for why there is no ``from __future__ import 
 import dataclasses
 import io
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
-from adapters.discord.moderation_admin import add_moderation_commands
+from adapters.discord.context import DiscordContext
 from adapters.discord.reply import answer_admin
 from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.amount import MAX_IMAGES, MAX_USD, usd_option
@@ -29,9 +28,6 @@ from bot.messages import (
     usage_summary,
 )
 from bot.models import Requester
-
-if TYPE_CHECKING:
-    from adapters.discord.client import ImagineClient
 
 __all__ = ["build_admin_group"]
 
@@ -50,8 +46,9 @@ def _target(
     return None, None, SERVER_DEFAULT
 
 
-def build_admin_group(client: "ImagineClient") -> app_commands.Group:
-    admin = QuotaAdmin(client.runtime.ledger)
+def build_admin_group(context: DiscordContext) -> app_commands.Group:
+    """The group with the quota commands; the moderation ones join it (moderation_admin.py)."""
+    admin = QuotaAdmin(context.runtime.ledger)
     group = app_commands.Group(
         name="imagine-admin",
         description="Image quotas, spend cap and usage for this server",
@@ -145,5 +142,4 @@ def build_admin_group(client: "ImagineClient") -> app_commands.Group:
         await answer_admin(interaction, action)
 
     del set_quota, clear_quota, spend_cap, usage  # registered on the group
-    add_moderation_commands(group, client)  # block, review-channel, channels, spoilers, log
     return group

@@ -1,5 +1,8 @@
 """The discord.py client: intents, the command tree with its one error hook, start-up
-(``setup_hook``: commands, lasting buttons, command sync) and ``run_client``."""
+(``setup_hook``: commands, lasting buttons, command sync) and ``run_client``.
+
+``ImagineClient`` is the one ``DiscordContext`` and the only module that knows every feature:
+it adds the commands and maps each button to what its click does."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord.buttons import JobButton
+from adapters.discord import moderation, progress, result
+from adapters.discord.admin import build_admin_group
+from adapters.discord.button import Button, CancelButton, JobButton, ReviewButton
 from adapters.discord.commands import add_commands
 from adapters.discord.config import DiscordSettings
-from adapters.discord.moderation import ReviewButton
+from adapters.discord.context import ButtonAction
+from adapters.discord.moderation_admin import add_moderation_commands
 from adapters.discord.notice import tell_interrupted
-from adapters.discord.progress import CancelButton
 from adapters.discord.render import accepting
 from adapters.discord.reply import Reply
 from adapters.notice import relay_notices
@@ -36,6 +41,23 @@ from bot.store.ledger import Interrupted
 __all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
 
 log = logging.getLogger(__name__)
+
+BUTTONS: tuple[type[Button], ...] = (JobButton, CancelButton, ReviewButton)
+
+# What a click on each button does, by ``Button.name``.
+BUTTON_ACTIONS: dict[str, ButtonAction] = {
+    "imagine:reroll": result.reroll,
+    "imagine:vary": result.vary,
+    "imagine:details": result.details,
+    "imagine:delete": result.delete,
+    "imagine:retry": result.retry,
+    "imagine:cancel": progress.cancel,
+    "imagine-review:ask": moderation.ask,
+    "imagine-review:approve": moderation.approve,
+    "imagine-review:deny": moderation.deny,
+}
+if {name for button in BUTTONS for name in button.names()} != BUTTON_ACTIONS.keys():
+    raise RuntimeError("every button needs its action in BUTTON_ACTIONS, and only those")
 
 
 def intents() -> discord.Intents:
@@ -140,13 +162,24 @@ class ImagineClient(discord.Client):
 
     async def setup_hook(self) -> None:
         add_commands(self.tree, self)
-        self.add_dynamic_items(JobButton, CancelButton, ReviewButton)
+        admin = build_admin_group(self)
+        add_moderation_commands(admin, self)  # block, review-channel, channels, spoilers, log
+        self.tree.add_command(admin)
+        self.add_dynamic_items(*BUTTONS)
         await self.sync_commands()
         # Members whose job a restart interrupted (REST only: no need to wait for the gateway).
         self._notices = asyncio.create_task(
             relay_notices(self.runtime.service, "discord", self._tell_interrupted),
             name="discord-notices",
         )
+
+    def button_action(self, name: str) -> ButtonAction:
+        return BUTTON_ACTIONS[name]
+
+    async def report_unexpected(
+        self, interaction: discord.Interaction, error: BaseException
+    ) -> None:
+        await self.tree.report_unexpected(interaction, error)
 
     async def _tell_interrupted(self, notice: Interrupted) -> bool:
         return await tell_interrupted(self, notice)

@@ -1,25 +1,24 @@
-"""The slash commands: ``/imagine``, ``/quota``, ``/models``, and the ``/imagine-admin`` group.
+"""The slash commands for members: ``/imagine``, ``/quota`` and ``/models``.
 
 Commands are built at start-up from the catalog (model and size choices, the largest ``n``),
 so this module avoids ``from __future__ import annotations``: discord.py reads the parameter
 annotations, which refer to values computed here.
 """
 
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
-from adapters.discord.admin import build_admin_group
+from adapters.discord.context import DiscordContext
+from adapters.discord.job import run_job
 from adapters.discord.render import model_suggestions, to_generation_request, to_requester
-from adapters.discord.reply import Reply, run_job
+from adapters.discord.reply import Reply
 from bot.errors import BotError, InvalidRequestError
 from bot.messages import allowance_text, models_table, progress_text
 from bot.parsing import MAX_SEED
-
-if TYPE_CHECKING:
-    from adapters.discord.client import ImagineClient
 
 __all__ = ["MAX_CHOICES", "add_commands"]
 
@@ -30,8 +29,8 @@ _MAX_STRING_OPTION = 6000
 _MAX_EMBED_DESCRIPTION = 4096
 
 
-def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -> None:
-    runtime = client.runtime
+def add_commands(tree: app_commands.CommandTree[Any], context: DiscordContext) -> None:
+    runtime = context.runtime
     catalog = runtime.catalog
     service = runtime.service
     max_n = max(1, min(10, max(spec.max_n for spec in catalog)))
@@ -75,19 +74,8 @@ def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -
         if not await reply.defer():
             return
         label = catalog.get(request.model).label
-        await run_job(
-            interaction,
-            reply,
-            lambda requester, deliver, progress, reach: service.generate(
-                request,
-                requester,
-                event_id=str(interaction.id),
-                deliver=deliver,
-                progress=progress,
-                reach=reach,
-            ),
-            progress=progress_text(request, label),
-        )
+        start = functools.partial(service.generate, request)
+        await run_job(interaction, reply, start, progress=progress_text(request, label))
 
     imagine = app_commands.describe(
         prompt="What to draw. Flags work here too: --ar 16:9 --no text",
@@ -142,5 +130,4 @@ def add_commands(tree: app_commands.CommandTree[Any], client: "ImagineClient") -
         embed = discord.Embed(description="```\n" + "\n".join(lines) + "\n```")
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    tree.add_command(build_admin_group(client))
     del quota, models  # registered on the tree

@@ -1,10 +1,10 @@
-"""Moderation on Discord: the "Ask an admin" button under a refusal, the review post with
-Approve / Deny in the server's review channel, the approved job, and spoilers.
+"""Moderation on Discord: the refusal with its "Ask an admin" button, the review post with
+Approve / Deny in the server's review channel, and the approved job (spoilers: spoiler.py).
 
-Every button is a ``DynamicItem`` whose custom id is ``imagine-review:<action>:<review id>``;
-the review lives in the database, so the buttons work on any message, across restarts. Who
-may decide is checked by the core (``Moderation.decide``: ``actor.is_admin``, computed here
-from the member's permissions as for the quota commands).
+The buttons (``adapters.discord.button``) carry the review id, which leads to the review in
+the database, so they work on any message, across restarts. Who may decide is checked by the
+core (``Moderation.decide``: ``actor.is_admin``, computed here from the member's permissions
+as for the quota commands).
 
 A denied member is told with a mention in the channel they asked in; the refused prompt is
 not repeated there (Discord has no ephemeral message a bot can send unprompted).
@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
+from adapters.discord.button import refusal_view, result_view, review_view
+from adapters.discord.context import DiscordContext
 from adapters.discord.render import (
     EMBED_COLOUR,
-    accepting,
     fit_images,
     image_files,
     result_embed,
     to_requester,
 )
-from adapters.discord.reply import Reply, acknowledge, result_view
+from adapters.discord.reply import Reply, acknowledge
+from adapters.discord.spoiler import PLATFORM, spoiler_wanted
 from bot.errors import (
     BotError,
     DeliveryError,
@@ -35,7 +35,6 @@ from bot.errors import (
     PromptRefusedError,
 )
 from bot.messages import (
-    REVIEW_BUTTON_LABELS,
     REVIEW_POST_FAILED,
     REVIEW_SENT,
     describe,
@@ -49,96 +48,16 @@ from bot.messages import (
 from bot.models import GenerationResult, Review
 from bot.moderation.screening import Moderation
 
-if TYPE_CHECKING:
-    from adapters.discord.client import ImagineClient
-    from adapters.runtime import Runtime
-
-__all__ = [
-    "CUSTOM_ID",
-    "ReviewButton",
-    "custom_id",
-    "is_nsfw",
-    "refusal_view",
-    "review_embed",
-    "review_view",
-    "spoiler_for",
-    "spoiler_wanted",
-    "tell_refused",
-]
+__all__ = ["approve", "ask", "deny", "review_embed", "tell_refused"]
 
 log = logging.getLogger(__name__)
 
-CUSTOM_ID = re.compile(r"imagine-review:(?P<action>ask|approve|deny):(?P<review_id>[\w-]{1,64})")
-PLATFORM = "discord"
-_STYLES = {
-    "ask": discord.ButtonStyle.secondary,
-    "approve": discord.ButtonStyle.success,
-    "deny": discord.ButtonStyle.danger,
-}
 _FIELD_MAX = 1024
 _DESCRIPTION_MAX = 4096
 
 
-def custom_id(action: str, review_id: str) -> str:
-    value = f"imagine-review:{action}:{review_id}"
-    if not CUSTOM_ID.fullmatch(value):
-        raise ValueError(f"review id {review_id!r} cannot go into a custom id")
-    return value
-
-
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
-    def __init__(self, action: str, review_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=REVIEW_BUTTON_LABELS[action],
-                style=_STYLES[action],
-                custom_id=custom_id(action, review_id),
-            )
-        )
-        self.action = action
-        self.review_id = review_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction,
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> ReviewButton:
-        return cls(match["action"], match["review_id"])
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        return accepting(interaction)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        client = cast("ImagineClient", interaction.client)
-        try:
-            async with client.runtime.service.handling():  # a stop waits for it
-                if self.action == "ask":
-                    await _ask(client, interaction, self.review_id)
-                else:
-                    await _decide(client, interaction, self.review_id, self.action == "approve")
-        except Exception as exc:
-            # The one error hook, shared with the slash commands.
-            await client.tree.report_unexpected(interaction, exc)
-
-
-def refusal_view(review_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ReviewButton("ask", review_id))
-    return view
-
-
-def review_view(review_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ReviewButton("approve", review_id))
-    view.add_item(ReviewButton("deny", review_id))
-    return view
 
 
 # -- the refusal ---------------------------------------------------------------------------
@@ -169,12 +88,12 @@ async def tell_refused(reply: Reply, err: PromptRefusedError) -> None:
 # -- Ask an admin ---------------------------------------------------------------------------
 
 
-async def _ask(client: ImagineClient, interaction: discord.Interaction, review_id: str) -> None:
+async def ask(context: DiscordContext, interaction: discord.Interaction, review_id: str) -> None:
     """The refused member asks for a review: the prompt goes to the review channel with
     Approve / Deny; the refusal message becomes "sent to the admins"."""
     if await acknowledge(interaction) is False:  # an update of the clicked message
         return
-    moderation = _moderation(client)
+    moderation = _moderation(context)
     requester = to_requester(interaction)
     try:
         review = await moderation.request_review(review_id, requester)
@@ -188,7 +107,7 @@ async def _ask(client: ImagineClient, interaction: discord.Interaction, review_i
         await moderation.withdraw_request(review_id)
         await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
         return
-    channel = client.get_partial_messageable(int(channel_id), guild_id=interaction.guild_id)
+    channel = context.get_partial_messageable(int(channel_id), guild_id=interaction.guild_id)
     try:
         await channel.send(
             embed=review_embed(review),
@@ -234,15 +153,24 @@ def review_embed(review: Review, *, decided: str | None = None) -> discord.Embed
 # -- Approve / Deny -------------------------------------------------------------------------
 
 
+async def approve(
+    context: DiscordContext, interaction: discord.Interaction, review_id: str
+) -> None:
+    await _decide(context, interaction, review_id, approve=True)
+
+
+async def deny(context: DiscordContext, interaction: discord.Interaction, review_id: str) -> None:
+    await _decide(context, interaction, review_id, approve=False)
+
+
 async def _decide(
-    client: ImagineClient, interaction: discord.Interaction, review_id: str, approve: bool
+    context: DiscordContext, interaction: discord.Interaction, review_id: str, *, approve: bool
 ) -> None:
     if await acknowledge(interaction) is False:
         return
-    runtime = client.runtime
     actor = to_requester(interaction)
     try:
-        review = await _moderation(client).decide(review_id, actor, approve)
+        review = await _moderation(context).decide(review_id, actor, approve)
     except BotError as err:
         log.info("review %s: decision by %s refused: %s", review_id, actor.user_id, err)
         await interaction.followup.send(describe(err), ephemeral=True)
@@ -254,7 +182,7 @@ async def _decide(
             content=decided, embed=review_embed(review, decided=decided), view=None
         )
     user_id = int(review.requester.user_id)
-    channel = client.get_partial_messageable(
+    channel = context.get_partial_messageable(
         int(review.requester.channel_id), guild_id=interaction.guild_id
     )
     if not approve:
@@ -263,7 +191,7 @@ async def _decide(
         except discord.HTTPException as exc:
             log.warning("review %s: could not tell the member: %s", review_id, exc)
         return
-    await _run_approved(runtime, interaction, review, channel)
+    await _run_approved(context, interaction, review, channel)
 
 
 def _only(user_id: int) -> discord.AllowedMentions:
@@ -271,7 +199,7 @@ def _only(user_id: int) -> discord.AllowedMentions:
 
 
 async def _run_approved(
-    runtime: Runtime,
+    context: DiscordContext,
     interaction: discord.Interaction,
     review: Review,
     channel: discord.PartialMessageable,
@@ -281,6 +209,7 @@ async def _run_approved(
     requester = review.requester
     user_id = int(requester.user_id)
     limit = interaction.filesize_limit
+    runtime = context.runtime
     client = interaction.client
 
     async def deliver(result: GenerationResult) -> None:
@@ -326,35 +255,8 @@ async def _run_approved(
             await interaction.followup.send(review_job_failed_text(text), ephemeral=True)
 
 
-# -- spoilers -------------------------------------------------------------------------------
-
-
-def is_nsfw(channel: object) -> bool:
-    """Whether Discord marks ``channel`` age-restricted; unknown channels count as not."""
-    check = getattr(channel, "is_nsfw", None)
-    if callable(check):
-        return bool(check())
-    return bool(getattr(channel, "nsfw", False))
-
-
-async def spoiler_wanted(runtime: Runtime, workspace_id: str, channel: object) -> bool:
-    """The server posts images as spoilers, and ``channel`` is not marked NSFW."""
-    if not workspace_id or runtime.moderation is None:
-        return False
-    rules = await runtime.moderation.rules(PLATFORM, workspace_id)
-    return rules.spoilers and not is_nsfw(channel)
-
-
-async def spoiler_for(interaction: discord.Interaction) -> bool:
-    """``spoiler_wanted`` for the channel an interaction came from."""
-    runtime: Runtime | None = getattr(interaction.client, "runtime", None)
-    if runtime is None:
-        return False
-    return await spoiler_wanted(runtime, str(interaction.guild_id or ""), interaction.channel)
-
-
-def _moderation(client: ImagineClient) -> Moderation:
-    moderation = client.runtime.moderation
+def _moderation(context: DiscordContext) -> Moderation:
+    moderation = context.runtime.moderation
     if moderation is None:  # open_runtime always builds one
         raise RuntimeError("the runtime has no moderation")
     return moderation

@@ -9,11 +9,11 @@ the parameter annotations (see commands.py).
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
+from adapters.discord.context import DiscordContext
 from adapters.discord.reply import answer_admin
 from bot.messages import (
     block_added_text,
@@ -28,9 +28,6 @@ from bot.messages import (
 )
 from bot.models import Requester
 from bot.moderation.screening import ModerationAdmin, split_block_term
-
-if TYPE_CHECKING:
-    from adapters.discord.client import ImagineClient
 
 __all__ = ["add_moderation_commands"]
 
@@ -51,11 +48,11 @@ async def _answer(interaction: discord.Interaction, action: Action) -> None:
     await answer_admin(interaction, with_no_file, overflow_name="imagine-moderation.txt")
 
 
-def add_moderation_commands(group: app_commands.Group, client: "ImagineClient") -> None:
+def add_moderation_commands(group: app_commands.Group, context: DiscordContext) -> None:
     """Add the moderation subcommands and subgroups to ``/imagine-admin``."""
-    if client.runtime.moderation is None:  # open_runtime always builds one
+    if context.runtime.moderation is None:  # open_runtime always builds one
         return
-    admin = ModerationAdmin(client.runtime.moderation)
+    admin = ModerationAdmin(context.runtime.moderation)
 
     block = app_commands.Group(name="block", description="Words and patterns refused in prompts")
 

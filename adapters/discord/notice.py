@@ -14,7 +14,7 @@ import logging
 
 import discord
 
-from adapters.discord.buttons import JobButton
+from adapters.discord.button import retry_view
 from adapters.discord.reply import TOKEN_GONE_CODES, TOKEN_MARGIN
 from bot.messages import INTERRUPTED_NOTICE
 from bot.store.ledger import Interrupted
@@ -22,12 +22,6 @@ from bot.store.ledger import Interrupted
 __all__ = ["tell_interrupted"]
 
 log = logging.getLogger(__name__)
-
-
-def _view(job_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("retry", job_id))
-    return view
 
 
 async def tell_interrupted(client: discord.Client, notice: Interrupted) -> bool:
@@ -46,7 +40,7 @@ async def tell_interrupted(client: discord.Client, notice: Interrupted) -> bool:
                 content=text,
                 embeds=[],
                 attachments=[],
-                view=_view(job_id),
+                view=retry_view(job_id),
                 allowed_mentions=mentions,
             )
             return True
@@ -61,7 +55,7 @@ async def tell_interrupted(client: discord.Client, notice: Interrupted) -> bool:
     channel = client.get_partial_messageable(
         int(channel_id), guild_id=int(guild) if guild.isdigit() else None
     )
-    await channel.send(text, view=_view(job_id), allowed_mentions=mentions)
+    await channel.send(text, view=retry_view(job_id), allowed_mentions=mentions)
     if message_id:
         # The stale "thinking…" message, if Discord still shows it.
         with contextlib.suppress(discord.HTTPException):

@@ -17,23 +17,18 @@ import contextlib
 import datetime
 import io
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 import discord
 
+from adapters.discord.button import result_view
+from adapters.discord.context import context_of
 from adapters.discord.render import fit_images, image_files, result_embed, to_requester
-from bot.errors import (
-    BotError,
-    DeliveryError,
-    DuplicateRequestError,
-    InvalidRequestError,
-    JobCancelledError,
-    PromptRefusedError,
-)
+from adapters.discord.spoiler import spoiler_for
+from bot.errors import BotError, DeliveryError, InvalidRequestError
 from bot.messages import (
     DELIVERY_FAILED,
-    GENERATING,
     admin_mistake_text,
     describe,
     is_operator_fault,
@@ -41,10 +36,6 @@ from bot.messages import (
 )
 from bot.models import GeneratedImage, GenerationResult, Requester
 from bot.provider.imaging import Refitter
-from bot.service import Deliver, Progress
-
-if TYPE_CHECKING:
-    from adapters.discord.client import ImagineClient
 
 __all__ = [
     "ALREADY_ACKNOWLEDGED",
@@ -57,8 +48,6 @@ __all__ = [
     "acknowledge",
     "answer_admin",
     "reach",
-    "result_view",
-    "run_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,17 +86,6 @@ async def acknowledge(
         raise
 
 
-def result_view(job_id: str) -> discord.ui.View:
-    """Reroll, Variations, Details, Delete: stateless buttons whose custom ids carry the job
-    id, so they keep working after a restart."""
-    from adapters.discord.buttons import JobButton
-
-    view = discord.ui.View(timeout=None)
-    for action in ("reroll", "vary", "details", "delete"):
-        view.add_item(JobButton(action, job_id))
-    return view
-
-
 class Reply:
     """Tracks how an interaction was acknowledged so that the answer goes where Discord
     allows. Stored in ``interaction.extras["reply"]`` for the tree's error hook."""
@@ -135,7 +113,7 @@ class Reply:
     @property
     def refitter(self) -> Refitter:
         """The process's one bound on re-encoding, from the client's runtime."""
-        return cast("ImagineClient", self.interaction.client).runtime.refitter
+        return context_of(self.interaction).runtime.refitter
 
     def token_usable(self) -> bool:
         return discord.utils.utcnow() + TOKEN_MARGIN < self.interaction.expires_at
@@ -223,8 +201,6 @@ class Reply:
     async def _deliver(self, result: GenerationResult, images: Sequence[GeneratedImage]) -> None:
         interaction = self.interaction
         embed = result_embed(result)
-        from adapters.discord.moderation import spoiler_for
-
         self.spoiler = await spoiler_for(interaction)  # the server's rule, outside NSFW
         await self.settle()
         try:
@@ -309,13 +285,6 @@ class Reply:
                 await channel.get_partial_message(self.loading_message_id).delete()
 
 
-# Starts the job for the requester; the service calls the ``Deliver`` before charging, and
-# the ``Progress`` with the job's place in the queue. The mapping is the job's ``reach``.
-JobStarter = Callable[
-    [Requester, Deliver, Progress, Mapping[str, str]], Awaitable[GenerationResult]
-]
-
-
 def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
     """What another process needs to edit this job's message after a restart
     (``adapters.discord.notice``): the interaction's webhook, its expiry, the channel."""
@@ -328,48 +297,6 @@ def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
         "message": str(reply.loading_message_id or ""),
         "user": str(interaction.user.id),
     }
-
-
-async def run_job(
-    interaction: discord.Interaction,
-    reply: Reply,
-    start: JobStarter,
-    *,
-    progress: str | None = None,
-) -> None:
-    """Run one generation for an interaction already deferred, then answer it. While the job
-    waits, the loading message shows its place in the queue with a Cancel button; once it
-    runs, ``progress`` (a generic line by default). Only unexpected exceptions escape, to
-    the tree's error hook."""
-    from adapters.discord.progress import QueueFeedback
-
-    requester = to_requester(interaction)
-    feedback = QueueFeedback(reply, running_text=progress or GENERATING)
-
-    async def deliver(result: GenerationResult) -> None:
-        await feedback.close()  # no queue update may land on the result
-        await reply.deliver(result)
-
-    try:
-        try:
-            await start(requester, deliver, feedback.feed, reach(interaction, reply))
-        finally:
-            await feedback.close()
-    except DuplicateRequestError as err:
-        log.info(
-            "interaction %s was delivered twice; job %s handles it", interaction.id, err.job_id
-        )
-    except JobCancelledError as err:
-        await feedback.cancelled(err)
-    except DeliveryError as err:
-        if not err.notified:
-            await reply.fail(err)
-    except PromptRefusedError as err:
-        from adapters.discord.moderation import tell_refused
-
-        await tell_refused(reply, err)  # privately, with an "Ask an admin" button
-    except BotError as err:
-        await reply.fail(err)
 
 
 async def answer_admin(
