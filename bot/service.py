@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from bot.access import may_act_on
 from bot.catalog import ModelCatalog
 from bot.errors import (
     BotError,
@@ -29,6 +30,7 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
+from bot.event_key import again
 from bot.logcontext import bind_job
 from bot.models import (
     Allowance,
@@ -53,9 +55,6 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[GenerationResult], Awaitable[None]]
 
-# The suffix of the event key under which a redelivery of an interrupted job's event runs once
-# more.
-AGAIN = "#again"
 # How long a stop waits, after the grace, for the members of refunded jobs to be told.
 NOTICE_GRACE_S = 10.0
 
@@ -159,7 +158,7 @@ class ImageService:
                 requester=requester,
                 request=request,
                 cost_micros=cost,
-                event_id=event_id + AGAIN,
+                event_id=again(event_id),
                 reach=reach,
             )
         if hold.duplicate:
@@ -311,17 +310,7 @@ class ImageService:
         cancel (else ``PermissionDeniedError``); a job that has started or finished cannot be
         cancelled (``InvalidRequestError``); an unknown id raises ``JobNotFoundError``."""
         record = await self.ledger.job(job_id)
-        owner = record.requester
-        own = (owner.platform, owner.workspace_id, owner.user_id) == (
-            requester.platform,
-            requester.workspace_id,
-            requester.user_id,
-        )
-        admin = requester.is_admin and (owner.platform, owner.workspace_id) == (
-            requester.platform,
-            requester.workspace_id,
-        )
-        if not (own or admin):
+        if not may_act_on(requester, record.requester):
             raise PermissionDeniedError("cancel another member's image job")
         if self.scheduler is not None and self.scheduler.cancel(job_id):
             log.info("job %s: cancel requested by %s", job_id, requester.user_id)

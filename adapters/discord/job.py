@@ -13,7 +13,7 @@ import discord
 
 from adapters.discord.moderation import tell_refused
 from adapters.discord.progress import QueueFeedback
-from adapters.discord.render import to_requester
+from adapters.discord.render import PLATFORM, to_requester
 from adapters.discord.reply import Reply, reach
 from bot.errors import (
     BotError,
@@ -22,6 +22,7 @@ from bot.errors import (
     JobCancelledError,
     PromptRefusedError,
 )
+from bot.event_key import platform_event
 from bot.messages import GENERATING
 from bot.models import GenerationResult, Requester
 from bot.service import Deliver, Progress
@@ -70,7 +71,7 @@ async def run_job(
         try:
             await start(
                 requester,
-                event_id=str(interaction.id),
+                event_id=platform_event(PLATFORM, str(interaction.id)),
                 deliver=deliver,
                 progress=feedback.feed,
                 reach=reach(interaction, reply),

@@ -21,19 +21,21 @@ from adapters.discord.button import refusal_view, result_view, review_view
 from adapters.discord.context import DiscordContext
 from adapters.discord.render import (
     EMBED_COLOUR,
+    PLATFORM,
     fit_images,
     image_files,
     result_embed,
     to_requester,
 )
 from adapters.discord.reply import Reply, acknowledge
-from adapters.discord.spoiler import PLATFORM, spoiler_wanted
+from adapters.discord.spoiler import spoiler_wanted
 from bot.errors import (
     BotError,
     DeliveryError,
     DuplicateRequestError,
     PromptRefusedError,
 )
+from bot.event_key import review_run
 from bot.messages import (
     REVIEW_POST_FAILED,
     REVIEW_SENT,
@@ -240,7 +242,7 @@ async def _run_approved(
         await runtime.service.generate(
             review.request,
             requester,
-            event_id=f"review:{review.review_id}",
+            event_id=review_run(review.review_id),
             deliver=deliver,
             screen=False,
         )

@@ -20,6 +20,7 @@ from bot.service import ImageService
 __all__ = [
     "EMBED_COLOUR",
     "MAX_ATTACHMENTS",
+    "PLATFORM",
     "accepting",
     "details_embed",
     "fit_images",
@@ -37,6 +38,8 @@ MAX_ATTACHMENTS = 10
 EMBED_COLOUR = discord.Colour(0x5865F2)
 _DESCRIPTION_MAX = 4096
 _FIELD_MAX = 1024
+
+PLATFORM = "discord"  # Requester.platform, and the ledger rows of Discord jobs
 
 
 def to_generation_request(
@@ -75,7 +78,7 @@ def to_requester(interaction: discord.Interaction) -> Requester:
     if isinstance(user, discord.Member):
         roles = tuple(str(role.id) for role in user.roles if not role.is_default())
     return Requester(
-        platform="discord",
+        platform=PLATFORM,
         workspace_id=str(interaction.guild_id or ""),
         channel_id=str(interaction.channel_id or ""),
         user_id=str(user.id),

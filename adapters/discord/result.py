@@ -12,8 +12,9 @@ import discord
 from adapters.discord.button import VARIATIONS
 from adapters.discord.context import DiscordContext
 from adapters.discord.job import JobStarter, run_job
-from adapters.discord.render import details_embed, is_admin, to_requester
+from adapters.discord.render import details_embed, to_requester
 from adapters.discord.reply import Reply, acknowledge
+from bot.access import may_act_on
 from bot.errors import BotError, JobNotFoundError, UnknownModelError
 from bot.messages import ALREADY_WORKING, DELETE_NOT_ALLOWED
 
@@ -90,8 +91,7 @@ async def delete(context: DiscordContext, interaction: discord.Interaction, job_
     except (JobNotFoundError, UnknownModelError):
         record = None
     user_id = str(interaction.user.id)
-    allowed = is_admin(interaction) or (record is not None and record.requester.user_id == user_id)
-    if not allowed:
+    if record is None or not may_act_on(to_requester(interaction), record.requester):
         await interaction.followup.send(DELETE_NOT_ALLOWED, ephemeral=True)
         return
     message = interaction.message

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from adapters.discord.render import PLATFORM
+
 if TYPE_CHECKING:
     from adapters.runtime import Runtime
 
-__all__ = ["PLATFORM", "is_nsfw", "spoiler_for", "spoiler_wanted"]
-
-PLATFORM = "discord"
+__all__ = ["is_nsfw", "spoiler_for", "spoiler_wanted"]
 
 
 def is_nsfw(channel: object) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.event_key import platform_event
 from bot.messages import BUTTON_LABELS, REROLL_HINT, result_summary
 from bot.models import GenerationResult, Requester
 
@@ -131,7 +132,7 @@ def from_action(body: Mapping[str, Any]) -> Origin:
 def event_id(platform_id: object) -> str | None:
     """The ledger's idempotency key for a Slack id (a trigger or event id), unique across
     platforms; ``None`` when Slack sent none."""
-    return f"slack:{platform_id}" if platform_id else None
+    return platform_event(PLATFORM, str(platform_id)) if platform_id else None
 
 
 def strip_bot_mention(text: str, bot_user_id: str) -> str:

@@ -24,6 +24,7 @@ from adapters.slack.refusal import ASK_ACTION_ID
 from adapters.slack.render import PLATFORM, Origin, button, clip, escape, event_id, from_action
 from adapters.slack.upload import post_reroll_button
 from bot.errors import BotError, DeliveryError, DuplicateRequestError
+from bot.event_key import review_run
 from bot.messages import (
     REVIEW_BUTTON_LABELS,
     REVIEW_POST_FAILED,
@@ -216,7 +217,7 @@ class ReviewListener:
             result = await chat.service.generate(
                 review.request,
                 review.requester,
-                event_id=f"review:{review.review_id}",
+                event_id=review_run(review.review_id),
                 deliver=deliver,
                 screen=False,
             )
