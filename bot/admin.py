@@ -166,9 +166,6 @@ class QuotaAdmin:
             workspace_id=actor.workspace_id,
         )
 
-    async def usage_csv(self, actor: Requester, days: int = 30) -> str:
-        return to_csv(await self.usage_report(actor, days))
-
     async def audit_log(self, actor: Requester, limit: int = 20) -> tuple[AuditEntry, ...]:
         """The latest quota changes in the actor's server, newest first."""
         self._check(actor, "view the audit log")

@@ -24,7 +24,7 @@ from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewSta
 from bot.moderation.screening import Moderation, ModerationAdmin, split_block_term
 from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
-from bot.store.moderation import ModerationStore
+from bot.store.moderation import SqliteModerationStore
 from bot.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.fakes.provider import ScriptedProvider
 from tests.ledger_support import FakeClock
@@ -70,7 +70,7 @@ async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
 
 @pytest.fixture
 def moderation(ledger: SqliteLedger) -> Moderation:
-    return Moderation.open(ledger)
+    return Moderation.open(SqliteModerationStore.on(ledger))
 
 
 @pytest.fixture
@@ -373,13 +373,13 @@ async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
 async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "imagine.db"
     async with await SqliteLedger.open(path, clock=clock) as ledger:
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
         review_id = await refuse(moderation, "x.x.x art")
         await moderation.request_review(review_id, ALICE)
 
     async with await SqliteLedger.open(path, clock=clock) as ledger:
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         decided = await moderation.decide(review_id, ADMIN, True)
         assert decided.state is ReviewState.APPROVED
         assert decided.request.prompt == "x.x.x art"
@@ -404,7 +404,7 @@ async def test_concurrent_decisions_have_one_winner(
 
 async def test_the_schema_is_at_the_moderation_version(ledger: SqliteLedger) -> None:
     assert SCHEMA_VERSION >= 2
-    store = ModerationStore(ledger)
+    store = SqliteModerationStore.on(ledger)
     assert (await store.rules("discord", "G1")).blocked_terms == ()
 
 
@@ -431,6 +431,6 @@ async def test_a_version_1_database_migrates_and_keeps_its_jobs(tmp_path: Path) 
 
     async with await SqliteLedger.open(path) as ledger:
         assert (await ledger.job("j1")).request.prompt == "a fox"
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).block_add(ADMIN, "dragon")
         assert (await moderation.rules("discord", "G1")).blocked_terms == ("dragon",)

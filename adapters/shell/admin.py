@@ -441,7 +441,7 @@ async def _db_backup(args: argparse.Namespace, runtime: Runtime) -> int:
     target: Path = args.file
     _check_new_file(target)
     await runtime.ledger.backup(target)
-    print(f"backed up {runtime.ledger.path} to {target} ({_size(target)} bytes)")
+    print(f"backed up {runtime.ledger.location} to {target} ({_size(target)} bytes)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The quota and usage ledger (DESIGN.md §5): the ``Ledger`` interface and ``SqliteLedger``.
+"""The quota and usage ledger: the ``Ledger`` interface and ``SqliteLedger``.
 
 Every job is one row: ``held`` when accepted, then exactly one of ``charged`` (the images
 actually delivered, at their price) or ``refunded``. Money is integer micro-dollars.
@@ -218,6 +218,30 @@ class Ledger(Protocol):
 
     async def first_click(self, key: str, *, window: timedelta) -> bool:
         """``False`` for a repeat of the same click within ``window``."""
+        ...
+
+    def now(self) -> datetime:
+        """The ledger's clock, as an aware UTC datetime (what it stamps jobs and changes with,
+        so callers asking "which month is it" agree with the ledger)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for operators' messages (a path, or a URL without its
+        password); never a secret."""
+        ...
+
+    async def ping(self) -> None:
+        """A trivial query: raises when the database does not answer (``/healthz``)."""
+        ...
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model (``/metrics``)."""
+        ...
+
+    async def backup(self, target: str | os.PathLike[str]) -> None:
+        """A consistent copy of the live data at ``target`` (a new file), taken while the bot
+        runs."""
         ...
 
     async def close(self) -> None: ...
@@ -705,10 +729,15 @@ class SqliteLedger:
         return _utc(self._clock())
 
     @property
-    def connection(self) -> aiosqlite.Connection:
-        """The one connection, for stores that share this database (``bot.store.moderation``);
-        they must keep to single statements, as the ledger does."""
-        return self._db
+    def location(self) -> str:
+        return self.path
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        """One statement on the shared connection, for the stores that share this database
+        (``bot.store.moderation``): they keep to single statements, as the ledger does, and
+        wait, as the ledger's own statements do, while another coroutine's transaction is
+        open."""
+        return await self._rows(sql, params)
 
     async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
         if self._tx.locked() and self._tx_task is not asyncio.current_task():
@@ -937,10 +966,6 @@ class SqliteLedger:
                 for name, _scope, allowed, used, resets_at in state.usages(now)
             )
         )
-
-    async def effective_limits(self, requester: Requester) -> Limits:
-        """The requester's limits after precedence (the server cap not included)."""
-        return (await self._state(requester, self.now())).limits
 
     async def limits(self, scope: Scope) -> Limits:
         """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
