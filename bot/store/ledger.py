@@ -63,6 +63,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.errors import ConfigError, JobNotFoundError, QuotaExceededError
+from bot.limit import LimitName, Window
 from bot.models import (
     Allowance,
     GenerationRequest,
@@ -382,43 +383,25 @@ class _State:
     month_micros: int
     server_micros: int
 
-    def usages(self, now: datetime) -> list[tuple[str, str, int, int, datetime]]:
-        """(name, scope, allowed, used, resets_at) for each limit that is set, in the order
-        a refusal reports them."""
-        day_reset, month_reset = next_day(now), next_month(now)
+    def usages(self, now: datetime) -> list[tuple[LimitName, int, int, datetime]]:
+        """(name, allowed, used, resets_at) for each limit that is set, in the order a refusal
+        reports them."""
+        resets = {Window.DAY: next_day(now), Window.MONTH: next_month(now)}
         candidates = (
-            ("images_per_day", "user", self.limits.images_per_day, self.day_images, day_reset),
-            (
-                "images_per_month",
-                "user",
-                self.limits.images_per_month,
-                self.month_images,
-                month_reset,
-            ),
-            (
-                "usd_micros_per_month",
-                "user",
-                self.limits.usd_micros_per_month,
-                self.month_micros,
-                month_reset,
-            ),
-            (
-                "server_usd_micros_per_month",
-                "server",
-                self.server_cap,
-                self.server_micros,
-                month_reset,
-            ),
+            (LimitName.IMAGES_PER_DAY, self.limits.images_per_day, self.day_images),
+            (LimitName.IMAGES_PER_MONTH, self.limits.images_per_month, self.month_images),
+            (LimitName.USD_MICROS_PER_MONTH, self.limits.usd_micros_per_month, self.month_micros),
+            (LimitName.SERVER_USD_MICROS_PER_MONTH, self.server_cap, self.server_micros),
         )
-        out = []
-        for name, scope, allowed, used, resets_at in candidates:
-            if allowed is not None:
-                out.append((name, scope, allowed, used, resets_at))
-        return out
+        return [
+            (name, allowed, used, resets[name.window])
+            for name, allowed, used in candidates
+            if allowed is not None
+        ]
 
 
 def _check_limits(limits: Limits) -> None:
-    for name in ("images_per_day", "images_per_month", "usd_micros_per_month"):
+    for name in LimitName.settable():
         _check_amount(getattr(limits, name), name)
 
 
@@ -426,8 +409,8 @@ def _refusal(
     state: _State, request: GenerationRequest, cost_micros: int, now: datetime
 ) -> QuotaExceededError:
     """The limit a hold that inserted nothing would break, read in the same transaction."""
-    for name, scope, allowed, used, resets_at in state.usages(now):
-        requested = cost_micros if name.startswith(("usd", "server_usd")) else request.n
+    for name, allowed, used, resets_at in state.usages(now):
+        requested = cost_micros if name.is_money else request.n
         if requested and used + requested > allowed:
             return QuotaExceededError(
                 limit=name,
@@ -435,7 +418,7 @@ def _refusal(
                 used=used,
                 requested=requested,
                 resets_at=resets_at,
-                scope=scope,
+                scope=name.scope,
             )
     raise AssertionError("a hold that fits every limit inserted nothing")
 
@@ -963,7 +946,7 @@ class SqliteLedger:
         return Allowance(
             tuple(
                 LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
-                for name, _scope, allowed, used, resets_at in state.usages(now)
+                for name, allowed, used, resets_at in state.usages(now)
             )
         )
 
