@@ -15,12 +15,13 @@ __all__ = ["RetryPolicy"]
 class RetryPolicy:
     """Retries happen in two layers, one inside the other.
 
-    1. The provider client retries one call up to ``provider_retries`` times on a 429, a 5xx
-       or a failed connection (not after a timeout or a cut-off answer, which the provider may
-       have billed). It waits what the provider asks (``Retry-After``); a provider asking for
-       more than ``max_wait`` seconds gets no retry. Without an answer it waits
-       ``backoff_base * 2**n`` seconds, at most ``backoff_cap`` and ``max_wait``, less up to
-       25 % jitter.
+    1. The provider client retries one call up to ``provider_retries`` times on a 429 (not a
+       quota one), a 5xx, a 408 or 409, or a failed connection; never after a timeout or a
+       cut-off answer, which the provider may have billed (the table in
+       ``bot.provider.client``). It waits what the provider asks (``Retry-After``), and does
+       not retry a provider asking for more than ``max_wait`` seconds; without a
+       ``Retry-After`` it waits ``backoff_base * 2**n`` seconds, at most ``backoff_cap`` and
+       ``max_wait``, less up to 25 % jitter.
     2. When the call still ends rate-limited (a 429 after the client's retries), the scheduler
        halves the concurrency and holds every new start for the ``Retry-After`` (or
        ``default_hold`` seconds without one), never more than ``max_wait``; the job goes back
@@ -30,7 +31,8 @@ class RetryPolicy:
     **Worst case**: one job sends ``(provider_retries + 1) * (requeues + 1)`` requests
     (``worst_case_attempts``). With the defaults, a 429 storm costs **8 attempts**: 4 per
     call, and the call made twice. A one-off command (``one_off()``: no re-queue) makes at
-    most 4. Every attempt still runs within the job's time budget (``JOB_TIMEOUT``).
+    most 4. All of them run within the job's time budget (80 % of ``JOB_TIMEOUT``, queue
+    wait included), which ends the job first if it is shorter.
 
     The defaults match ``IMAGE_API_MAX_RETRIES`` (3) and ``IMAGE_API_MAX_RETRY_WAIT`` (20 s).
     """
