@@ -27,9 +27,10 @@ from bot.models import Limits, Requester, Scope, ScopeKind
 from bot.moderation.screening import Moderation, ModerationAdmin
 from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
-from bot.store.ledger import SqliteLedger
+from bot.store.database import Store
+from bot.store.ledger import Ledger, SqliteLedger
 from bot.store.moderation import SqliteModerationStore
-from tests.ledger_support import FakeClock, request, requester
+from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of, request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,19 +43,29 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
-    yield ledger
-    await ledger.close()
+@pytest.fixture(params=STORE_KINDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """Each test runs on every store kind: the admin API and the operator's commands use
+    only the store's protocols."""
+    async with await open_store_of(
+        request.param, tmp_path, defaults=Limits(images_per_day=10), clock=clock
+    ) as store:
+        yield store
 
 
 @pytest.fixture
-def admin(ledger: SqliteLedger, clock: FakeClock) -> QuotaAdmin:
+def ledger(store: Store) -> Ledger:
+    return store.ledger
+
+
+@pytest.fixture
+def admin(ledger: Ledger, clock: FakeClock) -> QuotaAdmin:
     return QuotaAdmin(ledger, clock=clock)
 
 
-async def charged(ledger: SqliteLedger, who: Requester, n: int, micros: int) -> None:
+async def charged(ledger: Ledger, who: Requester, n: int, micros: int) -> None:
     hold = await ledger.hold(requester=who, request=request(n), cost_micros=micros)
     await ledger.charge(hold.job_id, images=n, cost_micros=micros)
 
@@ -76,7 +87,7 @@ OPERATIONS: dict[str, Operation] = {
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 async def test_members_who_are_not_admins_are_refused_everything(
-    admin: QuotaAdmin, ledger: SqliteLedger, operation: str
+    admin: QuotaAdmin, ledger: Ledger, operation: str
 ) -> None:
     with pytest.raises(PermissionDeniedError):
         await OPERATIONS[operation](admin, MEMBER)
@@ -94,7 +105,7 @@ async def test_members_who_are_not_admins_are_refused_everything(
     ],
 )
 async def test_an_admin_acts_only_on_their_own_server(
-    admin: QuotaAdmin, ledger: SqliteLedger, scope: Scope
+    admin: QuotaAdmin, ledger: Ledger, scope: Scope
 ) -> None:
     with pytest.raises(PermissionDeniedError):
         await admin.set_quota(ADMIN, scope, Limits(images_per_day=0))
@@ -117,7 +128,7 @@ async def test_an_admin_acts_only_on_their_own_server(
     ],
 )
 async def test_limits_the_database_cannot_store_are_refused_in_words(
-    admin: QuotaAdmin, ledger: SqliteLedger, limits: Limits
+    admin: QuotaAdmin, ledger: Ledger, limits: Limits
 ) -> None:
     with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000"):
         await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), limits)
@@ -127,7 +138,7 @@ async def test_limits_the_database_cannot_store_are_refused_in_words(
 
 
 async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
-    admin: QuotaAdmin, ledger: SqliteLedger, clock: FakeClock
+    admin: QuotaAdmin, ledger: Ledger, clock: FakeClock
 ) -> None:
     await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), Limits(images_per_day=1))
     assert await admin.quota(ADMIN, scope_in(ADMIN, user_id="alice")) == Limits(images_per_day=1)
@@ -153,7 +164,7 @@ async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
 
 
 async def test_an_admin_caps_server_spend_and_reads_a_members_allowance(
-    admin: QuotaAdmin, ledger: SqliteLedger
+    admin: QuotaAdmin, ledger: Ledger
 ) -> None:
     await admin.set_spend_cap(ADMIN, 5_000)
     assert await admin.spend_cap(ADMIN) == 5_000
@@ -174,7 +185,7 @@ async def test_an_admin_caps_server_spend_and_reads_a_members_allowance(
 
 
 async def test_usage_report_covers_the_admins_server_for_the_last_days(
-    admin: QuotaAdmin, ledger: SqliteLedger, clock: FakeClock
+    admin: QuotaAdmin, ledger: Ledger, clock: FakeClock
 ) -> None:
     clock.set(datetime(2026, 6, 10, 23, 0, tzinfo=UTC))
     await charged(ledger, requester("alice"), 1, 2_000)  # 7 days before the report: left out
@@ -212,11 +223,12 @@ def test_scopes_are_built_in_the_actors_own_server() -> None:
 # --- the operator's CLI --------------------------------------------------------------------
 
 
-def runtime_on(ledger: SqliteLedger, http: httpx.AsyncClient, settings: Settings) -> Runtime:
-    """A runtime around ``ledger`` with the offline provider, built as ``open_runtime`` would."""
+def runtime_on(store: Store, http: httpx.AsyncClient, settings: Settings) -> Runtime:
+    """A runtime around ``store`` with the offline provider, built as ``open_runtime`` would."""
     catalog = load_catalog()
     provider = PreviewProvider()
-    moderation = Moderation.open(SqliteModerationStore.on(ledger))
+    ledger = store.ledger
+    moderation = Moderation.open(store.moderation)
     return Runtime(
         settings=settings,
         catalog=catalog,
@@ -231,9 +243,9 @@ def runtime_on(ledger: SqliteLedger, http: httpx.AsyncClient, settings: Settings
 
 
 @pytest.fixture
-async def runtime(ledger: SqliteLedger) -> AsyncIterator[Runtime]:
+async def runtime(store: Store) -> AsyncIterator[Runtime]:
     async with httpx.AsyncClient() as http:
-        yield runtime_on(ledger, http, Settings(database_url="sqlite://:memory:"))
+        yield runtime_on(store, http, Settings(database_url="sqlite://:memory:"))
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -415,7 +427,7 @@ async def test_db_backup_writes_a_usable_copy_and_never_overwrites(
     ledger = await SqliteLedger.open(tmp_path / "live.db")
     try:
         async with httpx.AsyncClient() as http:
-            runtime = runtime_on(ledger, http, Settings())
+            runtime = runtime_on(Store(ledger, SqliteModerationStore.on(ledger)), http, Settings())
             result = await runtime.service.generate(
                 runtime.service.parse("a lighthouse --n 2"), MEMBER
             )
