@@ -80,8 +80,11 @@ async def open_store(
     options = _Options(
         defaults=defaults or Limits(), clock=clock, job_timeout=job_timeout, lease=lease
     )
-    scheme = database_url.split(":", 1)[0].lower()
-    opener = _BACKENDS.get(scheme, _open_sqlite)  # SQLite's parser names the accepted form
+    scheme = database_url.split(":", 1)[0]
+    opener = _BACKENDS.get(scheme.lower())
+    if opener is None:
+        accepted = " or ".join(f"{name}://" for name in _BACKENDS)
+        raise ConfigError(f"DATABASE_URL must start with {accepted} (got a {scheme} URL)")
     return await opener(database_url, options)
 
 
