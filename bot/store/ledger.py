@@ -135,6 +135,11 @@ class AuditEntry:
 
 
 class Ledger(Protocol):
+    """Quotas, holds, charges, refunds, usage and the admin audit (the module docstring has
+    the rules). Every operation a caller uses is named here, so a second backend needs
+    nothing else; ``tests/test_ledger.py`` is the contract every implementation passes.
+    Opened by ``bot.store.database.open_store``."""
+
     async def hold(
         self,
         *,
