@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 from adapters.discord.config import DiscordSettings
-from adapters.runtime import Runtime, open_runtime
+from adapters.runtime import Runtime, open_runtime, retry_policy
 from adapters.shell import admin as admin_commands
 from adapters.shell.output import check_out_dir, save_images
 from adapters.shell.repl import run_shell
@@ -317,7 +317,12 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     handler: Handler = args.handler
     generates = args.handler in (_run, _generate)
     long_running = getattr(args, "long_running", False)
-    async with open_runtime(settings, sweep=long_running, generates=generates) as runtime:
+    # A long-running bot puts a rate-limited job back in the queue; a one-off command
+    # reports the 429 at once (``bot.retry``).
+    retry = retry_policy(settings) if long_running else retry_policy(settings).one_off()
+    async with open_runtime(
+        settings, retry=retry, orphan_sweep=long_running, generates=generates
+    ) as runtime:
         return await handler(args, runtime)
 
 

@@ -129,7 +129,7 @@ class OpsServer:
         except Exception as exc:
             log.warning("metrics: the ledger did not answer (%s)", type(exc).__name__)
             stats = None
-        queue: QueueGauges | None = getattr(self.runtime.service, "scheduler", None)
+        queue: QueueGauges | None = self.runtime.service.scheduler
         text = render(self.runtime.metrics, stats=stats, queue=queue)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 

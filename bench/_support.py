@@ -37,6 +37,7 @@ from pydantic import SecretStr  # noqa: E402
 from bot.catalog import ModelCatalog, load_catalog  # noqa: E402
 from bot.models import Limits, Requester  # noqa: E402
 from bot.provider.client import OpenAIImageClient, new_http_client  # noqa: E402
+from bot.retry import RetryPolicy  # noqa: E402
 from bot.store.ledger import SqliteLedger  # noqa: E402
 from tests.fakes.discord import FakeDiscord  # noqa: E402
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, RawReply, _draw  # noqa: E402
@@ -404,7 +405,7 @@ async def open_core(
             base_url=base_url,
             api_key=SecretStr(FAKE_API_KEY),
             timeout=timeout,
-            max_retries=0,
+            retry=RetryPolicy(provider_retries=0),
             max_download_bytes=25 * 1024 * 1024,
         )
         yield Core(base_url, http, provider, ledger, load_catalog(None))

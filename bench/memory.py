@@ -221,6 +221,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
     from bot.catalog import load_catalog
     from bot.models import GenerationRequest
     from bot.provider.client import OpenAIImageClient, new_http_client
+    from bot.retry import RetryPolicy
 
     jobs, n, side = int(spec["jobs"]), int(spec["n"]), int(spec["side"])
     model = load_catalog(None).default
@@ -239,7 +240,7 @@ async def _client_child(spec: dict[str, Any]) -> None:
             base_url=base_url,
             api_key=SecretStr(FAKE_API_KEY),
             timeout=120.0,
-            max_retries=0,
+            retry=RetryPolicy(provider_retries=0),
             max_download_bytes=25 * 1024 * 1024,
             **budget,
         )

@@ -43,6 +43,7 @@ from bot.models import GenerationRequest, Limits, Requester
 from bot.moderation.filter import MAX_CHECKED_LENGTH, PromptFilter, builtin_terms, cached_filter
 from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
 from bot.store.ledger import SqliteLedger
+from bot.store.moderation import SqliteModerationStore
 
 SHAPES = ("(a+)+", "(a|a)*b", r"(.|\w)*!", "(a?){30}a{30}", "a*a*a*a*a*a*b")
 HEAVY = [prefix + r"\w{0,220}!" for prefix in "jkpquvwxyz"]  # just under 2,000 steps each
@@ -285,7 +286,7 @@ async def measure(
 ) -> tuple[list[CheckTimes], list[Growth], list[Lag]]:
     ledger = await SqliteLedger.open(":memory:", defaults=Limits())
     try:
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         times = await check_times(moderation, repeats=repeats, words_count=words_count)
         grown = growth(re_limit)
         lags = await lag(moderation, concurrent)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from bot.amount import check_limits, check_usd_micros
 from bot.errors import PermissionDeniedError
@@ -104,7 +104,8 @@ class QuotaAdmin:
 
     def __init__(self, ledger: Ledger, *, clock: Clock | None = None) -> None:
         self.ledger = ledger
-        self._clock = clock or (lambda: datetime.now(UTC))
+        # The ledger's clock by default: "the last 7 days" then agree with the days it stamps.
+        self._clock = clock or ledger.now
 
     def _check(self, actor: Requester, action: str, scope: Scope | None = None) -> None:
         if not actor.is_admin:
@@ -165,9 +166,6 @@ class QuotaAdmin:
             platform=actor.platform,
             workspace_id=actor.workspace_id,
         )
-
-    async def usage_csv(self, actor: Requester, days: int = 30) -> str:
-        return to_csv(await self.usage_report(actor, days))
 
     async def audit_log(self, actor: Requester, limit: int = 20) -> tuple[AuditEntry, ...]:
         """The latest quota changes in the actor's server, newest first."""

@@ -13,6 +13,7 @@ import re
 
 from bot.catalog import usd_to_micros
 from bot.errors import InvalidRequestError
+from bot.limit import LimitName
 from bot.messages import count_amount_error, usd_amount_error
 from bot.models import MICROS_PER_USD, Limits
 
@@ -71,7 +72,7 @@ def check_usd_micros(micros: int, *, name: str) -> int:
 
 def check_limits(limits: Limits) -> Limits:
     """Refuse limits beyond the bounds, whichever surface built them."""
-    for name in ("images_per_day", "images_per_month"):
+    for name in (n for n in LimitName.settable() if not n.is_money):
         value = getattr(limits, name)
         if value is not None and not 0 <= value <= MAX_IMAGES:
             raise InvalidRequestError(count_amount_error(name, MAX_IMAGES))

@@ -91,7 +91,9 @@ def usd_to_micros(value: object) -> int:
 
 
 class ModelCatalog:
-    """Looks models up by id, alias or label (case-insensitive)."""
+    """Looks models up by id or alias, case-insensitively (``find``; the parser turns a name
+    it cannot find into ``UnknownModelError``), or by exact id (``get``). Labels are for
+    display only: two models may share one."""
 
     def __init__(self, models: Iterable[ModelSpec], *, default: str | None = None) -> None:
         self._models: dict[str, ModelSpec] = {}
@@ -131,15 +133,6 @@ class ModelCatalog:
 
     def find(self, name: str) -> ModelSpec | None:
         return self._index.get(name.strip().casefold())
-
-    def resolve(self, name: str | None) -> ModelSpec:
-        """The model called ``name`` (the default when ``None``), else ``UnknownModelError``."""
-        if name is None:
-            return self._default
-        spec = self.find(name)
-        if spec is None:
-            raise UnknownModelError(name, self.names())
-        return spec
 
     def get(self, model_id: str) -> ModelSpec:
         """The model with this exact id; for ids already validated (e.g. read from the ledger)."""

@@ -37,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from bot.limit import LimitName, LimitScope
+
 __all__ = [
     "BotError",
     "ChannelNotAllowedError",
@@ -98,20 +100,20 @@ class QuotaExceededError(BotError):
     def __init__(
         self,
         *,
-        limit: str,
+        limit: LimitName,
         allowed: int,
         used: int,
         requested: int,
         resets_at: datetime,
-        scope: str = "user",
+        scope: LimitScope = LimitScope.USER,
     ) -> None:
         super().__init__(f"{scope} limit {limit} reached: {used}+{requested} > {allowed}")
-        self.limit = limit
+        self.limit = LimitName(limit)
         self.allowed = allowed
         self.used = used
         self.requested = requested
         self.resets_at = resets_at
-        self.scope = scope
+        self.scope = LimitScope(scope)
 
 
 class DuplicateRequestError(BotError):

@@ -33,6 +33,7 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
+from bot.limit import LimitName, LimitScope
 from bot.models import (
     MICROS_PER_USD,
     Allowance,
@@ -186,11 +187,11 @@ def _minutes(seconds: float) -> int:
     return max(1, math.ceil(seconds / 60))
 
 
-_LIMIT_LABELS = {
-    "images_per_day": "daily image limit",
-    "images_per_month": "monthly image limit",
-    "usd_micros_per_month": "monthly spending limit",
-    "server_usd_micros_per_month": "server's monthly spending cap",
+_LIMIT_LABELS: dict[str, str] = {
+    LimitName.IMAGES_PER_DAY: "daily image limit",
+    LimitName.IMAGES_PER_MONTH: "monthly image limit",
+    LimitName.USD_MICROS_PER_MONTH: "monthly spending limit",
+    LimitName.SERVER_USD_MICROS_PER_MONTH: "server's monthly spending cap",
 }
 
 
@@ -224,8 +225,9 @@ def limit_label(name: str) -> str:
 
 
 def is_money_limit(name: str) -> bool:
-    """``usd_micros_per_month``, ``server_usd_micros_per_month``: limits in micro-dollars."""
-    return "usd" in name
+    """Whether the limit spelt ``name`` counts micro-dollars (``False`` for other names)."""
+    limit = LimitName.parse(name)
+    return limit is not None and limit.is_money
 
 
 def limit_value_text(name: str, value: int) -> str:
@@ -251,11 +253,12 @@ def describe(err: BaseException, *, now: datetime | None = None) -> str:
     if isinstance(err, InvalidRequestError):
         return f"Sorry, I can't draw that: {err.reason}."
     if isinstance(err, QuotaExceededError):
-        if "usd" in err.limit:
+        limit = err.limit
+        if limit.is_money:
             used = f"{format_usd(err.used)} of {format_usd(err.allowed)}"
         else:
-            used = f"{err.used} of {_amount(err.limit, err.allowed)}"
-        who = "This server has" if err.limit.startswith("server") else "You have"
+            used = f"{err.used} of {_amount(limit, err.allowed)}"
+        who = "This server has" if limit.scope is LimitScope.SERVER else "You have"
         return (
             f"{who} reached the {limit_label(err.limit)} ({used} used; this job "
             f"needs {_amount(err.limit, err.requested)}). It resets "
@@ -365,13 +368,13 @@ def allowance_text(allowance: Allowance, *, now: datetime | None = None) -> str:
 
 def _short_allowance(allowance: Allowance) -> str | None:
     for usage in allowance.limits:
-        if usage.name == "images_per_day":
+        if usage.name == LimitName.IMAGES_PER_DAY:
             return f"{usage.remaining} left today"
     for usage in allowance.limits:
-        if usage.name == "images_per_month":
+        if usage.name == LimitName.IMAGES_PER_MONTH:
             return f"{usage.remaining} left this month"
     for usage in allowance.limits:
-        if usage.name == "usd_micros_per_month":
+        if usage.name == LimitName.USD_MICROS_PER_MONTH:
             return f"{format_usd(usage.remaining)} left this month"
     return None
 
@@ -578,9 +581,9 @@ def count_amount_error(name: str, maximum: int) -> str:
 def _limits_text(limits: Limits) -> str:
     parts = []
     if limits.images_per_day is not None:
-        parts.append(f"{_amount('images_per_day', limits.images_per_day)} a day")
+        parts.append(f"{_amount(LimitName.IMAGES_PER_DAY, limits.images_per_day)} a day")
     if limits.images_per_month is not None:
-        parts.append(f"{_amount('images_per_month', limits.images_per_month)} a month")
+        parts.append(f"{_amount(LimitName.IMAGES_PER_MONTH, limits.images_per_month)} a month")
     if limits.usd_micros_per_month is not None:
         parts.append(f"{format_usd(limits.usd_micros_per_month)} a month")
     return ", ".join(parts) if parts else "nothing set (the defaults apply)"

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from bot.limit import LimitName
+
 __all__ = [
     "MICROS_PER_USD",
     "Allowance",
@@ -215,13 +217,16 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class LimitUsage:
-    """One applicable limit: ``name`` is ``images_per_day``, ``images_per_month``,
-    ``usd_micros_per_month`` or ``server_usd_micros_per_month``."""
+    """One applicable limit and its usage in the current window."""
 
-    name: str
+    name: LimitName
     allowed: int
     used: int
     resets_at: datetime
+
+    def __post_init__(self) -> None:
+        # Accept the stored spelling too (``"images_per_day"``): it is the same limit.
+        object.__setattr__(self, "name", LimitName(self.name))
 
     @property
     def remaining(self) -> int:

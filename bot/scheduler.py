@@ -12,16 +12,17 @@ served least recently; ties go to whoever has waited longest. So a newcomer's si
 starts before the 2nd..10th jobs of a user who queued ten. A server's or user's turn is
 remembered only while it has jobs queued or running.
 
-Back-pressure: a provider call that raises ``ProviderRateLimitedError`` halves the effective
-concurrency (at least 1; calls already in flight then do not halve it again) and holds every
-new start until its ``retry_after`` has passed (or ``default_retry_after``), but never for
-more than ``max_hold`` seconds: one server's 429 must not stop every server's images. A job
-whose ``retry_after`` is within ``max_hold`` goes back to the front of the queue and is retried
-at most ``max_rate_limit_retries`` times; one asked to wait longer (an hour, or an HTTP date
+Back-pressure, by the ``RetryPolicy`` (``bot.retry``, shared with the provider client, where
+the worst case is stated): a provider call that raises ``ProviderRateLimitedError`` halves the
+effective concurrency (at least 1; calls already in flight then do not halve it again) and
+holds every new start until its ``retry_after`` has passed (or the policy's ``default_hold``),
+but never for more than ``max_wait`` seconds: one server's 429 must not stop every server's
+images. A job whose ``retry_after`` is within ``max_wait`` goes back to the front of the queue
+and is retried at most ``requeues`` times; one asked to wait longer (an hour, or an HTTP date
 years away) fails at once with ``ProviderWaitTooLongError``, and the queue starts again after
-the bounded hold. ``max_hold`` is the provider client's own retry cap (``retry_cap_seconds``),
-the longest wait it would sit through itself. Each run of ``concurrency`` successful calls
-started after the cut then raises the cap by one, back up to ``max_concurrent``.
+the bounded hold. ``max_wait`` is also the provider client's own cap, the longest wait it
+would sit through itself. Each run of ``concurrency`` successful calls started after the cut
+then raises the cap by one, back up to ``max_concurrent``.
 
 How the service uses it::
 
@@ -58,6 +59,7 @@ from bot.errors import (
     TooManyJobsError,
 )
 from bot.models import QueueStatus, Requester
+from bot.retry import RetryPolicy
 
 __all__ = ["Progress", "Scheduler", "Ticket"]
 
@@ -126,22 +128,22 @@ class Ticket:
             except ProviderRateLimitedError as exc:
                 scheduler._finish_call(self, started, rate_limited=exc)
                 wait = exc.retry_after
-                if wait is not None and wait > scheduler.max_hold:
+                if wait is not None and wait > scheduler.retry.max_wait:
                     log.warning(
                         "job %s: the provider asks to wait %.0f s, more than the %.0f s the "
                         "queue is held; the job fails",
                         self.job_id,
                         wait,
-                        scheduler.max_hold,
+                        scheduler.retry.max_wait,
                     )
                     raise ProviderWaitTooLongError(
                         exc.detail,
                         wait=wait,
-                        hold=scheduler.max_hold,
+                        hold=scheduler.retry.max_wait,
                         status=exc.status,
                         request_id=exc.request_id,
                     ) from exc
-                if retries >= scheduler.max_rate_limit_retries or scheduler.closed:
+                if retries >= scheduler.retry.requeues or scheduler.closed:
                     raise
                 retries += 1
                 log.info("job %s: rate-limited; back in the queue (retry %d)", self.job_id, retries)
@@ -207,23 +209,17 @@ class Scheduler:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         latency_weight: float = 0.3,
-        default_retry_after: float = 1.0,
-        max_rate_limit_retries: int = 1,
-        max_hold: float = 20.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if max_concurrent < 1 or max_per_user < 1 or max_queue < 0:
             raise ValueError("max_concurrent and max_per_user must be >= 1, max_queue >= 0")
-        if max_hold < 0:
-            raise ValueError("max_hold must be >= 0")
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
         self.max_queue = max_queue
-        self.max_rate_limit_retries = max_rate_limit_retries
-        self.max_hold = max_hold
+        self.retry = retry or RetryPolicy()
         self._clock = clock
         self._sleep = sleep
         self._weight = latency_weight
-        self._default_retry_after = default_retry_after
         self._concurrency = max_concurrent
         self._successes = 0
         self._epoch = 0  # bumped by each 429 that lowers the cap
@@ -483,8 +479,8 @@ class Scheduler:
         elif rate_limited is not None:
             asked = rate_limited.retry_after
             if asked is None:
-                asked = self._default_retry_after
-            wait = min(asked, self.max_hold)
+                asked = self.retry.default_hold
+            wait = min(asked, self.retry.max_wait)
             if ticket._epoch == self._epoch:
                 # Calls already in flight when the cap was lowered do not lower it again.
                 self._concurrency = max(1, self._concurrency // 2)

@@ -402,7 +402,7 @@ def _release(allowance: Allowance, *, images: int, micros: int) -> Allowance:
         return allowance
     return Allowance(
         tuple(
-            replace(usage, used=max(0, usage.used - (micros if "usd" in usage.name else images)))
+            replace(usage, used=max(0, usage.used - (micros if usage.name.is_money else images)))
             for usage in allowance.limits
         )
     )

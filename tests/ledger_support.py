@@ -1,20 +1,38 @@
-"""Helpers shared by the ledger tests: a settable clock and ledger factories.
+"""Helpers shared by the store tests: a settable clock and store factories.
 
-The contract suite asks ``open_ledger(kind, ...)`` for a ledger; a new implementation (e.g.
-PostgreSQL) joins the suite by adding its kind to ``LEDGER_KINDS``.
+The contract suites (``tests/test_ledger.py``, ``tests/test_moderation_store.py``) ask
+``open_store_of(kind, ...)`` for a store, opened through ``bot.store.database.open_store`` as
+the bot opens it; a new implementation (e.g. PostgreSQL) joins both suites by adding its kind
+and URL to ``_URLS``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.models import GenerationRequest, Limits, Requester
-from bot.store.ledger import SqliteLedger
+from bot.store.database import Store, open_store
+from bot.store.ledger import Ledger
 
-__all__ = ["LEDGER_KINDS", "FakeClock", "open_ledger", "request", "requester"]
+__all__ = [
+    "LEDGER_KINDS",
+    "STORE_KINDS",
+    "FakeClock",
+    "open_ledger",
+    "open_store_of",
+    "request",
+    "requester",
+]
 
-LEDGER_KINDS = ("sqlite-memory", "sqlite-file")
+# Each kind's DATABASE_URL, given the test's temporary directory.
+_URLS: dict[str, Callable[[Path], str]] = {
+    "sqlite-memory": lambda tmp: "sqlite://:memory:",
+    "sqlite-file": lambda tmp: f"sqlite:///{tmp / 'ledger.db'}",
+}
+STORE_KINDS = tuple(_URLS)
+LEDGER_KINDS = STORE_KINDS
 
 # A Tuesday in the middle of a 30-day month, mid-morning UTC.
 START = datetime(2026, 6, 16, 9, 30, tzinfo=UTC)
@@ -36,18 +54,29 @@ class FakeClock:
         self.current = moment
 
 
+async def open_store_of(
+    kind: str,
+    tmp_path: Path,
+    *,
+    defaults: Limits | None = None,
+    clock: FakeClock | None = None,
+) -> Store:
+    """A store of ``kind`` (one of ``STORE_KINDS``); a second call with the same
+    ``tmp_path`` opens the same database, except in memory."""
+    if kind not in _URLS:
+        raise ValueError(kind)
+    return await open_store(_URLS[kind](tmp_path), defaults=defaults, clock=clock)
+
+
 async def open_ledger(
     kind: str,
     tmp_path: Path,
     *,
     defaults: Limits | None = None,
     clock: FakeClock | None = None,
-) -> SqliteLedger:
-    if kind == "sqlite-memory":
-        return await SqliteLedger.open(":memory:", defaults=defaults, clock=clock)
-    if kind == "sqlite-file":
-        return await SqliteLedger.open(tmp_path / "ledger.db", defaults=defaults, clock=clock)
-    raise ValueError(kind)
+) -> Ledger:
+    """The ledger of ``open_store_of(kind, ...)``; closing it closes the store."""
+    return (await open_store_of(kind, tmp_path, defaults=defaults, clock=clock)).ledger
 
 
 def requester(

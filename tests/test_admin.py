@@ -24,10 +24,13 @@ from bot.catalog import load_catalog
 from bot.config import Settings
 from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
 from bot.models import Limits, Requester, Scope, ScopeKind
+from bot.moderation.screening import Moderation, ModerationAdmin
 from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
-from bot.store.ledger import SqliteLedger
-from tests.ledger_support import FakeClock, request, requester
+from bot.store.database import Store
+from bot.store.ledger import Ledger, SqliteLedger
+from bot.store.moderation import SqliteModerationStore
+from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of, request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,19 +43,29 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
-    yield ledger
-    await ledger.close()
+@pytest.fixture(params=STORE_KINDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """Each test runs on every store kind: the admin API and the operator's commands use
+    only the store's protocols."""
+    async with await open_store_of(
+        request.param, tmp_path, defaults=Limits(images_per_day=10), clock=clock
+    ) as store:
+        yield store
 
 
 @pytest.fixture
-def admin(ledger: SqliteLedger, clock: FakeClock) -> QuotaAdmin:
+def ledger(store: Store) -> Ledger:
+    return store.ledger
+
+
+@pytest.fixture
+def admin(ledger: Ledger, clock: FakeClock) -> QuotaAdmin:
     return QuotaAdmin(ledger, clock=clock)
 
 
-async def charged(ledger: SqliteLedger, who: Requester, n: int, micros: int) -> None:
+async def charged(ledger: Ledger, who: Requester, n: int, micros: int) -> None:
     hold = await ledger.hold(requester=who, request=request(n), cost_micros=micros)
     await ledger.charge(hold.job_id, images=n, cost_micros=micros)
 
@@ -68,14 +81,13 @@ OPERATIONS: dict[str, Operation] = {
     "set_spend_cap": lambda a, who: a.set_spend_cap(who, 0),
     "allowance": lambda a, who: a.allowance(who, MEMBER),
     "usage_report": lambda a, who: a.usage_report(who, 7),
-    "usage_csv": lambda a, who: a.usage_csv(who, 7),
     "audit_log": lambda a, who: a.audit_log(who),
 }
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 async def test_members_who_are_not_admins_are_refused_everything(
-    admin: QuotaAdmin, ledger: SqliteLedger, operation: str
+    admin: QuotaAdmin, ledger: Ledger, operation: str
 ) -> None:
     with pytest.raises(PermissionDeniedError):
         await OPERATIONS[operation](admin, MEMBER)
@@ -93,7 +105,7 @@ async def test_members_who_are_not_admins_are_refused_everything(
     ],
 )
 async def test_an_admin_acts_only_on_their_own_server(
-    admin: QuotaAdmin, ledger: SqliteLedger, scope: Scope
+    admin: QuotaAdmin, ledger: Ledger, scope: Scope
 ) -> None:
     with pytest.raises(PermissionDeniedError):
         await admin.set_quota(ADMIN, scope, Limits(images_per_day=0))
@@ -116,7 +128,7 @@ async def test_an_admin_acts_only_on_their_own_server(
     ],
 )
 async def test_limits_the_database_cannot_store_are_refused_in_words(
-    admin: QuotaAdmin, ledger: SqliteLedger, limits: Limits
+    admin: QuotaAdmin, ledger: Ledger, limits: Limits
 ) -> None:
     with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000"):
         await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), limits)
@@ -126,7 +138,7 @@ async def test_limits_the_database_cannot_store_are_refused_in_words(
 
 
 async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
-    admin: QuotaAdmin, ledger: SqliteLedger, clock: FakeClock
+    admin: QuotaAdmin, ledger: Ledger, clock: FakeClock
 ) -> None:
     await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), Limits(images_per_day=1))
     assert await admin.quota(ADMIN, scope_in(ADMIN, user_id="alice")) == Limits(images_per_day=1)
@@ -152,7 +164,7 @@ async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
 
 
 async def test_an_admin_caps_server_spend_and_reads_a_members_allowance(
-    admin: QuotaAdmin, ledger: SqliteLedger
+    admin: QuotaAdmin, ledger: Ledger
 ) -> None:
     await admin.set_spend_cap(ADMIN, 5_000)
     assert await admin.spend_cap(ADMIN) == 5_000
@@ -173,7 +185,7 @@ async def test_an_admin_caps_server_spend_and_reads_a_members_allowance(
 
 
 async def test_usage_report_covers_the_admins_server_for_the_last_days(
-    admin: QuotaAdmin, ledger: SqliteLedger, clock: FakeClock
+    admin: QuotaAdmin, ledger: Ledger, clock: FakeClock
 ) -> None:
     clock.set(datetime(2026, 6, 10, 23, 0, tzinfo=UTC))
     await charged(ledger, requester("alice"), 1, 2_000)  # 7 days before the report: left out
@@ -191,13 +203,11 @@ async def test_usage_report_covers_the_admins_server_for_the_last_days(
     ]
     assert (report.total_images, report.total_micros) == (3, 6_500)
 
-    text = await admin.usage_csv(ADMIN, days=7)
-    assert text == (
+    assert to_csv(report) == (
         "day,platform,workspace_id,user_id,model,images,usd\n"
         "2026-06-11,discord,G1,alice,stability/sdxl,2,0.004000\n"
         "2026-06-17,discord,G1,bob,stability/sdxl,1,0.002500\n"
     )
-    assert to_csv(report) == text
     with pytest.raises(ValueError):
         await admin.usage_report(ADMIN, days=0)
 
@@ -213,19 +223,29 @@ def test_scopes_are_built_in_the_actors_own_server() -> None:
 # --- the operator's CLI --------------------------------------------------------------------
 
 
-@pytest.fixture
-async def runtime(ledger: SqliteLedger) -> AsyncIterator[Runtime]:
+def runtime_on(store: Store, http: httpx.AsyncClient, settings: Settings) -> Runtime:
+    """A runtime around ``store`` with the offline provider, built as ``open_runtime`` would."""
     catalog = load_catalog()
     provider = PreviewProvider()
+    ledger = store.ledger
+    moderation = Moderation.open(store.moderation)
+    return Runtime(
+        settings=settings,
+        catalog=catalog,
+        http=http,
+        ledger=ledger,
+        provider=provider,
+        service=ImageService(catalog=catalog, provider=provider, ledger=ledger),
+        moderation=moderation,
+        quota_admin=QuotaAdmin(ledger),
+        moderation_admin=ModerationAdmin(moderation),
+    )
+
+
+@pytest.fixture
+async def runtime(store: Store) -> AsyncIterator[Runtime]:
     async with httpx.AsyncClient() as http:
-        yield Runtime(
-            settings=Settings(database_url="sqlite://:memory:"),
-            catalog=catalog,
-            http=http,
-            ledger=ledger,
-            provider=provider,
-            service=ImageService(catalog=catalog, provider=provider, ledger=ledger),
-        )
+        yield runtime_on(store, http, Settings(database_url="sqlite://:memory:"))
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -405,18 +425,9 @@ async def test_db_backup_writes_a_usable_copy_and_never_overwrites(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     ledger = await SqliteLedger.open(tmp_path / "live.db")
-    catalog = load_catalog()
-    provider = PreviewProvider()
     try:
         async with httpx.AsyncClient() as http:
-            runtime = Runtime(
-                settings=Settings(),
-                catalog=catalog,
-                http=http,
-                ledger=ledger,
-                provider=provider,
-                service=ImageService(catalog=catalog, provider=provider, ledger=ledger),
-            )
+            runtime = runtime_on(Store(ledger, SqliteModerationStore.on(ledger)), http, Settings())
             result = await runtime.service.generate(
                 runtime.service.parse("a lighthouse --n 2"), MEMBER
             )

@@ -9,6 +9,8 @@ import pytest
 
 from bot.catalog import BUILTIN_MODELS, ModelCatalog, load_catalog, usd_to_micros
 from bot.errors import ConfigError, UnknownModelError
+from bot.models import ModelSpec
+from bot.parsing import parse_request
 
 FLUX = "black-forest-labs/flux-1-schnell"
 SIZES = ("1024x1024", "1024x1792", "1792x1024", "2048x2048")
@@ -18,6 +20,13 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "models.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def named(catalog: ModelCatalog, name: str) -> ModelSpec:
+    """The model ``name`` finds (an id or an alias, any case)."""
+    spec = catalog.find(name)
+    assert spec is not None, name
+    return spec
 
 
 def test_builtin_models_and_prices() -> None:
@@ -57,14 +66,17 @@ def test_prices_scale_by_megapixels() -> None:
     ],
 )
 def test_ids_and_aliases_resolve_case_insensitively(name: str, model_id: str) -> None:
-    assert load_catalog().resolve(name).id == model_id
+    assert named(load_catalog(), name).id == model_id
 
 
-def test_resolve_defaults_and_unknown_models() -> None:
+def test_defaults_and_unknown_models() -> None:
     catalog = load_catalog(default="sdxl")
-    assert catalog.resolve(None).id == "stability/sdxl"
+    assert catalog.default.id == "stability/sdxl"
+    assert parse_request("a fox", catalog=catalog).model == "stability/sdxl"
+    assert catalog.find("dalle") is None
+    assert catalog.find("Stable Diffusion XL") is None  # a label is not a name
     with pytest.raises(UnknownModelError) as info:
-        catalog.resolve("dalle")
+        parse_request("a fox --model dalle", catalog=catalog)
     assert str(info.value) == "unknown model 'dalle'; choose flux, sdxl, imagen-ultra, imagen-fast"
     with pytest.raises(UnknownModelError):
         catalog.get("flux")  # get() takes exact ids only
@@ -95,7 +107,7 @@ supports_negative_prompt = false
 """,
     )
     catalog = load_catalog(path, default="dalle")
-    dalle = catalog.resolve("DALLE3")
+    dalle = named(catalog, "DALLE3")
     assert catalog.default is dalle
     assert (dalle.id, dalle.label, dalle.max_n) == ("openai/dall-e-3", "DALL-E 3", 1)
     assert dalle.sizes == ("1024x1024", "1792x1024", "1024x1792")
@@ -104,7 +116,7 @@ supports_negative_prompt = false
     assert dalle.image_price_micros("1792x1024") == 80_000  # the size_prices entry wins
     assert len(catalog) == 5
     assert catalog.names()[-1] == "dalle3"
-    assert catalog.resolve("flux").price_micros == 3_000  # built-ins stay
+    assert named(catalog, "flux").price_micros == 3_000  # built-ins stay
 
 
 def test_models_file_overrides_a_builtin_price(tmp_path: Path) -> None:
@@ -118,7 +130,7 @@ size_prices = {{ "2048x2048" = 0.015 }}
 """,
     )
     catalog = load_catalog(path)
-    flux = catalog.resolve("flux")
+    flux = named(catalog, "flux")
     assert flux.price_micros == 5_000
     assert flux.image_price_micros("1024x1792") == 8_750
     assert flux.image_price_micros("2048x2048") == 15_000  # not 4 x 5_000

@@ -6,8 +6,9 @@ They use only the ``Ledger`` protocol (plus a settable clock), and run once per 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ async def test_a_held_job_keeps_everything_needed_to_repeat_it(
     who = requester("alice", roles=("R1", "R2"))
     hold = await ledger.hold(requester=who, request=request(3), cost_micros=6_000, event_id="e1")
     assert not hold.duplicate
-    assert len(hold.job_id) == 32 and int(hold.job_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", hold.job_id)
 
     record = await ledger.job(hold.job_id)
     assert record.requester == who
@@ -618,3 +619,79 @@ async def test_every_admin_change_is_audited_with_who_when_scope_old_and_new(
     assert entries[0].scope == workspace_scope("G1")
     assert len(await ledger.audit_log()) == 6
     assert len(await ledger.audit_log(limit=2)) == 2
+
+
+# --- notices, clicks and operations ----------------------------------------------------------
+
+
+async def test_an_interrupted_member_is_told_once_by_whichever_process_claims_it(
+    make_ledger: MakeLedger, clock: FakeClock
+) -> None:
+    ledger = await make_ledger()
+    reach = {"channel": "C1", "token": "t-1"}
+    told = await ledger.hold(requester=requester(), request=request(1), cost_micros=0, reach=reach)
+    silent = await ledger.hold(requester=requester("bob"), request=request(1), cost_micros=0)
+    assert not await ledger.refund_orphan(told.job_id)  # its process runs and is not overdue
+    assert await ledger.claim_notices("discord") == []
+
+    clock.advance(minutes=16)
+    assert await ledger.refund_orphans() == 2
+    assert await ledger.claim_notices("slack") == []
+    (interrupted,) = await ledger.claim_notices("discord")
+    assert interrupted.reach == reach
+    assert interrupted.record.job_id == told.job_id
+    assert interrupted.record.state is JobState.REFUNDED
+    assert await ledger.claim_notices("discord") == []  # claimed: nobody tells them twice
+    await ledger.notice_sent(told.job_id)
+    assert await ledger.claim_notices("discord") == []
+    assert (await ledger.job(silent.job_id)).state is JobState.REFUNDED
+
+
+async def test_an_overdue_job_is_refunded_on_its_own(
+    make_ledger: MakeLedger, clock: FakeClock
+) -> None:
+    ledger = await make_ledger()
+    hold = await ledger.hold(requester=requester(), request=request(1), cost_micros=0)
+    clock.advance(minutes=16)
+    assert await ledger.refund_orphan(hold.job_id)
+    assert not await ledger.refund_orphan(hold.job_id)
+    assert (await ledger.job(hold.job_id)).state is JobState.REFUNDED
+
+
+async def test_a_repeated_click_within_the_window_is_not_a_first(
+    make_ledger: MakeLedger, clock: FakeClock
+) -> None:
+    ledger = await make_ledger()
+    window = timedelta(seconds=2)
+    assert await ledger.first_click("alice:reroll:j1", window=window)
+    clock.advance(seconds=1)
+    assert not await ledger.first_click("alice:reroll:j1", window=window)
+    assert await ledger.first_click("bob:reroll:j1", window=window)
+    clock.advance(seconds=3)
+    assert await ledger.first_click("alice:reroll:j1", window=window)
+
+
+async def test_operations_ping_count_and_copy_the_ledger(
+    make_ledger: MakeLedger, clock: FakeClock, tmp_path: Path
+) -> None:
+    ledger = await make_ledger()
+    assert ledger.now() == clock()
+    assert ledger.location
+    await ledger.ping()
+    stats = await ledger.job_stats()
+    assert stats.by_state == {"held": 0, "charged": 0, "refunded": 0} and stats.charged == {}
+
+    charged = await ledger.hold(requester=requester(), request=request(3), cost_micros=6_000)
+    await ledger.charge(charged.job_id, images=2, cost_micros=4_000)
+    refunded = await ledger.hold(requester=requester(), request=request(1), cost_micros=2_000)
+    await ledger.refund(refunded.job_id, reason="failed")
+    await ledger.hold(requester=requester(), request=request(1), cost_micros=2_000)
+    stats = await ledger.job_stats()
+    assert stats.by_state == {"held": 1, "charged": 1, "refunded": 1}
+    assert stats.charged == {"stability/sdxl": (2, 4_000)}
+
+    target = tmp_path / "copy" / "backup.db"
+    target.parent.mkdir()
+    await ledger.backup(target)
+    assert target.stat().st_size > 0
+    assert [p.name for p in target.parent.iterdir()] == ["backup.db"]  # nothing left over

@@ -1,6 +1,9 @@
-"""Moderation in the core with the real SQLite ledger: server rules and their audit rows, the
-moderation log, the review state machine (across a restart), and the service: a refused
-prompt never holds quota nor reaches the provider; an approved one runs for the user."""
+"""Moderation in the core on a real store: server rules and their audit rows, the moderation
+log, the review state machine (across a restart), and the service: a refused prompt never
+holds quota nor reaches the provider; an approved one runs for the user.
+
+The behavioural tests run once per store kind (``tests.ledger_support.STORE_KINDS``), through
+the store's protocols only; the last ones are about SQLite files (restart, migration)."""
 
 from __future__ import annotations
 
@@ -23,11 +26,12 @@ from bot.messages import NO_REVIEW_CHANNEL, describe
 from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewState
 from bot.moderation.screening import Moderation, ModerationAdmin, split_block_term
 from bot.service import ImageService
-from bot.store.ledger import SqliteLedger
-from bot.store.moderation import ModerationStore
+from bot.store.database import Store
+from bot.store.ledger import Ledger, SqliteLedger
+from bot.store.moderation import SqliteModerationStore
 from bot.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.fakes.provider import ScriptedProvider
-from tests.ledger_support import FakeClock
+from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of
 
 ALICE = Requester(
     platform="discord",
@@ -61,16 +65,24 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
-    yield ledger
-    await ledger.close()
+@pytest.fixture(params=STORE_KINDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    async with await open_store_of(
+        request.param, tmp_path, defaults=Limits(images_per_day=10), clock=clock
+    ) as store:
+        yield store
 
 
 @pytest.fixture
-def moderation(ledger: SqliteLedger) -> Moderation:
-    return Moderation.open(ledger)
+def ledger(store: Store) -> Ledger:
+    return store.ledger
+
+
+@pytest.fixture
+def moderation(store: Store) -> Moderation:
+    return Moderation.open(store.moderation)
 
 
 @pytest.fixture
@@ -84,9 +96,7 @@ def provider() -> ScriptedProvider:
 
 
 @pytest.fixture
-def service(
-    ledger: SqliteLedger, provider: ScriptedProvider, moderation: Moderation
-) -> ImageService:
+def service(ledger: Ledger, provider: ScriptedProvider, moderation: Moderation) -> ImageService:
     return ImageService(
         catalog=load_catalog(), provider=provider, ledger=ledger, moderation=moderation
     )
@@ -103,7 +113,7 @@ async def refuse(moderation: Moderation, prompt: str = "nsfw art") -> str:
 
 
 async def test_admins_edit_the_server_list_and_every_change_is_audited(
-    admin: ModerationAdmin, moderation: Moderation, ledger: SqliteLedger
+    admin: ModerationAdmin, moderation: Moderation, ledger: Ledger
 ) -> None:
     assert await admin.block_add(ADMIN, "  Dragon  ") is True
     assert await admin.block_add(ADMIN, "dragon") is False  # already there: no audit row
@@ -180,7 +190,7 @@ async def test_admins_act_only_on_their_own_server(
 
 
 async def test_settings_channels_and_spoilers_are_stored_and_audited(
-    admin: ModerationAdmin, moderation: Moderation, ledger: SqliteLedger
+    admin: ModerationAdmin, moderation: Moderation, ledger: Ledger
 ) -> None:
     await admin.set_review_channel(ADMIN, "C9")
     await admin.set_review_channel(ADMIN, "C9")  # unchanged: no audit row
@@ -223,7 +233,7 @@ async def test_the_channel_allow_list_refuses_other_channels_before_anything_els
 
 
 async def test_a_refused_prompt_costs_nothing_and_never_reaches_the_provider(
-    service: ImageService, provider: ScriptedProvider, ledger: SqliteLedger, admin: ModerationAdmin
+    service: ImageService, provider: ScriptedProvider, ledger: Ledger, admin: ModerationAdmin
 ) -> None:
     with pytest.raises(PromptRefusedError) as caught:
         await service.generate(req("a lovely p0rn still", n=3), ALICE, event_id="ev-1")
@@ -280,7 +290,7 @@ async def test_review_goes_refused_pending_approved_and_runs_for_the_user(
     admin: ModerationAdmin,
     service: ImageService,
     provider: ScriptedProvider,
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     await admin.set_review_channel(ADMIN, "C9")
     with pytest.raises(PromptRefusedError) as caught:
@@ -373,13 +383,13 @@ async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
 async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "imagine.db"
     async with await SqliteLedger.open(path, clock=clock) as ledger:
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
         review_id = await refuse(moderation, "x.x.x art")
         await moderation.request_review(review_id, ALICE)
 
     async with await SqliteLedger.open(path, clock=clock) as ledger:
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         decided = await moderation.decide(review_id, ADMIN, True)
         assert decided.state is ReviewState.APPROVED
         assert decided.request.prompt == "x.x.x art"
@@ -402,10 +412,11 @@ async def test_concurrent_decisions_have_one_winner(
     assert sum(isinstance(r, InvalidRequestError) for r in results) == 1
 
 
-async def test_the_schema_is_at_the_moderation_version(ledger: SqliteLedger) -> None:
+async def test_the_schema_is_at_the_moderation_version() -> None:
     assert SCHEMA_VERSION >= 2
-    store = ModerationStore(ledger)
-    assert (await store.rules("discord", "G1")).blocked_terms == ()
+    async with await SqliteLedger.open(":memory:") as ledger:
+        store = SqliteModerationStore.on(ledger)
+        assert (await store.rules("discord", "G1")).blocked_terms == ()
 
 
 def test_admins_type_patterns_between_slashes() -> None:
@@ -431,6 +442,6 @@ async def test_a_version_1_database_migrates_and_keeps_its_jobs(tmp_path: Path) 
 
     async with await SqliteLedger.open(path) as ledger:
         assert (await ledger.job("j1")).request.prompt == "a fox"
-        moderation = Moderation.open(ledger)
+        moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).block_add(ADMIN, "dragon")
         assert (await moderation.rules("discord", "G1")).blocked_terms == ("dragon",)

@@ -19,7 +19,7 @@ from bot.errors import PromptRefusedError
 from bot.models import GenerationRequest, Requester
 from bot.moderation.screening import FailPolicy, Moderation, ModerationClient
 from bot.store.ledger import SqliteLedger
-from bot.store.moderation import ModerationStore
+from bot.store.moderation import SqliteModerationStore
 from tests.fakes.loopback import serve_loopback
 from tests.fakes.moderation_api import (
     FAKE_MODERATION_KEY,
@@ -73,7 +73,7 @@ def moderation(
         fail_policy=policy,
         timeout=timeout,
     )
-    return Moderation(store=ModerationStore(ledger), client=client)
+    return Moderation(store=SqliteModerationStore.on(ledger), client=client)
 
 
 async def test_a_flagged_prompt_is_refused_with_its_categories(

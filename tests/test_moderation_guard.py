@@ -23,6 +23,7 @@ from bot.models import GenerationRequest, Limits, Requester
 from bot.moderation.filter import MAX_CHECKED_LENGTH, cached_filter
 from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
 from bot.store.ledger import SqliteLedger
+from bot.store.moderation import SqliteModerationStore
 
 FLUX = "black-forest-labs/flux-1-schnell"
 CHECK_BOUND = 0.05  # seconds per check
@@ -67,7 +68,7 @@ def request(prompt: str) -> GenerationRequest:
 @pytest.fixture
 async def moderation() -> AsyncIterator[Moderation]:
     ledger = await SqliteLedger.open(":memory:", defaults=Limits())
-    yield Moderation.open(ledger)
+    yield Moderation.open(SqliteModerationStore.on(ledger))
     await ledger.close()
 
 

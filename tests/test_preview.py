@@ -6,15 +6,22 @@ import io
 
 from PIL import Image
 
-from bot.catalog import load_catalog
-from bot.models import GenerationRequest
+from bot.catalog import ModelCatalog, load_catalog
+from bot.models import GenerationRequest, ModelSpec
 from bot.provider.preview import PreviewProvider
 
 CATALOG = load_catalog()
 
 
+def named(catalog: ModelCatalog, name: str) -> ModelSpec:
+    """The model ``name`` finds (an id or an alias, any case)."""
+    spec = catalog.find(name)
+    assert spec is not None, name
+    return spec
+
+
 async def test_preview_draws_decodable_images_of_the_requested_size() -> None:
-    spec = CATALOG.resolve("flux")
+    spec = named(CATALOG, "flux")
     request = GenerationRequest("a red fox", spec.id, "1024x1792", n=2, seed=7)
     images = await PreviewProvider().generate(request, spec)
 
@@ -28,7 +35,7 @@ async def test_preview_draws_decodable_images_of_the_requested_size() -> None:
 
 
 async def test_same_seed_same_picture_other_seed_other_picture() -> None:
-    spec = CATALOG.resolve("sdxl")
+    spec = named(CATALOG, "sdxl")
     provider = PreviewProvider()
     first = await provider.generate(GenerationRequest("a boat", spec.id, "1024x1024", seed=1), spec)
     again = await provider.generate(GenerationRequest("a boat", spec.id, "1024x1024", seed=1), spec)
@@ -38,7 +45,7 @@ async def test_same_seed_same_picture_other_seed_other_picture() -> None:
 
 
 async def test_preview_is_labelled_and_not_billable() -> None:
-    spec = CATALOG.resolve("flux")
+    spec = named(CATALOG, "flux")
     provider = PreviewProvider()
     assert provider.billable is False
     request = GenerationRequest("a very distinctive prompt", spec.id, "1024x1024", seed=3)

@@ -42,6 +42,7 @@ from bot.errors import (
 from bot.models import GeneratedImage, GenerationRequest, ModelSpec
 from bot.provider.address import IPAddress, blocked_reason
 from bot.provider.client import OpenAIImageClient, new_http_client
+from bot.retry import RetryPolicy
 from tests.fakes.image_api import (
     Bomb,
     CutBody,
@@ -114,7 +115,7 @@ def make_client(
             "base_url": image_api.base_url,
             "api_key": SecretStr(image_api.api_key),
             "timeout": 5.0,
-            "max_retries": 2,
+            "retry": RetryPolicy(provider_retries=2),
             "max_download_bytes": 5 * 1024 * 1024,
             "allow_private_urls": True,  # the fake's URLs are on 127.0.0.1
             "sleep": sleeps,
@@ -350,7 +351,7 @@ async def test_server_errors_back_off_exponentially_then_succeed(
 ) -> None:
     image_api.script(server_error(500), bad_gateway(), service_unavailable())
 
-    images = await make_client(max_retries=3).generate(FOX, SPEC)
+    images = await make_client(retry=RetryPolicy(provider_retries=3)).generate(FOX, SPEC)
 
     assert len(images) == 1 and len(image_api.generations) == 4
     assert sleeps.delays == [0.5, 1.0, 2.0]
@@ -376,7 +377,7 @@ async def test_rate_limits_give_up_after_max_retries_with_the_last_retry_after(
     image_api.script(*[rate_limited(retry_after="2")] * 3)
 
     with pytest.raises(ProviderRateLimitedError) as caught:
-        await make_client(max_retries=2).generate(FOX, SPEC)
+        await make_client(retry=RetryPolicy(provider_retries=2)).generate(FOX, SPEC)
 
     assert caught.value.retry_after == 2.0 and caught.value.status == 429
     assert len(image_api.generations) == 3 and sleeps.delays == [2.0, 2.0]
@@ -390,7 +391,7 @@ async def test_server_errors_give_up_after_max_retries_as_unavailable(
     image_api.script(server_error(500), server_error(500), bad_gateway(), server_error(500))
 
     with pytest.raises(ProviderUnavailableError) as caught:
-        await make_client(max_retries=2).generate(FOX, SPEC)
+        await make_client(retry=RetryPolicy(provider_retries=2)).generate(FOX, SPEC)
 
     assert caught.value.status == 502 and "cf_bad_gateway" in caught.value.detail
     assert len(image_api.generations) == 3 and len(sleeps.delays) == 2
@@ -405,7 +406,7 @@ async def test_a_retry_after_beyond_the_cap_is_not_waited_for(
     image_api.script(rate_limited(retry_after="60"))
 
     with pytest.raises(ProviderRateLimitedError) as caught:
-        await make_client(retry_cap_seconds=20.0).generate(FOX, SPEC)
+        await make_client(retry=RetryPolicy(provider_retries=2, max_wait=20.0)).generate(FOX, SPEC)
 
     assert caught.value.retry_after == 60.0
     assert len(image_api.generations) == 1 and sleeps.delays == []
@@ -419,7 +420,7 @@ async def test_no_retries_when_max_retries_is_zero(
     image_api.script(server_error())
 
     with pytest.raises(ProviderUnavailableError):
-        await make_client(max_retries=0).generate(FOX, SPEC)
+        await make_client(retry=RetryPolicy(provider_retries=0)).generate(FOX, SPEC)
 
     assert len(image_api.generations) == 1 and sleeps.delays == []
 
@@ -438,7 +439,7 @@ async def test_a_server_that_is_gone_is_retried_then_unavailable(
         base_url=await gone_base_url(),
         api_key=SecretStr("sk-anything"),
         timeout=2.0,
-        max_retries=2,
+        retry=RetryPolicy(provider_retries=2),
         max_download_bytes=1024,
         sleep=sleeps,
         jitter=lambda: 0.0,
@@ -561,7 +562,7 @@ def test_a_base_url_that_is_not_http_is_a_config_error(http: httpx.AsyncClient) 
             base_url="ftp://images.example/v1",
             api_key=SecretStr("sk-x"),
             timeout=1.0,
-            max_retries=0,
+            retry=RetryPolicy(provider_retries=0),
             max_download_bytes=1,
         )
 
@@ -840,7 +841,7 @@ async def test_an_answer_cut_off_mid_body_is_tried_once(
     image_api.script(*[CutBody(chunked=chunked)] * 3)
 
     with pytest.raises(ProviderResponseError) as caught:
-        await make_client(max_retries=2).generate(FOX, SPEC)
+        await make_client(retry=RetryPolicy(provider_retries=2)).generate(FOX, SPEC)
 
     assert "cut off" in caught.value.detail and "billed" in caught.value.detail
     assert caught.value.status == 200
@@ -1076,7 +1077,7 @@ async def test_the_api_key_never_appears_in_logs_or_errors(
     wrong_key = "sk-wrong-" + key[::-1]
     for bad in (
         make_client(api_key=SecretStr(wrong_key)),
-        make_client(base_url=await gone_base_url(), max_retries=0),
+        make_client(base_url=await gone_base_url(), retry=RetryPolicy(provider_retries=0)),
     ):
         with pytest.raises(ProviderError) as caught:
             await bad.generate(FOX, SPEC)
@@ -1112,7 +1113,7 @@ async def _with_transport(
             base_url="https://images.example/v1",
             api_key=SecretStr("sk-mock"),
             timeout=5.0,
-            max_retries=2,
+            retry=RetryPolicy(provider_retries=2),
             max_download_bytes=1024 * 1024,
             sleep=SleepRecorder(),
         )

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from bot.errors import (
+    ConfigError,
     JobCancelledError,
     ProviderRateLimitedError,
     ProviderWaitTooLongError,
@@ -17,6 +18,7 @@ from bot.errors import (
     TooManyJobsError,
 )
 from bot.models import QueueStatus, Requester
+from bot.retry import RetryPolicy
 from bot.scheduler import Progress, Scheduler
 from tests.fakes.clock import FakeClock
 
@@ -327,7 +329,9 @@ async def test_a_burst_of_429s_from_calls_in_flight_halves_the_cap_once() -> Non
 
 async def test_a_second_429_gives_up_and_raises() -> None:
     clock = FakeClock()
-    scheduler = Scheduler(max_concurrent=2, clock=clock, sleep=clock.sleep, default_retry_after=2.0)
+    scheduler = Scheduler(
+        max_concurrent=2, clock=clock, sleep=clock.sleep, retry=RetryPolicy(default_hold=2.0)
+    )
     jobs = Jobs(scheduler, clock)
     progress = Recorder()
     task = await jobs.submit("a", member("ann"), progress=progress)
@@ -350,7 +354,9 @@ async def test_a_429_asking_for_longer_than_the_hold_fails_that_job_and_others_g
     retry_after: float,
 ) -> None:
     clock = FakeClock()
-    scheduler = Scheduler(max_concurrent=1, clock=clock, sleep=clock.sleep, max_hold=20.0)
+    scheduler = Scheduler(
+        max_concurrent=1, clock=clock, sleep=clock.sleep, retry=RetryPolicy(max_wait=20.0)
+    )
     jobs = Jobs(scheduler, clock)
     limited = await jobs.submit("a", member("ann"))
     progress = Recorder()
@@ -376,7 +382,9 @@ async def test_a_429_asking_for_longer_than_the_hold_fails_that_job_and_others_g
 
 async def test_a_429_within_the_hold_is_still_waited_out_and_retried() -> None:
     clock = FakeClock()
-    scheduler = Scheduler(max_concurrent=1, clock=clock, sleep=clock.sleep, max_hold=20.0)
+    scheduler = Scheduler(
+        max_concurrent=1, clock=clock, sleep=clock.sleep, retry=RetryPolicy(max_wait=20.0)
+    )
     jobs = Jobs(scheduler, clock)
     task = await jobs.submit("a", member("ann"))
     jobs.fail_once["a"] = ProviderRateLimitedError("slow down", retry_after=20.0)
@@ -440,5 +448,5 @@ async def test_a_cancelled_caller_is_still_a_cancellation() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_concurrent"):
         Scheduler(max_concurrent=0)
-    with pytest.raises(ValueError, match="max_hold"):
-        Scheduler(max_hold=-1.0)
+    with pytest.raises(ConfigError, match="must not be negative"):
+        Scheduler(retry=RetryPolicy(max_wait=-1.0))

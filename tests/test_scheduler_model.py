@@ -25,6 +25,7 @@ from bot.errors import (
     TooManyJobsError,
 )
 from bot.models import QueueStatus, Requester
+from bot.retry import RetryPolicy
 from bot.scheduler import Scheduler
 from tests.fakes.clock import FakeClock
 
@@ -225,7 +226,7 @@ async def scenario(
         clock=clock,
         sleep=clock.sleep,
         latency_weight=WEIGHT,
-        max_rate_limit_retries=1000,
+        retry=RetryPolicy(requeues=1000),
     )
     started = Started()
     gates: dict[str, asyncio.Event] = {}

@@ -26,6 +26,7 @@ from bot.errors import (
 from bot.messages import describe
 from bot.models import GenerationResult, JobState, Limits, QueueStatus, Requester
 from bot.provider.client import OpenAIImageClient, new_http_client
+from bot.retry import RetryPolicy
 from bot.scheduler import Scheduler
 from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
@@ -337,17 +338,17 @@ RETRY_CAP = 0.5
 async def test_a_long_retry_after_fails_that_job_refunded_and_the_next_job_still_runs(
     ledger: SqliteLedger, image_api: FakeImageAPI, retry_after: str, minutes: int | None
 ) -> None:
+    retry = RetryPolicy(provider_retries=3, max_wait=RETRY_CAP)
     async with new_http_client(timeout=10.0) as http:
         provider = OpenAIImageClient(
             http=http,
             base_url=image_api.base_url,
             api_key=SecretStr(image_api.api_key),
             timeout=10.0,
-            max_retries=3,
+            retry=retry,
             max_download_bytes=5 * 1024 * 1024,
-            retry_cap_seconds=RETRY_CAP,
         )
-        scheduler = Scheduler(max_concurrent=4, max_hold=RETRY_CAP)
+        scheduler = Scheduler(max_concurrent=4, retry=retry)
         service = ImageService(
             catalog=load_catalog(), provider=provider, ledger=ledger, scheduler=scheduler
         )

@@ -37,10 +37,10 @@ from adapters.runtime import Runtime
 from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
+from bot.limit import LimitName
 from bot.messages import (
     format_reset,
     format_usd,
-    is_money_limit,
     limit_label,
     limit_value_text,
     server_required_text,
@@ -56,10 +56,11 @@ Handler = Callable[[argparse.Namespace, Runtime], Awaitable[int]]
 
 PLATFORMS = ("discord", "slack", "shell")
 _KEEP = object()  # "not given on the command line"
+# (the flag's attribute, the limit, the column's heading)
 _FIELDS = (
-    ("images_per_day", "images_per_day", "images/day"),
-    ("images_per_month", "images_per_month", "images/month"),
-    ("usd_per_month", "usd_micros_per_month", "USD/month"),
+    ("images_per_day", LimitName.IMAGES_PER_DAY, "images/day"),
+    ("images_per_month", LimitName.IMAGES_PER_MONTH, "images/month"),
+    ("usd_per_month", LimitName.USD_MICROS_PER_MONTH, "USD/month"),
 )
 
 
@@ -251,10 +252,10 @@ def _actor() -> str:
         return "cli:unknown"
 
 
-_AUDIT_UNITS = {
-    "images_per_day": "images/day",
-    "images_per_month": "images/month",
-    "usd_micros_per_month": "/month",
+_AUDIT_UNITS: dict[str, str] = {
+    LimitName.IMAGES_PER_DAY: "images/day",
+    LimitName.IMAGES_PER_MONTH: "images/month",
+    LimitName.USD_MICROS_PER_MONTH: "/month",
 }
 
 
@@ -263,7 +264,7 @@ def _audit_item(name: str, value: int | None) -> str | None:
     if name in _AUDIT_UNITS:
         if value is None:
             return None
-        gap = "" if is_money_limit(name) else " "
+        gap = "" if LimitName(name).is_money else " "
         return f"{limit_value_text(name, value)}{gap}{_AUDIT_UNITS[name]}"
     if name == "active":
         return "active" if value else "removed"
@@ -441,7 +442,7 @@ async def _db_backup(args: argparse.Namespace, runtime: Runtime) -> int:
     target: Path = args.file
     _check_new_file(target)
     await runtime.ledger.backup(target)
-    print(f"backed up {runtime.ledger.path} to {target} ({_size(target)} bytes)")
+    print(f"backed up {runtime.ledger.location} to {target} ({_size(target)} bytes)")
     return 0
 
 

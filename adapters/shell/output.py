@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from adapters.runtime import probe_directory
+from bot.directory import probe_directory
 from bot.errors import ConfigError
 from bot.messages import out_directory_text
 from bot.models import GenerationResult

@@ -69,8 +69,7 @@ from bot.moderation.filter import (
     check_pattern,
     check_term,
 )
-from bot.store.ledger import SqliteLedger
-from bot.store.moderation import ModerationStore
+from bot.store.moderation import ModerationStore, RuleKind
 
 __all__ = [
     "DEFAULT_MODERATION_MODEL",
@@ -227,7 +226,7 @@ class Moderation:
     @classmethod
     def open(
         cls,
-        ledger: SqliteLedger,
+        store: ModerationStore,
         *,
         http: httpx.AsyncClient | None = None,
         base_url: str | None = None,
@@ -235,8 +234,8 @@ class Moderation:
         model: str = DEFAULT_MODERATION_MODEL,
         fail_policy: FailPolicy = "refuse",
     ) -> Moderation:
-        """Moderation on ``ledger``'s database; with ``base_url`` (and ``http``) it also asks
-        the moderation endpoint."""
+        """Moderation on ``store``; with ``base_url`` (and ``http``) it also asks the
+        moderation endpoint."""
         client = None
         if base_url:
             if http is None:
@@ -249,7 +248,7 @@ class Moderation:
                 fail_policy=fail_policy,
             )
             log.info("moderation endpoint %s (on failure: %s)", client.endpoint, fail_policy)
-        return cls(store=ModerationStore(ledger), client=client)
+        return cls(store=store, client=client)
 
     # --- screening -----------------------------------------------------------------------
 
@@ -399,7 +398,7 @@ class ModerationAdmin:
         if not actor.is_admin:
             raise PermissionDeniedError(action)
 
-    async def _add(self, actor: Requester, kind: str, value: str) -> bool:
+    async def _add(self, actor: Requester, kind: RuleKind, value: str) -> bool:
         if await self._store.count_rules(actor.platform, actor.workspace_id, kind) >= MAX_RULES:
             raise InvalidRequestError(f"this server already has {MAX_RULES} of those")
         added = await self._store.add_rule(

@@ -29,10 +29,11 @@ the provider may have billed the attempt (and after a timeout the user has alrea
 ``timeout`` seconds); failed downloads are not retried because the generation they belong to
 has been billed.
 
-Retries are bounded by ``max_retries``. The delay is ``retry-after-ms``, else ``retry-after``
-(seconds or an HTTP date), else ``0.5 * 2**attempt`` capped at 8 s with jitter; a provider
-asking for more than ``retry_cap_seconds`` gets no retry (the error carries its
-``retry_after``). ``x-should-retry: false`` is honoured.
+Retries follow the ``RetryPolicy`` (``bot.retry``, where the worst case is stated): at most
+``provider_retries``; the delay is ``retry-after-ms``, else ``retry-after`` (seconds or an HTTP
+date), else the policy's exponential backoff with jitter; a provider asking for more than
+``max_wait`` gets no retry (the error carries its ``retry_after``). ``x-should-retry: false``
+is honoured.
 
 Time and memory. A successful answer's body is read as it arrives, within the attempt's
 ``timeout``, its bytes held in a ``ByteBudget`` shared by every call on the client
@@ -103,6 +104,7 @@ from bot.provider.answer import LongText, TooLargeError, decode_base64, parse
 from bot.provider.budget import ByteBudget, Lease
 from bot.provider.imaging import ImageTooLargeError, conform
 from bot.provider.wire import ImagesRequest
+from bot.retry import RetryPolicy
 
 __all__ = ["ImageProvider", "OpenAIImageClient", "new_http_client"]
 
@@ -112,8 +114,6 @@ _T = TypeVar("_T")
 Body = bytearray | mmap.mmap  # a body being read, or read
 
 _CONNECT_TIMEOUT = 10.0
-_BACKOFF_BASE = 0.5
-_BACKOFF_CAP = 8.0
 _ERROR_BODY_LIMIT = 64 * 1024
 _DETAIL_LIMIT = 300
 _DEFAULT_BUDGET = 64 * 1024 * 1024
@@ -198,9 +198,8 @@ class OpenAIImageClient:
         base_url: str,
         api_key: SecretStr,
         timeout: float,
-        max_retries: int,
+        retry: RetryPolicy,
         max_download_bytes: int,
-        retry_cap_seconds: float = 20.0,
         max_concurrent_decodes: int = 2,
         answer_budget_bytes: int | None = None,
         allow_private_urls: bool = False,
@@ -212,16 +211,13 @@ class OpenAIImageClient:
             raise ConfigError("IMAGE_API_KEY is empty")
         if (
             timeout <= 0
-            or max_retries < 0
             or max_download_bytes <= 0
-            or retry_cap_seconds < 0
             or max_concurrent_decodes < 1
             or (answer_budget_bytes is not None and answer_budget_bytes <= 0)
         ):
             raise ConfigError(
                 "image API limits must be positive (timeout, max_download_bytes, "
-                "max_concurrent_decodes, answer_budget_bytes) and not negative (max_retries, "
-                "retry_cap_seconds)"
+                "max_concurrent_decodes, answer_budget_bytes)"
             )
         self._http = http
         self._endpoint = _endpoint(base_url)
@@ -229,9 +225,8 @@ class OpenAIImageClient:
         self._api_key = api_key
         self._timeout = timeout
         self._http_timeout = httpx.Timeout(timeout, connect=min(_CONNECT_TIMEOUT, timeout))
-        self._max_retries = max_retries
+        self._retry = retry
         self._max_download_bytes = max_download_bytes
-        self._retry_cap = retry_cap_seconds
         self._decode_turns = asyncio.Semaphore(max_concurrent_decodes)
         self._budget = ByteBudget(answer_budget_bytes or _DEFAULT_BUDGET)
         self._address_check: AddressCheck | None = None if allow_private_urls else address_check
@@ -279,7 +274,7 @@ class OpenAIImageClient:
                     self._where,
                     transient.error.detail,
                     attempt,
-                    self._max_retries,
+                    self._retry.provider_retries,
                     delay,
                 )
                 await self._sleep(delay)
@@ -296,14 +291,13 @@ class OpenAIImageClient:
 
     def _backoff(self, transient: _Transient, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or ``None`` to give up now."""
-        if attempt >= self._max_retries:
+        if attempt >= self._retry.provider_retries:
             return None
         if transient.retry_after is not None:
-            if transient.retry_after > self._retry_cap:
+            if transient.retry_after > self._retry.max_wait:
                 return None
             return transient.retry_after
-        delay = min(_BACKOFF_BASE * 2**attempt, _BACKOFF_CAP, self._retry_cap)
-        return float(delay * (1 - 0.25 * self._jitter()))
+        return self._retry.backoff(attempt) * (1 - 0.25 * self._jitter())
 
     async def _attempt(
         self, payload: ImagesRequest, request: GenerationRequest

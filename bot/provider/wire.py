@@ -1,22 +1,15 @@
 """Wire types for ``POST {base}/images/generations`` (OpenAI's API and compatible ones).
 
-These describe JSON as it travels; ``bot.provider.client`` turns them into ``bot.models`` values and
-nothing else imports them. Every field of a response is ``NotRequired``: compatible providers
-leave things out, so the client checks each one before use.
+This describes the JSON we send; ``bot.provider.client`` builds it and nothing else imports it.
+Answers have no types here: compatible providers leave fields out or send other types, so the
+client checks each field of an answer (read by ``bot.provider.answer``) before use.
 """
 
 from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-__all__ = [
-    "ErrorBody",
-    "ErrorEnvelope",
-    "ImageItem",
-    "ImagesRequest",
-    "ImagesResponse",
-    "ResponseFormat",
-]
+__all__ = ["ImagesRequest", "ResponseFormat"]
 
 ResponseFormat = Literal["url", "b64_json"]
 
@@ -32,32 +25,3 @@ class ImagesRequest(TypedDict):
     response_format: ResponseFormat
     seed: NotRequired[int]
     negative_prompt: NotRequired[str]
-
-
-class ImageItem(TypedDict):
-    """One entry of ``data``: exactly one of ``b64_json`` and ``url`` is expected."""
-
-    b64_json: NotRequired[str | None]
-    url: NotRequired[str | None]
-    revised_prompt: NotRequired[str | None]
-
-
-class ImagesResponse(TypedDict):
-    """A 200 answer. Only ``created`` is required by OpenAI's schema; ``data`` is what we use."""
-
-    created: NotRequired[int]
-    data: NotRequired[list[ImageItem]]
-
-
-class ErrorBody(TypedDict):
-    """OpenAI always sends all four keys; ``code`` is sometimes an int (e.g. 502 from the
-    edge) and ``param``/``code`` are often null."""
-
-    message: str
-    type: str | None
-    param: str | None
-    code: str | int | None
-
-
-class ErrorEnvelope(TypedDict):
-    error: ErrorBody

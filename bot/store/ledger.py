@@ -1,4 +1,4 @@
-"""The quota and usage ledger (DESIGN.md §5): the ``Ledger`` interface and ``SqliteLedger``.
+"""The quota and usage ledger: the ``Ledger`` interface and ``SqliteLedger``.
 
 Every job is one row: ``held`` when accepted, then exactly one of ``charged`` (the images
 actually delivered, at their price) or ``refunded``. Money is integer micro-dollars.
@@ -63,6 +63,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.errors import ConfigError, JobNotFoundError, QuotaExceededError
+from bot.limit import LimitName, Window
 from bot.models import (
     Allowance,
     GenerationRequest,
@@ -134,6 +135,11 @@ class AuditEntry:
 
 
 class Ledger(Protocol):
+    """Quotas, holds, charges, refunds, usage and the admin audit (the module docstring has
+    the rules). Every operation a caller uses is named here, so a second backend needs
+    nothing else; ``tests/test_ledger.py`` is the contract every implementation passes.
+    Opened by ``bot.store.database.open_store``."""
+
     async def hold(
         self,
         *,
@@ -218,6 +224,30 @@ class Ledger(Protocol):
 
     async def first_click(self, key: str, *, window: timedelta) -> bool:
         """``False`` for a repeat of the same click within ``window``."""
+        ...
+
+    def now(self) -> datetime:
+        """The ledger's clock, as an aware UTC datetime (what it stamps jobs and changes with,
+        so callers asking "which month is it" agree with the ledger)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for operators' messages (a path, or a URL without its
+        password); never a secret."""
+        ...
+
+    async def ping(self) -> None:
+        """A trivial query: raises when the database does not answer (``/healthz``)."""
+        ...
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model (``/metrics``)."""
+        ...
+
+    async def backup(self, target: str | os.PathLike[str]) -> None:
+        """A consistent copy of the live data at ``target`` (a new file), taken while the bot
+        runs."""
         ...
 
     async def close(self) -> None: ...
@@ -358,43 +388,25 @@ class _State:
     month_micros: int
     server_micros: int
 
-    def usages(self, now: datetime) -> list[tuple[str, str, int, int, datetime]]:
-        """(name, scope, allowed, used, resets_at) for each limit that is set, in the order
-        a refusal reports them."""
-        day_reset, month_reset = next_day(now), next_month(now)
+    def usages(self, now: datetime) -> list[tuple[LimitName, int, int, datetime]]:
+        """(name, allowed, used, resets_at) for each limit that is set, in the order a refusal
+        reports them."""
+        resets = {Window.DAY: next_day(now), Window.MONTH: next_month(now)}
         candidates = (
-            ("images_per_day", "user", self.limits.images_per_day, self.day_images, day_reset),
-            (
-                "images_per_month",
-                "user",
-                self.limits.images_per_month,
-                self.month_images,
-                month_reset,
-            ),
-            (
-                "usd_micros_per_month",
-                "user",
-                self.limits.usd_micros_per_month,
-                self.month_micros,
-                month_reset,
-            ),
-            (
-                "server_usd_micros_per_month",
-                "server",
-                self.server_cap,
-                self.server_micros,
-                month_reset,
-            ),
+            (LimitName.IMAGES_PER_DAY, self.limits.images_per_day, self.day_images),
+            (LimitName.IMAGES_PER_MONTH, self.limits.images_per_month, self.month_images),
+            (LimitName.USD_MICROS_PER_MONTH, self.limits.usd_micros_per_month, self.month_micros),
+            (LimitName.SERVER_USD_MICROS_PER_MONTH, self.server_cap, self.server_micros),
         )
-        out = []
-        for name, scope, allowed, used, resets_at in candidates:
-            if allowed is not None:
-                out.append((name, scope, allowed, used, resets_at))
-        return out
+        return [
+            (name, allowed, used, resets[name.window])
+            for name, allowed, used in candidates
+            if allowed is not None
+        ]
 
 
 def _check_limits(limits: Limits) -> None:
-    for name in ("images_per_day", "images_per_month", "usd_micros_per_month"):
+    for name in LimitName.settable():
         _check_amount(getattr(limits, name), name)
 
 
@@ -402,8 +414,8 @@ def _refusal(
     state: _State, request: GenerationRequest, cost_micros: int, now: datetime
 ) -> QuotaExceededError:
     """The limit a hold that inserted nothing would break, read in the same transaction."""
-    for name, scope, allowed, used, resets_at in state.usages(now):
-        requested = cost_micros if name.startswith(("usd", "server_usd")) else request.n
+    for name, allowed, used, resets_at in state.usages(now):
+        requested = cost_micros if name.is_money else request.n
         if requested and used + requested > allowed:
             return QuotaExceededError(
                 limit=name,
@@ -411,7 +423,7 @@ def _refusal(
                 used=used,
                 requested=requested,
                 resets_at=resets_at,
-                scope=scope,
+                scope=name.scope,
             )
     raise AssertionError("a hold that fits every limit inserted nothing")
 
@@ -705,10 +717,15 @@ class SqliteLedger:
         return _utc(self._clock())
 
     @property
-    def connection(self) -> aiosqlite.Connection:
-        """The one connection, for stores that share this database (``bot.store.moderation``);
-        they must keep to single statements, as the ledger does."""
-        return self._db
+    def location(self) -> str:
+        return self.path
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        """One statement on the shared connection, for the stores that share this database
+        (``bot.store.moderation``): they keep to single statements, as the ledger does, and
+        wait, as the ledger's own statements do, while another coroutine's transaction is
+        open."""
+        return await self._rows(sql, params)
 
     async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
         if self._tx.locked() and self._tx_task is not asyncio.current_task():
@@ -934,13 +951,9 @@ class SqliteLedger:
         return Allowance(
             tuple(
                 LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
-                for name, _scope, allowed, used, resets_at in state.usages(now)
+                for name, allowed, used, resets_at in state.usages(now)
             )
         )
-
-    async def effective_limits(self, requester: Requester) -> Limits:
-        """The requester's limits after precedence (the server cap not included)."""
-        return (await self._state(requester, self.now())).limits
 
     async def limits(self, scope: Scope) -> Limits:
         """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""

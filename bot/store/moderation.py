@@ -1,9 +1,10 @@
-"""Moderation storage on the ledger's SQLite database (schema version 2, ``bot.store.schema``).
+"""Moderation storage: the ``ModerationStore`` interface and ``SqliteModerationStore``, on the
+ledger's SQLite database (schema version 2, ``bot.store.schema``).
 
-It shares the ledger's one aiosqlite connection and, like the ledger, changes state only with
-single statements: a review moves ``refused -> pending -> approved | denied`` through one
-conditional ``UPDATE``, so two admins pressing Approve at once cannot both win. Audit rows
-(who, when, what) and moderation log rows are written by triggers inside those statements.
+A store changes state only with single statements: a review moves
+``refused -> pending -> approved | denied`` through one conditional ``UPDATE``, so two admins
+pressing Approve at once cannot both win. Audit rows (who, when, what) and moderation log rows
+are written inside those statements (by trigger, on SQLite).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from bot.models import (
     GenerationRequest,
@@ -27,11 +28,15 @@ from bot.models import (
 from bot.store.ledger import SqliteLedger
 from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
 
-__all__ = ["ModerationStore", "RuleKind"]
+__all__ = ["ModerationStore", "RuleKind", "SqliteModerationStore", "Statement"]
 
 log = logging.getLogger(__name__)
 
-RuleKind = str  # "term", "pattern" or "channel"
+RuleKind = Literal["term", "pattern", "channel"]
+
+Statement = Callable[[str, Mapping[str, Any] | Sequence[Any]], Awaitable[list[Any]]]
+"""Runs one SQL statement on the shared connection and returns its rows
+(``SqliteLedger.execute``)."""
 
 _REVIEW_COLUMNS = """
     review_id, platform, workspace_id, channel_id, user_id, role_ids, display_name, prompt,
@@ -40,17 +45,86 @@ _REVIEW_COLUMNS = """
 """
 
 
-class ModerationStore:
-    """Per-server rules, reviews and the moderation log, in the ledger's database."""
-
-    def __init__(self, ledger: SqliteLedger) -> None:
-        self._ledger = ledger
+class ModerationStore(Protocol):
+    """Per-server rules, reviews and the moderation log. Every change is one atomic step and
+    is audited with its ``actor``."""
 
     def now(self) -> datetime:
-        return self._ledger.now()
+        """The store's clock (the ledger's), as an aware UTC datetime."""
+        ...
+
+    async def rules(self, platform: str, workspace_id: str) -> ServerRules:
+        """The server's active rules and settings (empty rules when it has none)."""
+        ...
+
+    async def count_rules(self, platform: str, workspace_id: str, kind: RuleKind) -> int: ...
+
+    async def add_rule(
+        self, platform: str, workspace_id: str, kind: RuleKind, value: str, *, actor: str
+    ) -> bool:
+        """Add (or re-activate) a rule; ``False`` when it was already there (nothing audited)."""
+        ...
+
+    async def remove_rule(
+        self, platform: str, workspace_id: str, kind: RuleKind, value: str, *, actor: str
+    ) -> bool:
+        """Deactivate a rule; ``False`` when there was no such active rule."""
+        ...
+
+    async def set_review_channel(
+        self, platform: str, workspace_id: str, channel_id: str | None, *, actor: str
+    ) -> None: ...
+
+    async def set_spoilers(
+        self, platform: str, workspace_id: str, on: bool, *, actor: str
+    ) -> None: ...
+
+    async def record_refusal(
+        self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
+    ) -> Review:
+        """A new review in state ``refused``, and its moderation log row, in one step."""
+        ...
+
+    async def review(self, review_id: str) -> Review | None: ...
+
+    async def mark_pending(self, review_id: str) -> Review | None:
+        """refused -> pending; ``None`` when the review is not in state ``refused``."""
+        ...
+
+    async def mark_refused(self, review_id: str) -> bool:
+        """pending -> refused again; ``False`` when the review is not pending."""
+        ...
+
+    async def decide(self, review_id: str, *, approve: bool, decided_by: str) -> Review | None:
+        """pending -> approved | denied (audited); ``None`` when not pending."""
+        ...
+
+    async def log(
+        self, platform: str, workspace_id: str, *, since: datetime, limit: int = 50
+    ) -> tuple[ModerationEntry, ...]:
+        """Refusals in one server since ``since``, newest first."""
+        ...
+
+
+class SqliteModerationStore:
+    """The ``ModerationStore`` in the ledger's SQLite database, on its one connection:
+    ``execute`` runs a statement there (``SqliteLedger.execute``), ``clock`` is the ledger's
+    (``SqliteLedger.now``). Built by ``bot.store.database.open_store``."""
+
+    def __init__(self, execute: Statement, clock: Callable[[], datetime]) -> None:
+        self._execute = execute
+        self._clock = clock
+
+    @classmethod
+    def on(cls, ledger: SqliteLedger) -> SqliteModerationStore:
+        """The moderation store in ``ledger``'s database, on its connection and clock."""
+        return cls(ledger.execute, ledger.now)
+
+    def now(self) -> datetime:
+        return self._clock()
 
     async def _rows(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
-        return list(await self._ledger.connection.execute_fetchall(sql, params))
+        return await self._execute(sql, params)
 
     # --- rules ---------------------------------------------------------------------------
 
