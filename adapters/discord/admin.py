@@ -15,7 +15,7 @@ from discord import app_commands
 
 from adapters.discord.context import DiscordContext
 from adapters.discord.reply import answer_admin
-from bot.admin import QuotaAdmin, scope_in, to_csv
+from bot.admin import scope_in, to_csv
 from bot.amount import MAX_IMAGES, MAX_USD, usd_option
 from bot.errors import InvalidRequestError, PermissionDeniedError
 from bot.messages import (
@@ -48,7 +48,7 @@ def _target(
 
 def build_admin_group(context: DiscordContext) -> app_commands.Group:
     """The group with the quota commands; the moderation ones join it (moderation_admin.py)."""
-    admin = QuotaAdmin(context.runtime.ledger)
+    admin = context.runtime.quota_admin
     group = app_commands.Group(
         name="imagine-admin",
         description="Image quotas, spend cap and usage for this server",

@@ -48,7 +48,6 @@ from bot.messages import (
     review_title,
 )
 from bot.models import GenerationResult, Review
-from bot.moderation.screening import Moderation
 
 __all__ = ["approve", "ask", "deny", "review_embed", "tell_refused"]
 
@@ -95,7 +94,7 @@ async def ask(context: DiscordContext, interaction: discord.Interaction, review_
     Approve / Deny; the refusal message becomes "sent to the admins"."""
     if await acknowledge(interaction) is False:  # an update of the clicked message
         return
-    moderation = _moderation(context)
+    moderation = context.runtime.moderation
     requester = to_requester(interaction)
     try:
         review = await moderation.request_review(review_id, requester)
@@ -172,7 +171,7 @@ async def _decide(
         return
     actor = to_requester(interaction)
     try:
-        review = await _moderation(context).decide(review_id, actor, approve)
+        review = await context.runtime.moderation.decide(review_id, actor, approve)
     except BotError as err:
         log.info("review %s: decision by %s refused: %s", review_id, actor.user_id, err)
         await interaction.followup.send(describe(err), ephemeral=True)
@@ -255,10 +254,3 @@ async def _run_approved(
             await channel.send(f"<@{user_id}> {text}", allowed_mentions=_only(user_id))
         with contextlib.suppress(discord.HTTPException):
             await interaction.followup.send(review_job_failed_text(text), ephemeral=True)
-
-
-def _moderation(context: DiscordContext) -> Moderation:
-    moderation = context.runtime.moderation
-    if moderation is None:  # open_runtime always builds one
-        raise RuntimeError("the runtime has no moderation")
-    return moderation

@@ -27,7 +27,7 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import Requester
-from bot.moderation.screening import ModerationAdmin, split_block_term
+from bot.moderation.screening import split_block_term
 
 __all__ = ["add_moderation_commands"]
 
@@ -50,9 +50,7 @@ async def _answer(interaction: discord.Interaction, action: Action) -> None:
 
 def add_moderation_commands(group: app_commands.Group, context: DiscordContext) -> None:
     """Add the moderation subcommands and subgroups to ``/imagine-admin``."""
-    if context.runtime.moderation is None:  # open_runtime always builds one
-        return
-    admin = ModerationAdmin(context.runtime.moderation)
+    admin = context.runtime.moderation_admin
 
     block = app_commands.Group(name="block", description="Words and patterns refused in prompts")
 

@@ -25,7 +25,7 @@ def is_nsfw(channel: object) -> bool:
 
 async def spoiler_wanted(runtime: Runtime, workspace_id: str, channel: object) -> bool:
     """The server posts images as spoilers, and ``channel`` is not marked NSFW."""
-    if not workspace_id or runtime.moderation is None:
+    if not workspace_id:
         return False
     rules = await runtime.moderation.rules(PLATFORM, workspace_id)
     return rules.spoilers and not is_nsfw(channel)

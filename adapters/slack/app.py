@@ -33,7 +33,6 @@ from adapters.slack.config import SlackSettings
 from adapters.slack.notice import tell_interrupted
 from adapters.slack.render import PLATFORM
 from adapters.slack.wiring import wire
-from bot.admin import QuotaAdmin
 from bot.errors import ConfigError
 from bot.health import CONNECTED, DISCONNECTED, Health
 from bot.store.ledger import Interrupted
@@ -71,7 +70,8 @@ async def run_slack(
         chat = wire(
             app,
             service=runtime.service,
-            admin=QuotaAdmin(runtime.ledger),
+            admin=runtime.quota_admin,
+            moderation_admin=runtime.moderation_admin,
             client=client,
             session=session,
             admin_user_ids=settings.admin_user_ids,

@@ -28,6 +28,7 @@ def wire(
     *,
     service: ImageService,
     admin: QuotaAdmin,
+    moderation_admin: ModerationAdmin,
     client: AsyncWebClient,
     session: aiohttp.ClientSession,
     admin_user_ids: frozenset[str] = frozenset(),
@@ -37,7 +38,7 @@ def wire(
     # Queued jobs' notes (position, ETA, Cancel) and the Cancel click.
     notes = QueueNotes(chat)
     moderation = service.moderation
-    commands = None if moderation is None else ModerationCommands(ModerationAdmin(moderation))
+    commands = None if moderation is None else ModerationCommands(moderation_admin)
     RequestListener(
         chat, JobRunner(chat, notes), notes, AdminCommands(chat, admin, commands)
     ).register(app)
