@@ -24,7 +24,7 @@ from bot.errors import (
 )
 from bot.messages import NO_REVIEW_CHANNEL, describe
 from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewState
-from bot.moderation.screening import Moderation, ModerationAdmin, split_block_term
+from bot.moderation.screening import BlockChange, Moderation, ModerationAdmin, split_block_term
 from bot.service import ImageService
 from bot.store.database import Store
 from bot.store.ledger import Ledger, SqliteLedger
@@ -423,6 +423,21 @@ def test_admins_type_patterns_between_slashes() -> None:
     assert split_block_term(" /n[a@]ked/ ") == (True, "n[a@]ked")
     assert split_block_term("dragon") == (False, "dragon")
     assert split_block_term("/") == (False, "/")
+
+
+async def test_what_an_admin_types_is_blocked_and_unblocked_the_same_way_everywhere(
+    admin: ModerationAdmin, moderation: Moderation
+) -> None:
+    assert await admin.block(ADMIN, " /dr[a4]gon/ ") == BlockChange("dr[a4]gon", True, True)
+    assert await admin.block(ADMIN, "dr[a4]gon/") == BlockChange("dr[a4]gon/", False, True)
+    assert await admin.block(ADMIN, "/dr[a4]gon/") == BlockChange("dr[a4]gon", True, False)
+    rules = await moderation.rules("discord", "G1")
+    assert rules.blocked_patterns == ("dr[a4]gon",)
+    # "/regex/" removes the pattern, not a word spelled like its inside.
+    assert await admin.unblock(ADMIN, "/dr[a4]gon/") == BlockChange("dr[a4]gon", True, True)
+    rules = await moderation.rules("discord", "G1")
+    assert rules.blocked_patterns == () and len(rules.blocked_terms) == 1
+    assert await admin.unblock(ADMIN, "/dr[a4]gon/") == BlockChange("dr[a4]gon", True, False)
 
 
 async def test_a_version_1_database_migrates_and_keeps_its_jobs(tmp_path: Path) -> None:

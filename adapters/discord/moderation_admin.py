@@ -27,7 +27,6 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import Requester
-from bot.moderation.screening import split_block_term
 
 __all__ = ["add_moderation_commands"]
 
@@ -60,12 +59,8 @@ def add_moderation_commands(group: app_commands.Group, context: DiscordContext) 
         interaction: discord.Interaction, term: app_commands.Range[str, 1, 200]
     ) -> None:
         async def action(actor: Requester) -> str:
-            pattern, value = split_block_term(term)
-            if pattern:
-                added = await admin.block_add_pattern(actor, value)
-            else:
-                added = await admin.block_add(actor, value)
-            return block_added_text(value, pattern=pattern, added=added)
+            change = await admin.block(actor, term)
+            return block_added_text(change.value, pattern=change.pattern, added=change.changed)
 
         await _answer(interaction, action)
 
@@ -75,9 +70,8 @@ def add_moderation_commands(group: app_commands.Group, context: DiscordContext) 
         interaction: discord.Interaction, term: app_commands.Range[str, 1, 200]
     ) -> None:
         async def action(actor: Requester) -> str:
-            pattern, value = split_block_term(term)
-            removed = await admin.block_remove(actor, value)
-            return block_removed_text(value, pattern=pattern, removed=removed)
+            change = await admin.unblock(actor, term)
+            return block_removed_text(change.value, pattern=change.pattern, removed=change.changed)
 
         await _answer(interaction, action)
 

@@ -20,7 +20,7 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import Requester
-from bot.moderation.screening import ModerationAdmin, split_block_term
+from bot.moderation.screening import ModerationAdmin
 
 __all__ = ["ModerationCommands"]
 
@@ -39,16 +39,15 @@ class ModerationCommands:
         """Run one moderation admin command; the answer is its reply."""
         admin = self.admin
         if isinstance(command, mc.BlockAdd):
-            pattern, value = split_block_term(command.term)
-            if pattern:
-                added = await admin.block_add_pattern(actor, value)
-            else:
-                added = await admin.block_add(actor, value)
-            return escape(block_added_text(value, pattern=pattern, added=added))
+            change = await admin.block(actor, command.term)
+            return escape(
+                block_added_text(change.value, pattern=change.pattern, added=change.changed)
+            )
         if isinstance(command, mc.BlockRemove):
-            pattern, value = split_block_term(command.term)
-            removed = await admin.block_remove(actor, value)
-            return escape(block_removed_text(value, pattern=pattern, removed=removed))
+            change = await admin.unblock(actor, command.term)
+            return escape(
+                block_removed_text(change.value, pattern=change.pattern, removed=change.changed)
+            )
         if isinstance(command, mc.BlockList):
             return escape(block_list_text(await admin.block_list(actor)))
         if isinstance(command, mc.ReviewChannel):

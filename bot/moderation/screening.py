@@ -30,6 +30,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -74,6 +75,7 @@ from bot.store.moderation import ModerationStore, RuleKind
 __all__ = [
     "DEFAULT_MODERATION_MODEL",
     "MAX_RULES",
+    "BlockChange",
     "FailPolicy",
     "Moderation",
     "ModerationAdmin",
@@ -106,6 +108,16 @@ def split_block_term(text: str) -> tuple[bool, str]:
     if len(stripped) > 2 and stripped.startswith("/") and stripped.endswith("/"):
         return True, stripped[1:-1].strip()
     return False, stripped
+
+
+@dataclass(frozen=True, slots=True)
+class BlockChange:
+    """What ``block`` or ``unblock`` did: the ``value`` as stored, whether it is a
+    ``pattern``, and whether anything ``changed`` (``False``: it was already so)."""
+
+    value: str
+    pattern: bool
+    changed: bool
 
 
 class ModerationUnavailableError(Exception):
@@ -406,6 +418,20 @@ class ModerationAdmin:
         )
         log.info("%s added %s rule to %s", actor_name(actor), kind, actor.workspace_id or "-")
         return added
+
+    async def block(self, actor: Requester, term_or_regex: str) -> BlockChange:
+        """Block what an admin typed: ``/regex/`` as a pattern, anything else as a word or
+        phrase (``split_block_term``); every platform's ``block add`` is this call."""
+        pattern, value = split_block_term(term_or_regex)
+        if pattern:
+            return BlockChange(value, True, await self.block_add_pattern(actor, value))
+        return BlockChange(value, False, await self.block_add(actor, value))
+
+    async def unblock(self, actor: Requester, term_or_regex: str) -> BlockChange:
+        """Unblock what an admin typed, ``/regex/`` or a word; every platform's
+        ``block remove`` is this call."""
+        pattern, value = split_block_term(term_or_regex)
+        return BlockChange(value, pattern, await self.block_remove(actor, term_or_regex))
 
     async def block_add(self, actor: Requester, term: str) -> bool:
         """Block a word or phrase; ``False`` when it was already blocked."""
