@@ -49,11 +49,14 @@ from bot.scheduler import Progress, Scheduler, Ticket
 from bot.store.lease import INTERRUPTED
 from bot.store.ledger import Interrupted, Ledger
 
-__all__ = ["Deliver", "ImageService", "Progress"]
+__all__ = ["VARIATIONS", "Deliver", "ImageService", "Progress"]
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[GenerationResult], Awaitable[None]]
+
+VARIATIONS = 4
+"""How many images a Variations click asks for (capped by the model's ``max_n``)."""
 
 # How long a stop waits, after the grace, for the members of refunded jobs to be told.
 NOTICE_GRACE_S = 10.0
@@ -234,6 +237,30 @@ class ImageService:
             model_label=spec.label,
             preview=not self.provider.billable,
             allowance=allowance,
+        )
+
+    async def vary(
+        self,
+        job_id: str,
+        requester: Requester,
+        *,
+        event_id: str | None = None,
+        deliver: Deliver | None = None,
+        progress: Progress | None = None,
+        screen: bool = True,
+        reach: Mapping[str, str] | None = None,
+    ) -> GenerationResult:
+        """Variations: ``VARIATIONS`` new images of the job ``job_id``, charged to
+        ``requester``."""
+        return await self.reroll(
+            job_id,
+            requester,
+            event_id=event_id,
+            n=VARIATIONS,
+            deliver=deliver,
+            progress=progress,
+            screen=screen,
+            reach=reach,
         )
 
     async def reroll(

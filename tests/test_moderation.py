@@ -189,6 +189,17 @@ async def test_admins_act_only_on_their_own_server(
     assert (await moderation.rules("discord", "G1")).allowed_channel_ids == ()
 
 
+async def test_spoilers_apply_in_the_servers_ordinary_channels_only(
+    admin: ModerationAdmin, moderation: Moderation
+) -> None:
+    assert not await moderation.spoilers("discord", "G1", age_restricted=False)
+    await admin.set_spoilers(ADMIN, True)
+    assert await moderation.spoilers("discord", "G1", age_restricted=False)
+    assert not await moderation.spoilers("discord", "G1", age_restricted=True)
+    assert not await moderation.spoilers("discord", "", age_restricted=False)  # a DM
+    assert not await moderation.spoilers("discord", "G2", age_restricted=False)
+
+
 async def test_settings_channels_and_spoilers_are_stored_and_audited(
     admin: ModerationAdmin, moderation: Moderation, ledger: Ledger
 ) -> None:

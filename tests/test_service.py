@@ -24,7 +24,7 @@ from bot.errors import (
 )
 from bot.models import Allowance, GenerationResult, JobState, Limits, Requester
 from bot.provider.preview import PreviewProvider
-from bot.service import ImageService
+from bot.service import VARIATIONS, ImageService
 from bot.store.ledger import SqliteLedger
 from tests.fakes.provider import ScriptedProvider
 
@@ -179,6 +179,17 @@ async def test_reroll_repeats_the_job_with_a_new_seed_for_the_clicker(
     assert (await ledger.job(again.job_id)).requester.user_id == "bob"
     assert images_left(await service.allowance(ALICE)) == 9
     assert images_left(await service.allowance(BOB)) == 9
+
+
+async def test_variations_draw_new_images_of_the_same_prompt_for_the_clicker(
+    service: ImageService,
+) -> None:
+    first = await service.generate(service.parse("a koi pond --model sdxl"), ALICE)
+    varied = await service.vary(first.job_id, BOB)
+    spec = service.catalog.get("stability/sdxl")
+    assert len(varied.images) == varied.request.n == min(VARIATIONS, spec.max_n) > 1
+    assert varied.request.prompt == "a koi pond"
+    assert images_left(await service.allowance(BOB)) == 10 - varied.request.n
 
 
 def test_price_scales_by_megapixels(service: ImageService) -> None:

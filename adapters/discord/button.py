@@ -18,10 +18,10 @@ import discord
 from adapters.discord.context import context_of
 from adapters.discord.render import accepting
 from bot.messages import BUTTON_LABELS, REVIEW_BUTTON_LABELS
+from bot.service import VARIATIONS
 
 __all__ = [
     "CUSTOM_ID",
-    "VARIATIONS",
     "Button",
     "CancelButton",
     "JobButton",
@@ -34,8 +34,6 @@ __all__ = [
     "retry_view",
     "review_view",
 ]
-
-VARIATIONS = 4  # images a Variations click asks for (capped by the model's max n)
 
 
 class Look(NamedTuple):

@@ -9,7 +9,6 @@ import logging
 
 import discord
 
-from adapters.discord.button import VARIATIONS
 from adapters.discord.context import DiscordContext
 from adapters.discord.job import JobStarter, run_job
 from adapters.discord.render import details_embed, to_requester
@@ -45,11 +44,8 @@ async def _again(
         return
     service = context.runtime.service
     start: JobStarter
-    if action == "retry":
-        start = functools.partial(service.retry, job_id)
-    else:
-        n = VARIATIONS if action == "vary" else None
-        start = functools.partial(service.reroll, job_id, n=n)
+    starts = {"retry": service.retry, "vary": service.vary, "reroll": service.reroll}
+    start = functools.partial(starts[action], job_id)
     await run_job(interaction, reply, start)
 
 

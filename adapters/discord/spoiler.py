@@ -25,10 +25,9 @@ def is_nsfw(channel: object) -> bool:
 
 async def spoiler_wanted(runtime: Runtime, workspace_id: str, channel: object) -> bool:
     """The server posts images as spoilers, and ``channel`` is not marked NSFW."""
-    if not workspace_id:
-        return False
-    rules = await runtime.moderation.rules(PLATFORM, workspace_id)
-    return rules.spoilers and not is_nsfw(channel)
+    return await runtime.moderation.spoilers(
+        PLATFORM, workspace_id, age_restricted=is_nsfw(channel)
+    )
 
 
 async def spoiler_for(interaction: discord.Interaction) -> bool:

@@ -342,6 +342,14 @@ class Moderation:
     async def rules(self, platform: str, workspace_id: str) -> ServerRules:
         return await self.store.rules(platform, workspace_id)
 
+    async def spoilers(self, platform: str, workspace_id: str, *, age_restricted: bool) -> bool:
+        """Whether images posted in a channel go behind a spoiler: the server turned spoilers
+        on, and the platform does not mark the channel age-restricted (there, members chose to
+        see such images). Outside a server (``workspace_id`` empty) never."""
+        if not workspace_id or age_restricted:
+            return False
+        return (await self.store.rules(platform, workspace_id)).spoilers
+
     async def review(self, review_id: str) -> Review:
         """The review, or ``InvalidRequestError`` when there is none."""
         review = await self.store.review(review_id)
