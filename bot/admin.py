@@ -12,10 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Mapping
 from datetime import UTC, timedelta
 
 from bot.amount import check_limits, check_usd_micros
-from bot.errors import PermissionDeniedError
+from bot.errors import InvalidRequestError, PermissionDeniedError
+from bot.limit import LimitName
+from bot.messages import ADMIN_NO_LIMITS
 from bot.models import (
     MICROS_PER_USD,
     Allowance,
@@ -123,11 +126,17 @@ class QuotaAdmin:
         self._check(actor, "view quotas", scope)
         return await self.ledger.limits(scope)
 
-    async def set_quota(self, actor: Requester, scope: Scope, limits: Limits) -> None:
-        """Replace the limits at ``scope``; a ``None`` field is inherited from the next scope
-        (user > most generous role > server default > global)."""
+    async def change_quota(
+        self, actor: Requester, scope: Scope, changes: Mapping[LimitName, int | None]
+    ) -> Limits:
+        """Change only the limits named at ``scope`` (``None``: unset one, so the next scope's
+        value applies), atomically; returns what is set there now. Every platform's
+        ``set-quota`` is this call."""
         self._check(actor, "change quotas", scope)
-        await self.ledger.set_limits(scope, check_limits(limits), actor=actor_name(actor))
+        if not changes:
+            raise InvalidRequestError(ADMIN_NO_LIMITS)
+        check_limits(Limits(**{str(name): value for name, value in changes.items()}))
+        return await self.ledger.change_limits(scope, changes, actor=actor_name(actor))
 
     async def clear_quota(self, actor: Requester, scope: Scope) -> None:
         self._check(actor, "change quotas", scope)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bot.admin import QuotaAdmin, scope_in, to_csv
 from bot.catalog import load_catalog
 from bot.config import Settings
 from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
+from bot.limit import LimitName
 from bot.models import Limits, Requester, Scope, ScopeKind
 from bot.moderation.screening import Moderation, ModerationAdmin
 from bot.provider.preview import PreviewProvider
@@ -75,7 +77,9 @@ async def charged(ledger: Ledger, who: Requester, n: int, micros: int) -> None:
 Operation = Callable[[QuotaAdmin, Requester], Awaitable[object]]
 OPERATIONS: dict[str, Operation] = {
     "quota": lambda a, who: a.quota(who, scope_in(who, user_id="alice")),
-    "set_quota": lambda a, who: a.set_quota(who, scope_in(who), Limits(images_per_day=0)),
+    "change_quota": lambda a, who: a.change_quota(
+        who, scope_in(who), {LimitName.IMAGES_PER_DAY: 0}
+    ),
     "clear_quota": lambda a, who: a.clear_quota(who, scope_in(who, role_id="R1")),
     "spend_cap": lambda a, who: a.spend_cap(who),
     "set_spend_cap": lambda a, who: a.set_spend_cap(who, 0),
@@ -108,7 +112,7 @@ async def test_an_admin_acts_only_on_their_own_server(
     admin: QuotaAdmin, ledger: Ledger, scope: Scope
 ) -> None:
     with pytest.raises(PermissionDeniedError):
-        await admin.set_quota(ADMIN, scope, Limits(images_per_day=0))
+        await admin.change_quota(ADMIN, scope, {LimitName.IMAGES_PER_DAY: 0})
     with pytest.raises(PermissionDeniedError):
         await admin.clear_quota(ADMIN, scope)
     with pytest.raises(PermissionDeniedError):
@@ -131,7 +135,8 @@ async def test_limits_the_database_cannot_store_are_refused_in_words(
     admin: QuotaAdmin, ledger: Ledger, limits: Limits
 ) -> None:
     with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000"):
-        await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), limits)
+        changes = {LimitName(k): v for k, v in asdict(limits).items() if v is not None}
+        await admin.change_quota(ADMIN, scope_in(ADMIN, user_id="alice"), changes)
     with pytest.raises(InvalidRequestError, match="from 0 to 1,000,000 with at most 6 decimals"):
         await admin.set_spend_cap(ADMIN, 10**400)
     assert await ledger.audit_log() == ()
@@ -140,8 +145,13 @@ async def test_limits_the_database_cannot_store_are_refused_in_words(
 async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
     admin: QuotaAdmin, ledger: Ledger, clock: FakeClock
 ) -> None:
-    await admin.set_quota(ADMIN, scope_in(ADMIN, user_id="alice"), Limits(images_per_day=1))
-    assert await admin.quota(ADMIN, scope_in(ADMIN, user_id="alice")) == Limits(images_per_day=1)
+    alice = scope_in(ADMIN, user_id="alice")
+    assert await admin.change_quota(ADMIN, alice, {LimitName.IMAGES_PER_DAY: 1}) == Limits(
+        images_per_day=1
+    )
+    assert await admin.quota(ADMIN, alice) == Limits(images_per_day=1)
+    with pytest.raises(InvalidRequestError):
+        await admin.change_quota(ADMIN, alice, {})  # nothing named
     await ledger.hold(requester=MEMBER, request=request(1), cost_micros=0)
     with pytest.raises(QuotaExceededError):
         await ledger.hold(requester=MEMBER, request=request(1), cost_micros=0)

@@ -6,14 +6,17 @@ They use only the ``Ledger`` protocol (plus a settable clock), and run once per 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.errors import JobNotFoundError, QuotaExceededError
+from bot.limit import LimitName
 from bot.models import JobState, Limits, Scope, ScopeKind
 from bot.store.ledger import Ledger
 from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
@@ -267,6 +270,29 @@ async def test_a_zero_limit_blocks_every_image(make_ledger: MakeLedger) -> None:
     with pytest.raises(QuotaExceededError):
         await ledger.hold(requester=requester(), request=request(1), cost_micros=0)
     await ledger.hold(requester=requester("bob"), request=request(1), cost_micros=0)
+
+
+async def test_changing_some_limits_keeps_the_others_even_when_two_admins_race(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = await make_ledger()
+    scope = user_scope("alice")
+    await ledger.set_limits(scope, Limits(images_per_day=5, images_per_month=50), actor="t")
+    day = ledger.change_limits(scope, {LimitName.IMAGES_PER_DAY: 7}, actor="a1")
+    money = ledger.change_limits(scope, {LimitName.USD_MICROS_PER_MONTH: 2_000_000}, actor="a2")
+    await asyncio.gather(day, money)
+    expected = Limits(images_per_day=7, images_per_month=50, usd_micros_per_month=2_000_000)
+    assert await ledger.limits(scope) == expected
+    # None unsets one limit; the answer is what is set now.
+    now = await ledger.change_limits(scope, {LimitName.IMAGES_PER_MONTH: None}, actor="t")
+    assert now == await ledger.limits(scope) == replace(expected, images_per_month=None)
+    # A scope with nothing set yet gets just the named limit.
+    fresh = await ledger.change_limits(user_scope("bob"), {LimitName.IMAGES_PER_DAY: 2}, actor="t")
+    assert fresh == Limits(images_per_day=2)
+    with pytest.raises(ValueError):
+        await ledger.change_limits(scope, {LimitName.IMAGES_PER_DAY: -1}, actor="t")
+    with pytest.raises(ValueError):
+        await ledger.change_limits(scope, {LimitName.SERVER_USD_MICROS_PER_MONTH: 1}, actor="t")
 
 
 async def test_nothing_set_means_unlimited(make_ledger: MakeLedger) -> None:

@@ -6,7 +6,6 @@ but server admins can change who sees it, so ``QuotaAdmin`` checks ``Requester.i
 Built at start-up; see commands.py for why there is no ``from __future__ import annotations``.
 """
 
-import dataclasses
 import io
 import logging
 
@@ -17,9 +16,9 @@ from adapters.discord.context import DiscordContext
 from adapters.discord.reply import answer_admin
 from bot.admin import scope_in, to_csv
 from bot.amount import MAX_IMAGES, MAX_USD, usd_option
-from bot.errors import InvalidRequestError, PermissionDeniedError
+from bot.errors import InvalidRequestError
+from bot.limit import LimitName
 from bot.messages import (
-    ADMIN_NO_LIMITS,
     ADMIN_USER_AND_ROLE,
     SERVER_DEFAULT,
     quota_cleared_text,
@@ -74,22 +73,17 @@ def build_admin_group(context: DiscordContext) -> app_commands.Group:
     ) -> None:
         async def action(actor: Requester) -> tuple[str, discord.File | None]:
             user_id, role_id, who = _target(user, role)
-            if images_per_day is None and images_per_month is None and usd_per_month is None:
-                raise InvalidRequestError(ADMIN_NO_LIMITS)
-            if not actor.is_admin:  # QuotaAdmin checks too; this keeps the wording "change"
-                raise PermissionDeniedError("change quotas")
-            scope = scope_in(actor, user_id=user_id, role_id=role_id)
-            # Only the limits named change; clear-quota removes them all.
-            limits = await admin.quota(actor, scope)
-            changes: dict[str, int] = {}
+            changes: dict[LimitName, int | None] = {}
             if images_per_day is not None:
-                changes["images_per_day"] = images_per_day
+                changes[LimitName.IMAGES_PER_DAY] = images_per_day
             if images_per_month is not None:
-                changes["images_per_month"] = images_per_month
+                changes[LimitName.IMAGES_PER_MONTH] = images_per_month
             if usd_per_month is not None:
-                changes["usd_micros_per_month"] = usd_option(usd_per_month, name="usd_per_month")
-            limits = dataclasses.replace(limits, **changes)
-            await admin.set_quota(actor, scope, limits)
+                changes[LimitName.USD_MICROS_PER_MONTH] = usd_option(
+                    usd_per_month, name="usd_per_month"
+                )
+            scope = scope_in(actor, user_id=user_id, role_id=role_id)
+            limits = await admin.change_quota(actor, scope, changes)
             return quota_set_text(who, limits), None
 
         await answer_admin(interaction, action)

@@ -28,7 +28,6 @@ import getpass
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -336,9 +335,9 @@ async def _quota_set(args: argparse.Namespace, runtime: Runtime) -> int:
             "nothing to set: give --images-per-day, --images-per-month and/or --usd-per-month"
         )
     scope = _scope(args)
-    before = await runtime.ledger.limits(scope)
-    after = replace(before, **given)
-    await runtime.ledger.set_limits(scope, after, actor=_actor())
+    before = await runtime.ledger.limits(scope)  # shown beside what it becomes
+    changes = {LimitName(name): value for name, value in given.items()}
+    after = await runtime.ledger.change_limits(scope, changes, actor=_actor())
     print(
         table(
             [

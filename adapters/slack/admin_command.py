@@ -4,7 +4,6 @@ ones in ``moderation_admin.py``."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from adapters.slack import commands as cmd
 from adapters.slack.chat import SlackChat
@@ -15,6 +14,7 @@ from adapters.slack.render import Origin, code
 from adapters.slack.upload import upload_usage_csv
 from bot.admin import QuotaAdmin, scope_in
 from bot.errors import BotError, PermissionDeniedError
+from bot.limit import LimitName
 from bot.messages import (
     ADMIN_COMMANDS_ACTION,
     SLACK_ADMIN_HELP,
@@ -85,14 +85,12 @@ class AdminCommands:
     async def _set_quota(self, actor: Requester, command: cmd.SetQuota) -> str:
         """Only the limits named change; ``none`` unsets one (the next scope's value applies)."""
         scope = _scope(actor, command.user_id)
-        current = await self.admin.quota(actor, scope)
-        changes: dict[str, int | None] = {name: None for name in command.unset}
-        for name in ("images_per_day", "images_per_month", "usd_micros_per_month"):
+        changes: dict[LimitName, int | None] = {LimitName(name): None for name in command.unset}
+        for name in LimitName.settable():
             value = getattr(command, name)
             if value is not None:
                 changes[name] = value
-        limits = replace(current, **changes)
-        await self.admin.set_quota(actor, scope, limits)
+        limits = await self.admin.change_quota(actor, scope, changes)
         return quota_set_text(_who(command.user_id), limits)
 
     async def _usage(self, actor: Requester, days: int, origin: Origin) -> str:

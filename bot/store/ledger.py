@@ -174,6 +174,14 @@ class Ledger(Protocol):
 
     async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None: ...
 
+    async def change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
+    ) -> Limits:
+        """Set only the limits in ``changes`` at ``scope`` (``None``: unset one), the others
+        kept as they are, in one statement (two admins changing different limits at once both
+        count); returns what is set there now."""
+        ...
+
     async def clear_limits(self, scope: Scope, *, actor: str) -> None: ...
 
     async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
@@ -1061,22 +1069,45 @@ class SqliteLedger:
                 "actor": actor,
             },
         )
-        log.info(
-            "%s set limits at %s %s in %s:%s: images/day %s, images/month %s, micro-USD/month %s",
-            actor,
-            scope.kind,
-            scope.subject_id or "default",
-            scope.platform,
-            scope.workspace_id or "-",
-            *(
-                "unset" if value is None else value
-                for value in (
-                    limits.images_per_day,
-                    limits.images_per_month,
-                    limits.usd_micros_per_month,
-                )
-            ),
+        _log_limits(actor, scope, limits)
+
+    async def change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
+    ) -> Limits:
+        _check_scope(scope)
+        settable = LimitName.settable()
+        unknown = [name for name in changes if name not in settable]
+        if unknown:
+            raise ValueError(f"not a limit set per scope: {', '.join(unknown)}")
+        _check_limits(Limits(**{str(name): value for name, value in changes.items()}))
+        params: dict[str, Any] = {**_scope_params(scope), "at": stamp(self.now()), "actor": actor}
+        for name in settable:
+            params[f"set_{name}"] = name in changes
+            params[str(name)] = changes.get(name)
+        rows = await self._rows(
+            """
+            INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
+                                images_per_month, usd_micros_per_month, updated_at, updated_by)
+            VALUES (:platform, :workspace, :kind, :subject, :images_per_day, :images_per_month,
+                    :usd_micros_per_month, :at, :actor)
+            ON CONFLICT DO UPDATE SET
+                images_per_day = CASE WHEN :set_images_per_day
+                    THEN excluded.images_per_day ELSE limits.images_per_day END,
+                images_per_month = CASE WHEN :set_images_per_month
+                    THEN excluded.images_per_month ELSE limits.images_per_month END,
+                usd_micros_per_month = CASE WHEN :set_usd_micros_per_month
+                    THEN excluded.usd_micros_per_month ELSE limits.usd_micros_per_month END,
+                updated_at = excluded.updated_at,
+                updated_by = excluded.updated_by
+            RETURNING images_per_day, images_per_month, usd_micros_per_month
+            """,
+            params,
         )
+        now = Limits(
+            images_per_day=rows[0][0], images_per_month=rows[0][1], usd_micros_per_month=rows[0][2]
+        )
+        _log_limits(actor, scope, now)
+        return now
 
     async def clear_limits(self, scope: Scope, *, actor: str) -> None:
         """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
@@ -1225,6 +1256,25 @@ def _check_scope(scope: Scope) -> None:
         raise ValueError(f"a {scope.kind} scope needs the {scope.kind} id")
     if not scope.platform:
         raise ValueError("a scope needs its platform")
+
+
+def _log_limits(actor: str, scope: Scope, limits: Limits) -> None:
+    log.info(
+        "%s set limits at %s %s in %s:%s: images/day %s, images/month %s, micro-USD/month %s",
+        actor,
+        scope.kind,
+        scope.subject_id or "default",
+        scope.platform,
+        scope.workspace_id or "-",
+        *(
+            "unset" if value is None else value
+            for value in (
+                limits.images_per_day,
+                limits.images_per_month,
+                limits.usd_micros_per_month,
+            )
+        ),
+    )
 
 
 def _scope_params(scope: Scope) -> dict[str, str]:
