@@ -78,6 +78,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             try:
                 await discord.wait_connected()
                 yield World(discord, api, bot)
+                assert bot.running, "a test stopped the shared bot: give it a process of its own"
             except BaseException:
                 print(bot.log())
                 raise
@@ -522,7 +523,7 @@ async def test_twenty_members_at_once_all_get_their_images(world: World) -> None
 
 
 async def test_an_admin_clears_a_quota_and_caps_the_servers_spending(world: World) -> None:
-    # Last in the module: the spend cap applies to the whole server until it is removed.
+    # The spend cap applies to the whole server (every other test) until it is removed.
     admin, member = world.discord.member(admin=True), world.discord.member()
 
     async def admin_says(subcommand: str, **options: object) -> str:
@@ -542,10 +543,12 @@ async def test_an_admin_clears_a_quota_and_caps_the_servers_spending(world: Worl
 
     before = len(world.api.generations)
     assert "$0.001" in await admin_says("spend-cap", usd_per_month=0.001)
-    _, capped = await world.imagine("over the cap", member)
-    assert capped.ephemeral and "server's monthly spending cap" in capped.content
-    assert len(world.api.generations) == before
-    assert "removed" in await admin_says("spend-cap")
+    try:
+        _, capped = await world.imagine("over the cap", member)
+        assert capped.ephemeral and "server's monthly spending cap" in capped.content
+        assert len(world.api.generations) == before
+    finally:
+        assert "removed" in await admin_says("spend-cap")
     _, uncapped = await world.imagine("under no cap", member)
     assert len(uncapped.attachments) == 1
 

@@ -127,6 +127,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 world = World(discord, api, bot, admin, mods, art, nsfw)
                 assert mods.mention in await world.admin_says("review-channel", channel=mods)
                 yield world
+                assert bot.running, "a test stopped the shared bot: give it a process of its own"
             except BaseException:
                 print(bot.log())
                 raise

@@ -13,7 +13,7 @@ import asyncio
 import copy
 import re
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +73,9 @@ class World:
         return [str(call.json.get("prompt")) for call in self.api.generations]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    workdir: Path = tmp_path_factory.mktemp("discord-queue")
+@asynccontextmanager
+async def running_world(workdir: Path) -> AsyncIterator[World]:
+    """A bot process of its own, connected and warmed up, with its fakes."""
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
@@ -100,6 +100,21 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 print(bot.log())
                 raise
         assert "Traceback" not in bot.log(), bot.log()[-6000:]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One bot for the module's tests: none of them may stop it."""
+    async with running_world(tmp_path_factory.mktemp("discord-queue")) as world:
+        yield world
+        assert world.bot.running, "a test stopped the shared bot: give it a process of its own"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_world(tmp_path: Path) -> AsyncIterator[World]:
+    """A bot for one test alone: for a test that stops it."""
+    async with running_world(tmp_path) as world:
+        yield world
 
 
 async def test_a_waiting_job_shows_its_place_then_generates_and_delivers(world: World) -> None:
@@ -222,11 +237,10 @@ async def test_a_third_job_while_two_are_on_the_way_is_refused_privately(world: 
     assert "three" not in world.prompts_sent()
 
 
-async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(
-    world: World,
-) -> None:
-    # Last in the module: it stops the bot. Draining, not refusing: the jobs it accepted,
+async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(own_world: World) -> None:
+    # It stops the bot, so the bot is its own. Draining, not refusing: the jobs it accepted,
     # the queued one too, are finished before it exits.
+    world = own_world
     first, second = world.discord.member(), world.discord.member()
     with world.slot_taken():
         running = await world.imagine("finished in the grace period", first)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,9 @@ def _cancel_button(buttons: list[Mapping[str, Any]]) -> Mapping[str, Any]:
     return button
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    workdir: Path = tmp_path_factory.mktemp("slack-queue")
+@asynccontextmanager
+async def running_world(workdir: Path) -> AsyncIterator[World]:
+    """A bot process of its own, connected and warmed up, with its fakes."""
     async with FakeSlack() as slack, FakeImageAPI() as api:
         slack.add_user(ADMIN, "ada")
         slack.add_user("USTRANGER", "mallory")
@@ -112,6 +112,21 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             yield World(slack, api, bot)
             await slack.wait_all_acked()
         assert "Traceback" not in bot.log(), bot.log()[-6000:]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One bot for the module's tests: none of them may stop it."""
+    async with running_world(tmp_path_factory.mktemp("slack-queue")) as world:
+        yield world
+        assert world.bot.running, "a test stopped the shared bot: give it a process of its own"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_world(tmp_path: Path) -> AsyncIterator[World]:
+    """A bot for one test alone: for a test that stops it."""
+    async with running_world(tmp_path) as world:
+        yield world
 
 
 async def test_a_queued_note_shows_its_place_then_generating_and_the_images_arrive(
@@ -219,9 +234,10 @@ async def test_a_mentions_note_offers_cancel_and_is_not_updated(world: World) ->
     assert f"{DAILY_IMAGES - 1} image" in await world.quota("U8")
 
 
-async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(world: World) -> None:
-    # Last in the module: it stops the bot. Draining, not refusing: the jobs it accepted,
+async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(own_world: World) -> None:
+    # It stops the bot, so the bot is its own. Draining, not refusing: the jobs it accepted,
     # the queued one too, are finished before it exits.
+    world = own_world
     slack = world.slack
     with world.slot_taken():
         await slack.slash_command("finished in the grace period", user="U9", channel="C1")

@@ -54,6 +54,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
             slack.watch(bot)
             await slack.wait_connected()
             yield Harness(slack, api, bot)
+            assert bot.running, "a test stopped the shared bot: give it a process of its own"
             # Every envelope of the module was acknowledged (none left for Slack to retry).
             await slack.wait_all_acked()
 

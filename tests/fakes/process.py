@@ -75,5 +75,11 @@ class BotProcess:
             self.process.kill()
             await self.process.wait()
 
+    @property
+    def running(self) -> bool:
+        """Started and not exited: what a module's shared bot must still be at the module's
+        end (a test that stops it needs a process of its own)."""
+        return self.process is not None and self.process.returncode is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
