@@ -6,6 +6,7 @@ They use only the ``Ledger`` protocol (plus a settable clock), and run once per 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ async def test_a_held_job_keeps_everything_needed_to_repeat_it(
     who = requester("alice", roles=("R1", "R2"))
     hold = await ledger.hold(requester=who, request=request(3), cost_micros=6_000, event_id="e1")
     assert not hold.duplicate
-    assert len(hold.job_id) == 32 and int(hold.job_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", hold.job_id), hold.job_id
 
     record = await ledger.job(hold.job_id)
     assert record.requester == who
@@ -401,7 +402,10 @@ async def test_limits_of_other_platforms_and_workspaces_do_not_apply(
     )
     await ledger.set_limits(user_scope("alice", "G2"), Limits(images_per_day=0), actor="t")
     await ledger.set_limits(role_scope("R1", "G2"), Limits(images_per_day=0), actor="t")
-    await ledger.hold(requester=requester(roles=("R1",)), request=request(1), cost_micros=0)
+    who = requester(roles=("R1",))
+    assert (await ledger.allowance(who)).limits == ()  # none of the three is alice's in G1
+    hold = await ledger.hold(requester=who, request=request(1), cost_micros=0)
+    assert (await ledger.job(hold.job_id)).state is JobState.HELD
 
 
 async def test_limits_at_a_scope_read_back_and_global_is_the_defaults(
