@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.fakes import e2e
 from tests.fakes.image_api import FakeImageAPI
 
 _OUR_PREFIXES = (
@@ -29,6 +30,12 @@ _OUR_PREFIXES = (
     "MAX_QUEUED_JOBS",
     "SHUTDOWN_GRACE",
 )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the test is set up, a module-scoped one included.
+    e2e.allow(item.get_closest_marker("e2e") is not None, test=item.nodeid)
 
 
 @pytest.fixture(autouse=True)

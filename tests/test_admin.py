@@ -436,6 +436,7 @@ async def test_db_backup_writes_a_usable_copy_and_never_overwrites(
         await copy.close()
 
 
+@pytest.mark.e2e
 def test_the_installed_command_line_sets_and_shows_quotas(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import ack, fairness, memory, overhead, throughput
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_ack_measures_every_command_and_a_baseline(tmp_path: Path) -> None:

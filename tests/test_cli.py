@@ -38,6 +38,8 @@ from tests.fakes.image_api import (
 )
 from tests.fakes.process import REPO_ROOT
 
+pytestmark = pytest.mark.e2e
+
 
 def cli_env(**extra: str) -> dict[str, str]:
     return {

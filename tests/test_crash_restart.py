@@ -15,11 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.messages import ALREADY_WORKING, INTERRUPTED_NOTICE
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
 from tests.fakes.process import REPO_ROOT, BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 RUNNING, QUEUED = 2, 4
 

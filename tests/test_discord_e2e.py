@@ -36,7 +36,7 @@ from tests.fakes.image_api import (
 )
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 8
 JOB_ID = re.compile(r"job ([0-9a-f]{32})")

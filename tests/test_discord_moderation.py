@@ -27,7 +27,7 @@ from tests.fakes.discord import (
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 6
 REVIEW_ID = re.compile(r"imagine-review:(ask|approve|deny):(?P<id>[\w-]+)")

@@ -24,7 +24,7 @@ from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMember, FakeMe
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 8
 CANCELLED = "Cancelled. Nothing was charged."

@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from tests.fakes.loopback import serve_loopback
+from tests.fakes.process import BotProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every module under bot/, its sub-packages included (``bot.store.__init__`` stands for the
@@ -51,3 +55,13 @@ def test_all_is_complete(module_name: str) -> None:
     assert not missing, f"{module_name}.__all__ lacks {sorted(missing)}"
     for name in exported:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
+
+
+async def test_a_test_not_marked_e2e_can_start_neither_a_fake_server_nor_the_bot(
+    tmp_path: Path,
+) -> None:
+    # tests/fakes/e2e.py keeps `pytest -m "not e2e"` in-process.
+    with pytest.raises(AssertionError, match="mark it e2e"):
+        await serve_loopback(web.Application())
+    with pytest.raises(AssertionError, match="mark it e2e"):
+        await BotProcess({}, workdir=tmp_path).start()

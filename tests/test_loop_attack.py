@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.image_api import FAKE_API_KEY, Bomb, FakeImageAPI, Stall, rate_limited
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 ADMIN = "UADMIN"
 DISCORD_ACK_DEADLINE = 3.0

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 # Patterns the old shape guard let through, and that a run of "a" without "b" or "!" sends
 # into endless backtracking; prompts far beyond the ~25 letters that froze the bot for 20 s.

@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
 from tests.fakes.process import BotProcess
+
+pytestmark = pytest.mark.e2e
 
 ROUNDS = 3  # stop-and-replace steps
 PER_ROUND = 6  # commands sent while each step is under way

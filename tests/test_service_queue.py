@@ -334,6 +334,7 @@ RETRY_CAP = 0.5
     [("3600", 60), ("90", 2), ("1", 1), ("Thu, 01 Jan 2099 00:00:00 GMT", None)],
     ids=["an-hour", "rounded-up", "at-least-a-minute", "a-date-in-2099"],
 )
+@pytest.mark.e2e
 async def test_a_long_retry_after_fails_that_job_refunded_and_the_next_job_still_runs(
     ledger: SqliteLedger, image_api: FakeImageAPI, retry_after: str, minutes: int | None
 ) -> None:

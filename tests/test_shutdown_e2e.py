@@ -11,10 +11,14 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 
 def _env(discord: FakeDiscord, slack: FakeSlack, api: FakeImageAPI, grace: int) -> dict[str, str]:

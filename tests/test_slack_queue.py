@@ -25,7 +25,7 @@ from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost, Upload
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ADMIN = "UADMIN"
 DAILY_IMAGES = 4

@@ -8,9 +8,13 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack, PostedMessage, Upload
+
+pytestmark = pytest.mark.e2e
 
 
 def _seed(comment: str) -> int:

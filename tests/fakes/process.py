@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.fakes import e2e
+
 __all__ = ["REPO_ROOT", "BotProcess"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,7 @@ class BotProcess:
         await self.stop()
 
     async def start(self) -> None:
+        e2e.require(f"the bot (imagine-bot {' '.join(self.args)})")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.workdir),
