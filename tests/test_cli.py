@@ -124,7 +124,7 @@ def test_generate_offline_writes_two_pngs(tmp_path: Path) -> None:
         assert decoded_size(path) == (1024, 1024)
     # One warning says previews are in use and how to switch.
     assert out.stderr.count("IMAGE_API_KEY is not set") == 1
-    # The default database was created where DESIGN.md says.
+    # The default database: data/imagine.db under the working directory.
     assert (tmp_path / "data" / "imagine.db").exists()
 
 
