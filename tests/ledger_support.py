@@ -1,4 +1,5 @@
-"""Helpers shared by the ledger tests: a settable clock and ledger factories.
+"""Helpers shared by the ledger tests: ledger factories and the requests they take (the clock
+is ``tests.fakes.clock.FakeClock``; a ledger reads ``clock.utc``).
 
 The contract suite asks ``open_ledger(kind, ...)`` for a ledger; a new implementation (e.g.
 PostgreSQL) joins the suite by adding its kind to ``LEDGER_KINDS``.
@@ -6,34 +7,15 @@ PostgreSQL) joins the suite by adding its kind to ``LEDGER_KINDS``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.models import GenerationRequest, Limits, Requester
 from bot.store.ledger import SqliteLedger
+from tests.fakes.clock import FakeClock
 
-__all__ = ["LEDGER_KINDS", "FakeClock", "open_ledger", "request", "requester"]
+__all__ = ["LEDGER_KINDS", "open_ledger", "request", "requester"]
 
 LEDGER_KINDS = ("sqlite-memory", "sqlite-file")
-
-# A Tuesday in the middle of a 30-day month, mid-morning UTC.
-START = datetime(2026, 6, 16, 9, 30, tzinfo=UTC)
-
-
-class FakeClock:
-    """An aware UTC clock that moves only when told to."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> None:
-        self.current += timedelta(**delta)
-
-    def set(self, moment: datetime) -> None:
-        self.current = moment
 
 
 async def open_ledger(
@@ -43,10 +25,11 @@ async def open_ledger(
     defaults: Limits | None = None,
     clock: FakeClock | None = None,
 ) -> SqliteLedger:
+    utc = None if clock is None else clock.utc
     if kind == "sqlite-memory":
-        return await SqliteLedger.open(":memory:", defaults=defaults, clock=clock)
+        return await SqliteLedger.open(":memory:", defaults=defaults, clock=utc)
     if kind == "sqlite-file":
-        return await SqliteLedger.open(tmp_path / "ledger.db", defaults=defaults, clock=clock)
+        return await SqliteLedger.open(tmp_path / "ledger.db", defaults=defaults, clock=utc)
     raise ValueError(kind)
 
 

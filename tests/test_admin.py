@@ -27,7 +27,8 @@ from bot.models import Limits, Requester, Scope, ScopeKind
 from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
-from tests.ledger_support import FakeClock, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,14 +43,16 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
+    ledger = await SqliteLedger.open(
+        ":memory:", defaults=Limits(images_per_day=10), clock=clock.utc
+    )
     yield ledger
     await ledger.close()
 
 
 @pytest.fixture
 def admin(ledger: SqliteLedger, clock: FakeClock) -> QuotaAdmin:
-    return QuotaAdmin(ledger, clock=clock)
+    return QuotaAdmin(ledger, clock=clock.utc)
 
 
 async def charged(ledger: SqliteLedger, who: Requester, n: int, micros: int) -> None:
@@ -140,8 +143,8 @@ async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
 
     entries = await admin.audit_log(ADMIN)
     assert [(e.action, e.actor, e.at) for e in entries] == [
-        ("clear_limits", "discord:admin1", clock()),
-        ("set_limits", "discord:admin1", clock() - timedelta(minutes=5)),
+        ("clear_limits", "discord:admin1", clock.utc()),
+        ("set_limits", "discord:admin1", clock.utc() - timedelta(minutes=5)),
     ]
     assert entries[1].scope == Scope(ScopeKind.USER, "discord", "G1", "alice")
     assert entries[0].old == {

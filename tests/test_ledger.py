@@ -16,7 +16,8 @@ import pytest
 from bot.errors import JobNotFoundError, QuotaExceededError
 from bot.models import JobState, Limits, Scope, ScopeKind
 from bot.store.ledger import Ledger
-from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import LEDGER_KINDS, open_ledger, request, requester
 
 MakeLedger = Callable[..., Awaitable[Ledger]]
 
@@ -77,7 +78,7 @@ async def test_a_held_job_keeps_everything_needed_to_repeat_it(
     assert record.state is JobState.HELD
     assert (record.held_images, record.held_micros) == (3, 6_000)
     assert (record.charged_images, record.charged_micros) == (0, 0)
-    assert record.created_at == clock()
+    assert record.created_at == clock.utc()
     assert record.finished_at is None
     assert record.event_id == "e1"
 
@@ -96,7 +97,7 @@ async def test_charge_records_only_the_images_delivered(
     record = await ledger.job(hold.job_id)
     assert record.state is JobState.CHARGED
     assert (record.charged_images, record.charged_micros) == (2, 4_000)
-    assert record.finished_at == clock()
+    assert record.finished_at == clock.utc()
     # The undelivered image and its price are released at once.
     assert await used(ledger, "images_per_day") == 2
     assert await used(ledger, "usd_micros_per_month") == 4_000
@@ -555,7 +556,7 @@ async def test_usage_report_groups_charged_jobs_by_day_user_and_model(
         ("2026-06-17", "discord", "G1", "alice", "stability/sdxl", 1, 2_000),
     ]
     assert (report.total_images, report.total_micros) == (7, 14_000)
-    assert report.until == clock()
+    assert report.until == clock.utc()
 
     g1 = await ledger.usage(
         since=datetime(2026, 6, 1, tzinfo=UTC), platform="discord", workspace_id="G1"

@@ -26,8 +26,8 @@ from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
 from bot.store.moderation import ModerationStore
 from bot.store.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.fakes.clock import FakeClock
 from tests.fakes.provider import ScriptedProvider
-from tests.ledger_support import FakeClock
 
 ALICE = Requester(
     platform="discord",
@@ -63,7 +63,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
-    ledger = await SqliteLedger.open(":memory:", defaults=Limits(images_per_day=10), clock=clock)
+    ledger = await SqliteLedger.open(
+        ":memory:", defaults=Limits(images_per_day=10), clock=clock.utc
+    )
     yield ledger
     await ledger.close()
 
@@ -372,13 +374,13 @@ async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
 
 async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "imagine.db"
-    async with await SqliteLedger.open(path, clock=clock) as ledger:
+    async with await SqliteLedger.open(path, clock=clock.utc) as ledger:
         moderation = Moderation.open(ledger)
         await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
         review_id = await refuse(moderation, "x.x.x art")
         await moderation.request_review(review_id, ALICE)
 
-    async with await SqliteLedger.open(path, clock=clock) as ledger:
+    async with await SqliteLedger.open(path, clock=clock.utc) as ledger:
         moderation = Moderation.open(ledger)
         decided = await moderation.decide(review_id, ADMIN, True)
         assert decided.state is ReviewState.APPROVED
