@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.fakes import e2e
+from tests.fakes.clock import FakeClock
 from tests.fakes.image_api import FakeImageAPI
 
 _OUR_PREFIXES = (
@@ -56,3 +57,9 @@ async def image_api() -> AsyncIterator[FakeImageAPI]:
     ``image_api.api_key`` and its root ``image_api.base_url`` (``http://127.0.0.1:PORT/v1``)."""
     async with FakeImageAPI() as api:
         yield api
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The suite's fake clock (``tests.fakes.clock``); a ledger reads it as ``clock.utc``."""
+    return FakeClock()

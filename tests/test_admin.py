@@ -37,11 +37,6 @@ MEMBER = Requester("discord", "G1", "C1", "alice", role_ids=("R1",))
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
     ledger = await SqliteLedger.open(
         ":memory:", defaults=Limits(images_per_day=10), clock=clock.utc

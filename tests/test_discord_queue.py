@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMember, FakeMessage
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -79,8 +79,7 @@ async def running_world(workdir: Path) -> AsyncIterator[World]:
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             "MAX_CONCURRENT_JOBS": "1",

@@ -22,11 +22,6 @@ from tests.ledger_support import LEDGER_KINDS, open_ledger, request, requester
 MakeLedger = Callable[..., Awaitable[Ledger]]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture(params=LEDGER_KINDS)
 async def make_ledger(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock

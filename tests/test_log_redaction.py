@@ -22,8 +22,7 @@ async def test_tokens_and_response_urls_never_reach_the_debug_log(tmp_path: Path
         env = {
             **discord.env(),
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "LOG_LEVEL": "DEBUG",
         }
         async with BotProcess(env, workdir=tmp_path) as bot:

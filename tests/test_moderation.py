@@ -57,11 +57,6 @@ def req(prompt: str, negative: str | None = None, n: int = 1) -> GenerationReque
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def ledger(clock: FakeClock) -> AsyncIterator[SqliteLedger]:
     ledger = await SqliteLedger.open(
         ":memory:", defaults=Limits(images_per_day=10), clock=clock.utc

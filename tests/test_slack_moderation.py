@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost
 
@@ -101,8 +101,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             slack.add_user(user)
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             "SLACK_ADMIN_USER_IDS": ADMIN,
@@ -296,8 +295,7 @@ async def test_approve_works_on_a_review_posted_before_a_restart(tmp_path: Path)
         slack.add_user("U9")
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "SLACK_ADMIN_USER_IDS": ADMIN,
         }
         first = BotProcess(env, workdir=tmp_path)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost, Upload
 
@@ -95,8 +95,7 @@ async def running_world(workdir: Path) -> AsyncIterator[World]:
         slack.add_user("USTRANGER", "mallory")
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             "SLACK_ADMIN_USER_IDS": ADMIN,

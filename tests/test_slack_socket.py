@@ -17,7 +17,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.messages import ALREADY_WORKING
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, content_policy_violation
+from tests.fakes.image_api import FakeImageAPI, content_policy_violation
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack, PostedMessage, ResponsePost, Upload
 
@@ -42,8 +42,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
         slack.add_user("UOWNER", "olga", is_owner=True)
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             # A bare id: an admin of the token's workspace (T1); T2:... names another one.

@@ -393,6 +393,10 @@ class FakeImageAPI(Observed):
         """The API root as the OpenAI SDK takes it, ``/v1`` included."""
         return f"{self.origin}/v1"
 
+    def env(self) -> dict[str, str]:
+        """The variables that point the bot at this API, with its key."""
+        return {"IMAGE_API_BASE_URL": self.base_url, "IMAGE_API_KEY": self.api_key}
+
     def script(self, *answers: Answer) -> None:
         """Queue answers for the next generation requests, in order."""
         self._script.extend(answers)
