@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMember, FakeMessage
-from tests.fakes.image_api import FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -55,19 +55,12 @@ class World:
         interaction = await self.discord.slash("quota", member=member)
         return (await self.discord.wait_response(interaction)).content
 
-    @contextmanager
-    def slot_taken(self) -> Iterator[None]:
+    def slot_taken(self) -> AbstractContextManager[None]:
         """The next provider call stalls (holding the only slot) until the block ends."""
-        self.api.release.clear()
-        self.api.stalled.clear()
-        self.api.script(Stall())
-        try:
-            yield
-        finally:
-            self.api.release.set()
+        return self.api.stalling()
 
     async def stalled(self) -> None:
-        await asyncio.wait_for(self.api.stalled.wait(), 10)
+        await self.api.wait_stalled()
 
     def prompts_sent(self) -> list[str]:
         return [str(call.json.get("prompt")) for call in self.api.generations]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes.image_api import FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost, Upload
 
@@ -40,19 +40,12 @@ class World:
     api: FakeImageAPI
     bot: BotProcess
 
-    @contextmanager
-    def slot_taken(self) -> Iterator[None]:
+    def slot_taken(self) -> AbstractContextManager[None]:
         """The next provider call stalls (holding the only slot) until the block ends."""
-        self.api.release.clear()
-        self.api.stalled.clear()
-        self.api.script(Stall())
-        try:
-            yield
-        finally:
-            self.api.release.set()
+        return self.api.stalling()
 
     async def stalled(self) -> None:
-        await asyncio.wait_for(self.api.stalled.wait(), 10)
+        await self.api.wait_stalled()
 
     async def queued_note(self, envelope: Envelope) -> ResponsePost:
         return await self.slack.wait_for(
