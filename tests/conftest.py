@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.fakes import e2e
+from tests.fakes.clock import FakeClock
 from tests.fakes.image_api import FakeImageAPI
 
 _OUR_PREFIXES = (
@@ -31,6 +33,12 @@ _OUR_PREFIXES = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the test is set up, a module-scoped one included.
+    e2e.allow(item.get_closest_marker("e2e") is not None, test=item.nodeid)
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
@@ -49,3 +57,9 @@ async def image_api() -> AsyncIterator[FakeImageAPI]:
     ``image_api.api_key`` and its root ``image_api.base_url`` (``http://127.0.0.1:PORT/v1``)."""
     async with FakeImageAPI() as api:
         yield api
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The suite's fake clock (``tests.fakes.clock``); a ledger reads it as ``clock.utc``."""
+    return FakeClock()

@@ -1,4 +1,5 @@
-"""Helpers shared by the store tests: a settable clock and store factories.
+"""Helpers shared by the store tests: store factories and the requests they take (the clock
+is ``tests.fakes.clock.FakeClock``; a store reads ``clock.utc``).
 
 The contract suites (``tests/test_ledger.py``, ``tests/test_moderation_store.py``) ask
 ``open_store_of(kind, ...)`` for a store, opened through ``bot.store.database.open_store`` as
@@ -9,17 +10,16 @@ and URL to ``_URLS``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.models import GenerationRequest, Limits, Requester
 from bot.store.database import Store, open_store
 from bot.store.ledger import Ledger
+from tests.fakes.clock import FakeClock
 
 __all__ = [
     "LEDGER_KINDS",
     "STORE_KINDS",
-    "FakeClock",
     "open_ledger",
     "open_store_of",
     "request",
@@ -34,25 +34,6 @@ _URLS: dict[str, Callable[[Path], str]] = {
 STORE_KINDS = tuple(_URLS)
 LEDGER_KINDS = STORE_KINDS
 
-# A Tuesday in the middle of a 30-day month, mid-morning UTC.
-START = datetime(2026, 6, 16, 9, 30, tzinfo=UTC)
-
-
-class FakeClock:
-    """An aware UTC clock that moves only when told to."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> None:
-        self.current += timedelta(**delta)
-
-    def set(self, moment: datetime) -> None:
-        self.current = moment
-
 
 async def open_store_of(
     kind: str,
@@ -65,7 +46,8 @@ async def open_store_of(
     ``tmp_path`` opens the same database, except in memory."""
     if kind not in _URLS:
         raise ValueError(kind)
-    return await open_store(_URLS[kind](tmp_path), defaults=defaults, clock=clock)
+    utc = None if clock is None else clock.utc
+    return await open_store(_URLS[kind](tmp_path), defaults=defaults, clock=utc)
 
 
 async def open_ledger(

@@ -32,17 +32,13 @@ from bot.service import ImageService
 from bot.store.database import Store
 from bot.store.ledger import Ledger, SqliteLedger
 from bot.store.moderation import SqliteModerationStore
-from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import STORE_KINDS, open_store_of, request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
 
 ADMIN = Requester("discord", "G1", "C1", "admin1", is_admin=True)
 MEMBER = Requester("discord", "G1", "C1", "alice", role_ids=("R1",))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -64,7 +60,7 @@ def ledger(store: Store) -> Ledger:
 
 @pytest.fixture
 def admin(ledger: Ledger, clock: FakeClock) -> QuotaAdmin:
-    return QuotaAdmin(ledger, clock=clock)
+    return QuotaAdmin(ledger, clock=clock.utc)
 
 
 async def charged(ledger: Ledger, who: Requester, n: int, micros: int) -> None:
@@ -162,8 +158,8 @@ async def test_an_admin_sets_and_clears_quotas_and_every_change_is_audited(
 
     entries = await admin.audit_log(ADMIN)
     assert [(e.action, e.actor, e.at) for e in entries] == [
-        ("clear_limits", "discord:admin1", clock()),
-        ("set_limits", "discord:admin1", clock() - timedelta(minutes=5)),
+        ("clear_limits", "discord:admin1", clock.utc()),
+        ("set_limits", "discord:admin1", clock.utc() - timedelta(minutes=5)),
     ]
     assert entries[1].scope == Scope(ScopeKind.USER, "discord", "G1", "alice")
     assert entries[0].old == {
@@ -457,6 +453,7 @@ async def test_db_backup_writes_a_usable_copy_and_never_overwrites(
         await copy.close()
 
 
+@pytest.mark.e2e
 def test_the_installed_command_line_sets_and_shows_quotas(tmp_path: Path) -> None:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -38,6 +38,8 @@ from tests.fakes.image_api import (
 )
 from tests.fakes.process import REPO_ROOT
 
+pytestmark = pytest.mark.e2e
+
 
 def cli_env(**extra: str) -> dict[str, str]:
     return {
@@ -122,7 +124,7 @@ def test_generate_offline_writes_two_pngs(tmp_path: Path) -> None:
         assert decoded_size(path) == (1024, 1024)
     # One warning says previews are in use and how to switch.
     assert out.stderr.count("IMAGE_API_KEY is not set") == 1
-    # The default database was created where DESIGN.md says.
+    # The default database: data/imagine.db under the working directory.
     assert (tmp_path / "data" / "imagine.db").exists()
 
 
@@ -207,8 +209,7 @@ async def test_generate_against_an_openai_compatible_server(
         "--out",
         str(tmp_path / "out"),
         cwd=tmp_path,
-        IMAGE_API_BASE_URL=image_api.base_url,
-        IMAGE_API_KEY=image_api.api_key,
+        **image_api.env(),
     )
 
     assert code == 0, stderr
@@ -246,8 +247,7 @@ async def test_each_provider_fault_is_one_line_and_non_zero(
         "generate",
         "a red fox",
         cwd=tmp_path,
-        IMAGE_API_BASE_URL=image_api.base_url,
-        IMAGE_API_KEY=image_api.api_key,
+        **image_api.env(),
         IMAGE_API_ALLOW_PRIVATE_URLS="1",  # the fake's URLs are on 127.0.0.1
         IMAGE_API_MAX_RETRIES="1",
         IMAGE_API_TIMEOUT="0.5",
@@ -418,8 +418,7 @@ async def test_generate_takes_ar_and_no_as_options(tmp_path: Path, image_api: Fa
         "--out",
         str(tmp_path / "out"),
         cwd=tmp_path,
-        IMAGE_API_BASE_URL=image_api.base_url,
-        IMAGE_API_KEY=image_api.api_key,
+        **image_api.env(),
     )
 
     assert code == 0, stderr
@@ -683,8 +682,7 @@ async def test_ctrl_c_in_the_shell_cancels_a_running_job_and_refunds_it(
     term = await Terminal.start(
         "shell",
         cwd=tmp_path,
-        IMAGE_API_BASE_URL=image_api.base_url,
-        IMAGE_API_KEY=image_api.api_key,
+        **image_api.env(),
         DEFAULT_IMAGES_PER_DAY="5",
     )
     await term.at_prompt()
@@ -715,8 +713,7 @@ async def test_image_urls_on_loopback_are_fetched_only_with_allow_private_urls(
         "--out",
         str(tmp_path / "out"),
         cwd=tmp_path,
-        IMAGE_API_BASE_URL=image_api.base_url,
-        IMAGE_API_KEY=image_api.api_key,
+        **image_api.env(),
         IMAGE_API_ALLOW_PRIVATE_URLS=allow,
     )
 

@@ -15,11 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.messages import ALREADY_WORKING, INTERRUPTED_NOTICE
 from tests.fakes.discord import FakeDiscord, FakeMessage
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI, Stall
 from tests.fakes.process import REPO_ROOT, BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 RUNNING, QUEUED = 2, 4
 
@@ -28,8 +32,7 @@ def _crowded(platform: dict[str, str], api: FakeImageAPI) -> dict[str, str]:
     """One image a day per member, ``RUNNING`` slots, one job per member at a time."""
     return {
         **platform,
-        "IMAGE_API_BASE_URL": api.base_url,
-        "IMAGE_API_KEY": FAKE_API_KEY,
+        **api.env(),
         "IMAGE_API_MAX_RETRIES": "0",
         "DEFAULT_IMAGES_PER_DAY": "1",
         "MAX_CONCURRENT_JOBS": str(RUNNING),
@@ -185,8 +188,7 @@ async def test_a_one_off_command_with_a_short_job_timeout_leaves_a_running_job_a
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "DEFAULT_IMAGES_PER_DAY": "1",
         }
         api.script(Stall())

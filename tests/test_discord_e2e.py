@@ -36,7 +36,7 @@ from tests.fakes.image_api import (
 )
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 8
 JOB_ID = re.compile(r"job ([0-9a-f]{32})")
@@ -67,8 +67,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "2",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
         }
@@ -78,6 +77,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             try:
                 await discord.wait_connected()
                 yield World(discord, api, bot)
+                assert bot.running, "a test stopped the shared bot: give it a process of its own"
             except BaseException:
                 print(bot.log())
                 raise
@@ -522,7 +522,7 @@ async def test_twenty_members_at_once_all_get_their_images(world: World) -> None
 
 
 async def test_an_admin_clears_a_quota_and_caps_the_servers_spending(world: World) -> None:
-    # Last in the module: the spend cap applies to the whole server until it is removed.
+    # The spend cap applies to the whole server (every other test) until it is removed.
     admin, member = world.discord.member(admin=True), world.discord.member()
 
     async def admin_says(subcommand: str, **options: object) -> str:
@@ -542,10 +542,12 @@ async def test_an_admin_clears_a_quota_and_caps_the_servers_spending(world: Worl
 
     before = len(world.api.generations)
     assert "$0.001" in await admin_says("spend-cap", usd_per_month=0.001)
-    _, capped = await world.imagine("over the cap", member)
-    assert capped.ephemeral and "server's monthly spending cap" in capped.content
-    assert len(world.api.generations) == before
-    assert "removed" in await admin_says("spend-cap")
+    try:
+        _, capped = await world.imagine("over the cap", member)
+        assert capped.ephemeral and "server's monthly spending cap" in capped.content
+        assert len(world.api.generations) == before
+    finally:
+        assert "removed" in await admin_says("spend-cap")
     _, uncapped = await world.imagine("under no cap", member)
     assert len(uncapped.attachments) == 1
 

@@ -24,10 +24,10 @@ from tests.fakes.discord import (
     FakeMember,
     FakeMessage,
 )
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 6
 REVIEW_ID = re.compile(r"imagine-review:(ask|approve|deny):(?P<id>[\w-]+)")
@@ -113,8 +113,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         nsfw = discord.add_channel("after-dark", nsfw=True)
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
         }
@@ -127,6 +126,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 world = World(discord, api, bot, admin, mods, art, nsfw)
                 assert mods.mention in await world.admin_says("review-channel", channel=mods)
                 yield world
+                assert bot.running, "a test stopped the shared bot: give it a process of its own"
             except BaseException:
                 print(bot.log())
                 raise
@@ -413,7 +413,7 @@ async def test_the_moderation_commands_are_registered_under_imagine_admin(world:
 async def test_approve_works_on_a_review_posted_before_a_restart(tmp_path: Path) -> None:
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         mods = discord.add_channel("mods")
-        env = {**discord.env(), "IMAGE_API_BASE_URL": api.base_url, "IMAGE_API_KEY": FAKE_API_KEY}
+        env = {**discord.env(), **api.env()}
         admin, member = discord.member("boss", admin=True), discord.member("gail")
 
         first = BotProcess(env, workdir=tmp_path)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,10 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMember, FakeMessage
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DAILY_IMAGES = 8
 CANCELLED = "Cancelled. Nothing was charged."
@@ -55,32 +55,24 @@ class World:
         interaction = await self.discord.slash("quota", member=member)
         return (await self.discord.wait_response(interaction)).content
 
-    @contextmanager
-    def slot_taken(self) -> Iterator[None]:
+    def slot_taken(self) -> AbstractContextManager[None]:
         """The next provider call stalls (holding the only slot) until the block ends."""
-        self.api.release.clear()
-        self.api.stalled.clear()
-        self.api.script(Stall())
-        try:
-            yield
-        finally:
-            self.api.release.set()
+        return self.api.stalling()
 
     async def stalled(self) -> None:
-        await asyncio.wait_for(self.api.stalled.wait(), 10)
+        await self.api.wait_stalled()
 
     def prompts_sent(self) -> list[str]:
         return [str(call.json.get("prompt")) for call in self.api.generations]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    workdir: Path = tmp_path_factory.mktemp("discord-queue")
+@asynccontextmanager
+async def running_world(workdir: Path) -> AsyncIterator[World]:
+    """A bot process of its own, connected and warmed up, with its fakes."""
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             "MAX_CONCURRENT_JOBS": "1",
@@ -100,6 +92,21 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 print(bot.log())
                 raise
         assert "Traceback" not in bot.log(), bot.log()[-6000:]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One bot for the module's tests: none of them may stop it."""
+    async with running_world(tmp_path_factory.mktemp("discord-queue")) as world:
+        yield world
+        assert world.bot.running, "a test stopped the shared bot: give it a process of its own"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_world(tmp_path: Path) -> AsyncIterator[World]:
+    """A bot for one test alone: for a test that stops it."""
+    async with running_world(tmp_path) as world:
+        yield world
 
 
 async def test_a_waiting_job_shows_its_place_then_generates_and_delivers(world: World) -> None:
@@ -222,11 +229,10 @@ async def test_a_third_job_while_two_are_on_the_way_is_refused_privately(world: 
     assert "three" not in world.prompts_sent()
 
 
-async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(
-    world: World,
-) -> None:
-    # Last in the module: it stops the bot. Draining, not refusing: the jobs it accepted,
+async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(own_world: World) -> None:
+    # It stops the bot, so the bot is its own. Draining, not refusing: the jobs it accepted,
     # the queued one too, are finished before it exits.
+    world = own_world
     first, second = world.discord.member(), world.discord.member()
     with world.slot_taken():
         running = await world.imagine("finished in the grace period", first)

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.process import BotProcess
+
+pytestmark = pytest.mark.e2e
 
 
 def _field(message: FakeMessage, name: str) -> str:

@@ -1,20 +1,28 @@
-"""Project rules that keep the core portable: bot/ never loads a chat SDK, every module's
-``__all__`` is complete (ruff's RUF022 keeps it sorted), and the linters pass."""
+"""Project rules that keep the core portable: bot/ never loads a chat SDK, and every core
+module's ``__all__`` is complete (ruff's RUF022 keeps it sorted). The linters themselves run in
+``scripts/check``, once, before the suite."""
 
 from __future__ import annotations
 
 import ast
 import importlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from tests.fakes.loopback import serve_loopback
+from tests.fakes.process import BotProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every module under bot/, its sub-packages included (``bot.store.__init__`` stands for the
+# package ``bot.store``).
 CORE_MODULES = sorted(
-    "bot." + path.stem for path in (ROOT / "bot").glob("*.py") if path.stem != "__main__"
+    ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for path in (ROOT / "bot").rglob("*.py")
+    if path.stem != "__main__"
 )
 PLATFORM_SDKS = ("discord", "slack_bolt", "slack_sdk")
 
@@ -49,25 +57,11 @@ def test_all_is_complete(module_name: str) -> None:
         assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"{name} is not installed; pip install -e '.[test]'"
-    return found
-
-
-def test_ruff_is_clean() -> None:
-    out = subprocess.run(
-        [_tool("ruff"), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_mypy_strict_on_the_core_and_the_adapters_is_clean() -> None:
-    # pyproject.toml's [tool.mypy] names the packages: bot/ and adapters/.
-    out = subprocess.run(
-        [_tool("mypy"), "--cache-dir", "/tmp/imagine-bot-mypy-cache"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+async def test_a_test_not_marked_e2e_can_start_neither_a_fake_server_nor_the_bot(
+    tmp_path: Path,
+) -> None:
+    # tests/fakes/e2e.py keeps `pytest -m "not e2e"` in-process.
+    with pytest.raises(AssertionError, match="mark it e2e"):
+        await serve_loopback(web.Application())
+    with pytest.raises(AssertionError, match="mark it e2e"):
+        await BotProcess({}, workdir=tmp_path).start()

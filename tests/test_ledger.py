@@ -19,14 +19,10 @@ from bot.errors import JobNotFoundError, QuotaExceededError
 from bot.limit import LimitName
 from bot.models import JobState, Limits, Scope, ScopeKind
 from bot.store.ledger import Ledger
-from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import LEDGER_KINDS, open_ledger, request, requester
 
 MakeLedger = Callable[..., Awaitable[Ledger]]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture(params=LEDGER_KINDS)
@@ -72,7 +68,7 @@ async def test_a_held_job_keeps_everything_needed_to_repeat_it(
     who = requester("alice", roles=("R1", "R2"))
     hold = await ledger.hold(requester=who, request=request(3), cost_micros=6_000, event_id="e1")
     assert not hold.duplicate
-    assert re.fullmatch("[0-9a-f]{32}", hold.job_id)
+    assert re.fullmatch("[0-9a-f]{32}", hold.job_id), hold.job_id
 
     record = await ledger.job(hold.job_id)
     assert record.requester == who
@@ -80,7 +76,7 @@ async def test_a_held_job_keeps_everything_needed_to_repeat_it(
     assert record.state is JobState.HELD
     assert (record.held_images, record.held_micros) == (3, 6_000)
     assert (record.charged_images, record.charged_micros) == (0, 0)
-    assert record.created_at == clock()
+    assert record.created_at == clock.utc()
     assert record.finished_at is None
     assert record.event_id == "e1"
 
@@ -99,7 +95,7 @@ async def test_charge_records_only_the_images_delivered(
     record = await ledger.job(hold.job_id)
     assert record.state is JobState.CHARGED
     assert (record.charged_images, record.charged_micros) == (2, 4_000)
-    assert record.finished_at == clock()
+    assert record.finished_at == clock.utc()
     # The undelivered image and its price are released at once.
     assert await used(ledger, "images_per_day") == 2
     assert await used(ledger, "usd_micros_per_month") == 4_000
@@ -428,7 +424,10 @@ async def test_limits_of_other_platforms_and_workspaces_do_not_apply(
     )
     await ledger.set_limits(user_scope("alice", "G2"), Limits(images_per_day=0), actor="t")
     await ledger.set_limits(role_scope("R1", "G2"), Limits(images_per_day=0), actor="t")
-    await ledger.hold(requester=requester(roles=("R1",)), request=request(1), cost_micros=0)
+    who = requester(roles=("R1",))
+    assert (await ledger.allowance(who)).limits == ()  # none of the three is alice's in G1
+    hold = await ledger.hold(requester=who, request=request(1), cost_micros=0)
+    assert (await ledger.job(hold.job_id)).state is JobState.HELD
 
 
 async def test_limits_at_a_scope_read_back_and_global_is_the_defaults(
@@ -578,7 +577,7 @@ async def test_usage_report_groups_charged_jobs_by_day_user_and_model(
         ("2026-06-17", "discord", "G1", "alice", "stability/sdxl", 1, 2_000),
     ]
     assert (report.total_images, report.total_micros) == (7, 14_000)
-    assert report.until == clock()
+    assert report.until == clock.utc()
 
     g1 = await ledger.usage(
         since=datetime(2026, 6, 1, tzinfo=UTC), platform="discord", workspace_id="G1"
@@ -701,7 +700,7 @@ async def test_operations_ping_count_and_copy_the_ledger(
     make_ledger: MakeLedger, clock: FakeClock, tmp_path: Path
 ) -> None:
     ledger = await make_ledger()
-    assert ledger.now() == clock()
+    assert ledger.now() == clock.utc()
     assert ledger.location
     await ledger.ping()
     stats = await ledger.job_stats()

@@ -13,7 +13,8 @@ import pytest
 from bot.errors import QuotaExceededError
 from bot.models import Hold, JobState, Limits
 from bot.store.ledger import Ledger, SqliteLedger
-from tests.ledger_support import LEDGER_KINDS, FakeClock, open_ledger, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import LEDGER_KINDS, open_ledger, request, requester
 
 
 async def _attempt(ledger: Ledger, user: str = "alice", **kw: str | None) -> Hold | str:
@@ -126,8 +127,8 @@ async def test_a_process_whose_lease_lapsed_loses_its_jobs_and_starts_afresh(
     by another; when it wakes up it learns so, and what it holds next is its own again."""
     clock = FakeClock()
     path = tmp_path / "shared.db"
-    hung = await SqliteLedger.open(path, clock=clock, job_timeout=timedelta(minutes=15))
-    peer = await SqliteLedger.open(path, clock=clock, job_timeout=timedelta(seconds=10))
+    hung = await SqliteLedger.open(path, clock=clock.utc, job_timeout=timedelta(minutes=15))
+    peer = await SqliteLedger.open(path, clock=clock.utc, job_timeout=timedelta(seconds=10))
     try:
         lost = await hung.hold(requester=requester(), request=request(1), cost_micros=0)
         clock.advance(seconds=14)
@@ -147,5 +148,5 @@ async def test_a_process_whose_lease_lapsed_loses_its_jobs_and_starts_afresh(
         await hung.close()
         await peer.close()
     # Closing is a clean stop: a later process refunds what it still held at once.
-    async with await SqliteLedger.open(path, clock=clock) as later:
+    async with await SqliteLedger.open(path, clock=clock.utc) as later:
         assert await later.refund_orphans() == 1

@@ -19,7 +19,8 @@ from bot.errors import ConfigError, QuotaExceededError
 from bot.models import JobState, Limits, Scope, ScopeKind
 from bot.store.ledger import SqliteLedger
 from bot.store.schema import SCHEMA_VERSION
-from tests.ledger_support import FakeClock, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import request, requester
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +79,8 @@ async def test_a_killed_process_leaves_no_hold_behind(tmp_path: Path) -> None:
     job_ids = _run_and_kill(db)
     assert len(job_ids) == 3
 
-    clock = FakeClock(datetime.now(UTC))
-    ledger = await SqliteLedger.open(db, defaults=Limits(images_per_day=5), clock=clock)
+    clock = FakeClock(utc=datetime.now(UTC))
+    ledger = await SqliteLedger.open(db, defaults=Limits(images_per_day=5), clock=clock.utc)
     try:
         # The crashed process's holds are on disk and still count ...
         assert {(await ledger.job(j)).state for j in job_ids} == {JobState.HELD}

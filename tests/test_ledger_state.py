@@ -29,7 +29,8 @@ from hypothesis.stateful import (
 from bot.errors import QuotaExceededError
 from bot.models import JobState, Limits, Scope, ScopeKind
 from bot.store.ledger import SqliteLedger
-from tests.ledger_support import FakeClock, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import request, requester
 
 T = TypeVar("T")
 
@@ -113,7 +114,9 @@ class LedgerMachine(RuleBasedStateMachine):
         # Every default is set, so allowance() always reports all three user limits.
         self.defaults = defaults
         self.ledger = self.run(
-            SqliteLedger.open(":memory:", defaults=defaults, clock=self.clock, job_timeout=TIMEOUT)
+            SqliteLedger.open(
+                ":memory:", defaults=defaults, clock=self.clock.utc, job_timeout=TIMEOUT
+            )
         )
 
     # --- the model's rules -----------------------------------------------------------------
@@ -139,7 +142,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def usage(self, user: str | None, workspace: str) -> tuple[int, int, int]:
         """(images today, images this month, micros this month) for a user, or with
         ``user=None`` for the whole workspace."""
-        now = self.clock()
+        now = self.clock.utc()
         day = month_images = month_micros = 0
         for job in self.model.values():
             if job.workspace != workspace or (user is not None and job.user != user):
@@ -189,7 +192,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert expected == err.limit, (expected, err.limit)
             return multiple()  # type: ignore[return-value]
         assert expected is None, f"accepted although {expected} had no room"
-        self.model[hold.job_id] = ModelJob(hold.job_id, user, workspace, n, price, self.clock())
+        self.model[hold.job_id] = ModelJob(hold.job_id, user, workspace, n, price, self.clock.utc())
         # Nothing is over a limit that this hold added to.
         limits = self.effective(user, workspace)
         day, month_images, month_micros = self.usage(user, workspace)
@@ -276,7 +279,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def refund_orphans(self) -> None:
         # This process is alive: only the jobs past their own deadline are orphans.
-        cutoff = self.clock() - TIMEOUT
+        cutoff = self.clock.utc() - TIMEOUT
         stale = [j for j in self.model.values() if j.state is JobState.HELD and j.created < cutoff]
         assert self.run(self.db.refund_orphans()) == len(stale)
         for job in stale:
@@ -313,7 +316,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 totals["charged"][i] + totals["refunded"][i] + totals["held"][i]
                 == totals["asked"][i]
             )
-        report = self.run(self.db.usage(since=datetime(2000, 1, 1, tzinfo=self.clock().tzinfo)))
+        report = self.run(self.db.usage(since=datetime(2000, 1, 1, tzinfo=self.clock.utc().tzinfo)))
         assert (report.total_images, report.total_micros) == tuple(totals["charged"])
 
     @invariant()

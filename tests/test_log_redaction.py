@@ -14,14 +14,15 @@ from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
 
+pytestmark = pytest.mark.e2e
+
 
 async def test_tokens_and_response_urls_never_reach_the_debug_log(tmp_path: Path) -> None:
     async with FakeDiscord() as discord, FakeSlack() as slack, FakeImageAPI() as api:
         env = {
             **discord.env(),
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "LOG_LEVEL": "DEBUG",
         }
         async with BotProcess(env, workdir=tmp_path) as bot:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.image_api import FAKE_API_KEY, Bomb, FakeImageAPI, Stall, rate_limited
+from tests.fakes.image_api import Bomb, FakeImageAPI, Stall, rate_limited
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 ADMIN = "UADMIN"
 DISCORD_ACK_DEADLINE = 3.0
@@ -26,8 +30,7 @@ async def test_every_attack_at_once_leaves_another_server_served(tmp_path: Path)
         env = {
             **discord.env(),
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "IMAGE_API_ALLOW_PRIVATE_URLS": "true",
             "SLACK_ADMIN_USER_IDS": ADMIN,

@@ -30,8 +30,9 @@ from bot.store.database import Store
 from bot.store.ledger import Ledger, SqliteLedger
 from bot.store.moderation import SqliteModerationStore
 from bot.store.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.fakes.clock import FakeClock
 from tests.fakes.provider import ScriptedProvider
-from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of
+from tests.ledger_support import STORE_KINDS, open_store_of
 
 ALICE = Requester(
     platform="discord",
@@ -58,11 +59,6 @@ def req(prompt: str, negative: str | None = None, n: int = 1) -> GenerationReque
     return GenerationRequest(
         prompt=prompt, model=FLUX, size="1024x1024", n=n, negative_prompt=negative
     )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -393,13 +389,13 @@ async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
 
 async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "imagine.db"
-    async with await SqliteLedger.open(path, clock=clock) as ledger:
+    async with await SqliteLedger.open(path, clock=clock.utc) as ledger:
         moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
         review_id = await refuse(moderation, "x.x.x art")
         await moderation.request_review(review_id, ALICE)
 
-    async with await SqliteLedger.open(path, clock=clock) as ledger:
+    async with await SqliteLedger.open(path, clock=clock.utc) as ledger:
         moderation = Moderation.open(SqliteModerationStore.on(ledger))
         decided = await moderation.decide(review_id, ADMIN, True)
         assert decided.state is ReviewState.APPROVED

@@ -29,6 +29,8 @@ from tests.fakes.moderation_api import (
     ModerationStall,
 )
 
+pytestmark = pytest.mark.e2e
+
 ALICE = Requester(platform="discord", workspace_id="G1", channel_id="C1", user_id="alice")
 FLUX = "black-forest-labs/flux-1-schnell"
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 # Patterns the old shape guard let through, and that a run of "a" without "b" or "!" sends
 # into endless backtracking; prompts far beyond the ~25 letters that froze the bot for 20 s.
@@ -28,8 +32,7 @@ async def test_another_servers_command_is_acknowledged_while_hostile_patterns_ar
         env = {
             **discord.env(),
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
         }
         bot = BotProcess(env, workdir=tmp_path)

@@ -18,14 +18,10 @@ import pytest
 from bot.models import GenerationRequest, Requester, ReviewState, ServerRules
 from bot.store.database import Store
 from bot.store.moderation import ModerationStore
-from tests.ledger_support import STORE_KINDS, FakeClock, open_store_of, request, requester
+from tests.fakes.clock import FakeClock
+from tests.ledger_support import STORE_KINDS, open_store_of, request, requester
 
 ACTOR = "discord:boss"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -58,9 +54,9 @@ async def refusal(
 
 
 async def test_the_store_keeps_the_ledgers_time(store: Store, clock: FakeClock) -> None:
-    assert store.moderation.now() == clock() == store.ledger.now()
+    assert store.moderation.now() == clock.utc() == store.ledger.now()
     clock.advance(days=40)
-    assert store.moderation.now() == clock()
+    assert store.moderation.now() == clock.utc()
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -152,7 +148,11 @@ async def test_a_refusal_keeps_everything_needed_to_run_it_later(
     review = await mod.record_refusal(request(3), who, source="moderation", rule="violence")
     assert review.state is ReviewState.REFUSED
     assert review.requester == replace(who, is_admin=False)  # never acts as an admin later
-    assert (review.source, review.rule, review.created_at) == ("moderation", "violence", clock())
+    assert (review.source, review.rule, review.created_at) == (
+        "moderation",
+        "violence",
+        clock.utc(),
+    )
     assert await mod.review(review.review_id) == review
     assert await mod.review("no-such-review") is None
 
@@ -174,7 +174,7 @@ async def test_a_review_moves_refused_pending_decided_once(
     clock.advance(minutes=5)
     decided = await mod.decide(review_id, approve=False, decided_by="boss")
     assert decided is not None and decided.state is ReviewState.DENIED
-    assert (decided.decided_by, decided.decided_at) == ("boss", clock())
+    assert (decided.decided_by, decided.decided_at) == ("boss", clock.utc())
     assert await mod.decide(review_id, approve=True, decided_by="boss2") is None
     assert await mod.mark_refused(review_id) is False
     assert await mod.review(review_id) == decided
@@ -211,13 +211,13 @@ async def test_the_log_lists_a_servers_refusals_newest_first(
     await refusal(mod, requester("carol", workspace="G2"))
     await refusal(mod, requester("dave", platform="slack"))
 
-    entries = await mod.log("discord", "G1", since=clock().replace(year=2000))
+    entries = await mod.log("discord", "G1", since=clock.utc().replace(year=2000))
     assert [(e.prompt, e.review_id) for e in entries] == [
         ("second dragon", second),
         ("first dragon", first),
     ]
     newest = entries[0]
-    assert (newest.at, newest.user_id, newest.channel_id) == (clock(), "alice", "C1")
+    assert (newest.at, newest.user_id, newest.channel_id) == (clock.utc(), "alice", "C1")
     assert (newest.source, newest.rule, newest.negative_prompt) == ("filter", "term:wyrm", "blurry")
-    assert [e.review_id for e in await mod.log("discord", "G1", since=clock())] == [second]
-    assert len(await mod.log("discord", "G1", since=clock().replace(year=2000), limit=1)) == 1
+    assert [e.review_id for e in await mod.log("discord", "G1", since=clock.utc())] == [second]
+    assert len(await mod.log("discord", "G1", since=clock.utc().replace(year=2000), limit=1)) == 1

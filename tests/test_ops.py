@@ -214,6 +214,7 @@ async def test_the_ops_server_listens_on_loopback_unless_http_host_says_otherwis
 # --- /metrics ---------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_metrics_show_jobs_queue_latency_and_charges(
     tmp_path: Path, image_api: FakeImageAPI, http: aiohttp.ClientSession
 ) -> None:
@@ -345,6 +346,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.e2e
 async def test_slack_http_mode_and_the_ops_endpoints_share_one_port(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -393,6 +395,7 @@ async def test_slack_http_mode_and_the_ops_endpoints_share_one_port(
     assert all(e["level"] == "DEBUG" for e in entries if "snowy cabin" in e["message"])
 
 
+@pytest.mark.e2e
 async def test_discord_alone_gets_the_ops_endpoints_too(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -417,6 +420,7 @@ async def test_discord_alone_gets_the_ops_endpoints_too(
 REPR = re.compile(r"\b[A-Z]\w*\(\w+=|<\w+\.\w+: |<[\w.]+ object at 0x")
 
 
+@pytest.mark.e2e
 async def test_the_bot_s_own_log_lines_name_things_in_words(tmp_path: Path) -> None:
     async with FakeDiscord() as discord:
         async with BotProcess(discord.env(), workdir=tmp_path) as bot:
@@ -600,6 +604,7 @@ async def _healthcheck(port: int | None) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+@pytest.mark.e2e
 async def test_imagine_bot_healthcheck_follows_healthz(preview_runtime: Runtime) -> None:
     """The image's HEALTHCHECK command, run as Docker would: 0 on 200, 1 on 503, and one
     line (no traceback) when nothing listens or HTTP_PORT is unset."""

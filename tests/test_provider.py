@@ -70,6 +70,8 @@ from tests.fakes.image_api import (
 )
 from tests.fakes.observer import Observed
 
+pytestmark = pytest.mark.e2e
+
 SPEC = ModelSpec(
     id="black-forest-labs/flux-1-schnell",
     label="FLUX.1 [schnell]",

@@ -19,6 +19,8 @@ from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
 from tests.fakes.image_api import FakeImageAPI, rate_limited
 
+pytestmark = pytest.mark.e2e  # the real client against the fake image API on a socket
+
 ALICE = Requester(platform="discord", workspace_id="G1", channel_id="C1", user_id="alice")
 
 

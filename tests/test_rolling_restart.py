@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord, FakeInteraction
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
+
+pytestmark = pytest.mark.e2e
 
 ROUNDS = 3  # stop-and-replace steps
 PER_ROUND = 6  # commands sent while each step is under way
@@ -20,8 +24,7 @@ async def test_a_rolling_restart_under_load_answers_every_member(tmp_path: Path)
     async with FakeDiscord() as discord, FakeImageAPI() as api:
         env = {
             **discord.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "SHUTDOWN_GRACE": "20",
             "DEFAULT_IMAGES_PER_DAY": "100",
         }

@@ -21,6 +21,7 @@ from bot.models import QueueStatus, Requester
 from bot.retry import RetryPolicy
 from bot.scheduler import Progress, Scheduler
 from tests.fakes.clock import FakeClock
+from tests.fakes.progress import Recorder
 
 
 def member(user: str, server: str = "G1") -> Requester:
@@ -80,24 +81,6 @@ class Jobs:
         if self.clock is not None:
             self.clock.advance(after)
         self.gates[job_id].set()
-
-
-class Recorder:
-    """A progress callback that keeps every status and lets a test wait for the k-th."""
-
-    def __init__(self) -> None:
-        self.statuses: list[QueueStatus] = []
-        self._changed = asyncio.Condition()
-
-    async def __call__(self, status: QueueStatus) -> None:
-        self.statuses.append(status)
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait(self, count: int) -> QueueStatus:
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.statuses) >= count)
-        return self.statuses[count - 1]
 
 
 async def run_in_order(jobs: Jobs, tasks: dict[str, asyncio.Task[str]]) -> list[str]:

@@ -32,6 +32,7 @@ from bot.service import ImageService
 from bot.store.ledger import SqliteLedger
 from tests.fakes.clock import FakeClock
 from tests.fakes.image_api import FakeImageAPI, rate_limited
+from tests.fakes.progress import Recorder
 from tests.fakes.provider import ScriptedProvider
 
 
@@ -62,24 +63,6 @@ def make_service(
     return ImageService(
         catalog=load_catalog(), provider=provider, ledger=ledger, scheduler=scheduler, **kwargs
     )
-
-
-class Recorder:
-    """A progress callback: keeps every status; a test can wait for the k-th."""
-
-    def __init__(self) -> None:
-        self.statuses: list[QueueStatus] = []
-        self._changed = asyncio.Condition()
-
-    async def __call__(self, status: QueueStatus) -> None:
-        self.statuses.append(status)
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait(self, count: int) -> QueueStatus:
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.statuses) >= count)
-        return self.statuses[count - 1]
 
 
 def start(
@@ -335,6 +318,7 @@ RETRY_CAP = 0.5
     [("3600", 60), ("90", 2), ("1", 1), ("Thu, 01 Jan 2099 00:00:00 GMT", None)],
     ids=["an-hour", "rounded-up", "at-least-a-minute", "a-date-in-2099"],
 )
+@pytest.mark.e2e
 async def test_a_long_retry_after_fails_that_job_refunded_and_the_next_job_still_runs(
     ledger: SqliteLedger, image_api: FakeImageAPI, retry_after: str, minutes: int | None
 ) -> None:

@@ -11,18 +11,21 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI, Stall
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 
 def _env(discord: FakeDiscord, slack: FakeSlack, api: FakeImageAPI, grace: int) -> dict[str, str]:
     return {
         **discord.env(),
         **slack.env(),
-        "IMAGE_API_BASE_URL": api.base_url,
-        "IMAGE_API_KEY": FAKE_API_KEY,
+        **api.env(),
         "MAX_CONCURRENT_JOBS": "1",
         "SHUTDOWN_GRACE": str(grace),
     }

@@ -7,8 +7,12 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 

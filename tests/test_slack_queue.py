@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, Stall
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost, Upload
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ADMIN = "UADMIN"
 DAILY_IMAGES = 4
@@ -40,19 +40,12 @@ class World:
     api: FakeImageAPI
     bot: BotProcess
 
-    @contextmanager
-    def slot_taken(self) -> Iterator[None]:
+    def slot_taken(self) -> AbstractContextManager[None]:
         """The next provider call stalls (holding the only slot) until the block ends."""
-        self.api.release.clear()
-        self.api.stalled.clear()
-        self.api.script(Stall())
-        try:
-            yield
-        finally:
-            self.api.release.set()
+        return self.api.stalling()
 
     async def stalled(self) -> None:
-        await asyncio.wait_for(self.api.stalled.wait(), 10)
+        await self.api.wait_stalled()
 
     async def queued_note(self, envelope: Envelope) -> ResponsePost:
         return await self.slack.wait_for(
@@ -87,16 +80,15 @@ def _cancel_button(buttons: list[Mapping[str, Any]]) -> Mapping[str, Any]:
     return button
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    workdir: Path = tmp_path_factory.mktemp("slack-queue")
+@asynccontextmanager
+async def running_world(workdir: Path) -> AsyncIterator[World]:
+    """A bot process of its own, connected and warmed up, with its fakes."""
     async with FakeSlack() as slack, FakeImageAPI() as api:
         slack.add_user(ADMIN, "ada")
         slack.add_user("USTRANGER", "mallory")
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             "SLACK_ADMIN_USER_IDS": ADMIN,
@@ -112,6 +104,21 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             yield World(slack, api, bot)
             await slack.wait_all_acked()
         assert "Traceback" not in bot.log(), bot.log()[-6000:]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One bot for the module's tests: none of them may stop it."""
+    async with running_world(tmp_path_factory.mktemp("slack-queue")) as world:
+        yield world
+        assert world.bot.running, "a test stopped the shared bot: give it a process of its own"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_world(tmp_path: Path) -> AsyncIterator[World]:
+    """A bot for one test alone: for a test that stops it."""
+    async with running_world(tmp_path) as world:
+        yield world
 
 
 async def test_a_queued_note_shows_its_place_then_generating_and_the_images_arrive(
@@ -219,9 +226,10 @@ async def test_a_mentions_note_offers_cancel_and_is_not_updated(world: World) ->
     assert f"{DAILY_IMAGES - 1} image" in await world.quota("U8")
 
 
-async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(world: World) -> None:
-    # Last in the module: it stops the bot. Draining, not refusing: the jobs it accepted,
+async def test_on_shutdown_a_queued_job_still_runs_within_the_grace(own_world: World) -> None:
+    # It stops the bot, so the bot is its own. Draining, not refusing: the jobs it accepted,
     # the queued one too, are finished before it exits.
+    world = own_world
     slack = world.slack
     with world.slot_taken():
         await slack.slash_command("finished in the grace period", user="U9", channel="C1")

@@ -8,9 +8,13 @@ import asyncio
 import re
 from pathlib import Path
 
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI
+import pytest
+
+from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack, PostedMessage, Upload
+
+pytestmark = pytest.mark.e2e
 
 
 def _seed(comment: str) -> int:
@@ -29,7 +33,7 @@ async def test_reroll_after_a_restart_draws_the_same_prompt_with_a_new_seed(
     tmp_path: Path,
 ) -> None:
     async with FakeSlack() as slack, FakeImageAPI() as api:
-        env = {**slack.env(), "IMAGE_API_BASE_URL": api.base_url, "IMAGE_API_KEY": FAKE_API_KEY}
+        env = {**slack.env(), **api.env()}
         first = BotProcess(env, workdir=tmp_path)
         async with first:
             slack.watch(first)

@@ -17,11 +17,11 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.messages import ALREADY_WORKING
-from tests.fakes.image_api import FAKE_API_KEY, FakeImageAPI, content_policy_violation
+from tests.fakes.image_api import FakeImageAPI, content_policy_violation
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import FakeSlack, PostedMessage, ResponsePost, Upload
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ADMIN = "UADMIN"
 DAILY_IMAGES = 2
@@ -42,8 +42,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
         slack.add_user("UOWNER", "olga", is_owner=True)
         env = {
             **slack.env(),
-            "IMAGE_API_BASE_URL": api.base_url,
-            "IMAGE_API_KEY": FAKE_API_KEY,
+            **api.env(),
             "IMAGE_API_MAX_RETRIES": "0",
             "DEFAULT_IMAGES_PER_DAY": str(DAILY_IMAGES),
             # A bare id: an admin of the token's workspace (T1); T2:... names another one.
@@ -54,6 +53,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harne
             slack.watch(bot)
             await slack.wait_connected()
             yield Harness(slack, api, bot)
+            assert bot.running, "a test stopped the shared bot: give it a process of its own"
             # Every envelope of the module was acknowledged (none left for Slack to retry).
             await slack.wait_all_acked()
 

@@ -44,7 +44,8 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -392,6 +393,26 @@ class FakeImageAPI(Observed):
     def base_url(self) -> str:
         """The API root as the OpenAI SDK takes it, ``/v1`` included."""
         return f"{self.origin}/v1"
+
+    @contextmanager
+    def stalling(self) -> Iterator[None]:
+        """The next generation request stalls (``Stall``) until the block ends: with one
+        provider slot, jobs queue behind it deterministically."""
+        self.release.clear()
+        self.stalled.clear()
+        self.script(Stall())
+        try:
+            yield
+        finally:
+            self.release.set()
+
+    async def wait_stalled(self, timeout: float = 10.0) -> None:
+        """Until a stalling request has arrived and is waiting."""
+        await asyncio.wait_for(self.stalled.wait(), timeout)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point the bot at this API, with its key."""
+        return {"IMAGE_API_BASE_URL": self.base_url, "IMAGE_API_KEY": self.api_key}
 
     def script(self, *answers: Answer) -> None:
         """Queue answers for the next generation requests, in order."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from tests.fakes import e2e
+
 __all__ = ["serve_loopback"]
 
 
@@ -12,6 +14,7 @@ async def serve_loopback(
 ) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on 127.0.0.1:0; returns the runner (``await runner.cleanup()`` stops it)
     and the port. Signals stay with the test process, and no access log is written."""
+    e2e.require(f"a fake on a socket ({type(app).__name__})")
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
     )

@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.fakes import e2e
+
 __all__ = ["REPO_ROOT", "BotProcess"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,7 @@ class BotProcess:
         await self.stop()
 
     async def start(self) -> None:
+        e2e.require(f"the bot (imagine-bot {' '.join(self.args)})")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.workdir),
@@ -74,6 +77,12 @@ class BotProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        """Started and not exited: what a module's shared bot must still be at the module's
+        end (a test that stops it needs a process of its own)."""
+        return self.process is not None and self.process.returncode is None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

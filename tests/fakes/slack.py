@@ -1,12 +1,12 @@
 """A loopback fake Slack for end-to-end tests: the Web API methods the bot calls, the file
 upload URL, a Socket Mode websocket, ``response_url`` endpoints, and a signed HTTP-mode client.
 
-It speaks the protocol the real ``slack_sdk``/``slack_bolt`` expect (see
-``/work/shared/reference/protocol-facts.md`` part B): HTTP 200 with ``"ok": true`` (or
-``"ok": false`` and an ``error``), arguments merged from the query string, the form and the JSON
-body, the token checked like Slack (``invalid_auth``), ``not_in_channel`` for channels the bot
-has not joined, scriptable ``429 ratelimited`` answers with an integer ``Retry-After``, and a
-websocket that sends ``hello`` and envelopes, records acks and answers pings.
+It speaks the protocol the real ``slack_sdk``/``slack_bolt`` expect: HTTP 200 with
+``"ok": true`` (or ``"ok": false`` and an ``error``), arguments merged from the query string,
+the form and the JSON body, the token checked like Slack (``invalid_auth``), ``not_in_channel``
+for channels the bot has not joined, scriptable ``429 ratelimited`` answers with an integer
+``Retry-After``, and a websocket that sends ``hello`` and envelopes, records acks and answers
+pings.
 
 Everything is recorded; tests wait on conditions (``await slack.wait_for(...)``), never sleep::
 
