@@ -1,6 +1,6 @@
 """One interaction's answer, from the deferred "thinking" message to the result or the error.
 
-Discord rules this module is built around (protocol-facts.md, part A):
+Discord rules this module is built around (Discord's interaction documentation):
 
 - The first response must come within 3 s: ``defer(thinking=True)`` first, work after.
 - Whether the answer is ephemeral is decided by the defer. After a public defer, the first

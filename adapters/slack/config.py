@@ -1,4 +1,4 @@
-"""Slack settings, read from the environment and ``.env`` (DESIGN.md §3).
+"""Slack settings, read from the environment and ``.env`` (the README lists them).
 
 This module imports no Slack SDK, so ``imagine-bot run`` can read it to decide whether the
 Slack adapter is configured at all. Invalid values become one ``ConfigError``.
