@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[GenerationResult], Awaitable[None]]
 
 VARIATIONS = 4
-"""How many images a Variations click asks for (capped by the model's ``max_n``)."""
+"""How many images a Variations click asks for: ``reroll(..., n=VARIATIONS)``, capped by the
+model's ``max_n``."""
 
 # How long a stop waits, after the grace, for the members of refunded jobs to be told.
 NOTICE_GRACE_S = 10.0
@@ -237,30 +238,6 @@ class ImageService:
             model_label=spec.label,
             preview=not self.provider.billable,
             allowance=allowance,
-        )
-
-    async def vary(
-        self,
-        job_id: str,
-        requester: Requester,
-        *,
-        event_id: str | None = None,
-        deliver: Deliver | None = None,
-        progress: Progress | None = None,
-        screen: bool = True,
-        reach: Mapping[str, str] | None = None,
-    ) -> GenerationResult:
-        """Variations: ``VARIATIONS`` new images of the job ``job_id``, charged to
-        ``requester``."""
-        return await self.reroll(
-            job_id,
-            requester,
-            event_id=event_id,
-            n=VARIATIONS,
-            deliver=deliver,
-            progress=progress,
-            screen=screen,
-            reach=reach,
         )
 
     async def reroll(

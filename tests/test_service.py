@@ -185,7 +185,7 @@ async def test_variations_draw_new_images_of_the_same_prompt_for_the_clicker(
     service: ImageService,
 ) -> None:
     first = await service.generate(service.parse("a koi pond --model sdxl"), ALICE)
-    varied = await service.vary(first.job_id, BOB)
+    varied = await service.reroll(first.job_id, BOB, n=VARIATIONS)
     spec = service.catalog.get("stability/sdxl")
     assert len(varied.images) == varied.request.n == min(VARIATIONS, spec.max_n) > 1
     assert varied.request.prompt == "a koi pond"

@@ -16,6 +16,7 @@ from adapters.discord.reply import Reply, acknowledge
 from bot.access import may_act_on
 from bot.errors import BotError, JobNotFoundError, UnknownModelError
 from bot.messages import ALREADY_WORKING, DELETE_NOT_ALLOWED
+from bot.service import VARIATIONS
 
 __all__ = ["delete", "details", "reroll", "retry", "vary"]
 
@@ -44,8 +45,11 @@ async def _again(
         return
     service = context.runtime.service
     start: JobStarter
-    starts = {"retry": service.retry, "vary": service.vary, "reroll": service.reroll}
-    start = functools.partial(starts[action], job_id)
+    if action == "retry":
+        start = functools.partial(service.retry, job_id)
+    else:
+        n = VARIATIONS if action == "vary" else None
+        start = functools.partial(service.reroll, job_id, n=n)
     await run_job(interaction, reply, start)
 
 
