@@ -34,6 +34,7 @@ __all__ = [
     "CSV_COLUMNS",
     "QuotaAdmin",
     "actor_name",
+    "csv_name",
     "listed_admin",
     "scope_in",
     "to_csv",
@@ -79,6 +80,11 @@ def usd_text(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     dollars, rest = divmod(abs(micros), MICROS_PER_USD)
     return f"{sign}{dollars}.{rest:06d}"
+
+
+def csv_name(report: UsageReport) -> str:
+    """The file name a usage report's CSV is posted under, on every platform."""
+    return f"imagine-usage-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
 
 
 def to_csv(report: UsageReport) -> str:

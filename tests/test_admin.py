@@ -20,7 +20,7 @@ import pytest
 
 from adapters.runtime import Runtime
 from adapters.shell.admin import add_parsers
-from bot.admin import QuotaAdmin, scope_in, to_csv
+from bot.admin import QuotaAdmin, csv_name, scope_in, to_csv
 from bot.catalog import load_catalog
 from bot.config import Settings
 from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
@@ -214,6 +214,7 @@ async def test_usage_report_covers_the_admins_server_for_the_last_days(
         "2026-06-11,discord,G1,alice,stability/sdxl,2,0.004000\n"
         "2026-06-17,discord,G1,bob,stability/sdxl,1,0.002500\n"
     )
+    assert csv_name(report) == f"imagine-usage-20260611-{report.until:%Y%m%d}.csv"
     with pytest.raises(ValueError):
         await admin.usage_report(ADMIN, days=0)
 

@@ -14,7 +14,7 @@ from discord import app_commands
 
 from adapters.discord.context import DiscordContext
 from adapters.discord.reply import answer_admin
-from bot.admin import scope_in, to_csv
+from bot.admin import csv_name, scope_in, to_csv
 from bot.amount import MAX_IMAGES, MAX_USD, usd_option
 from bot.errors import InvalidRequestError
 from bot.limit import LimitName
@@ -130,8 +130,7 @@ def build_admin_group(context: DiscordContext) -> app_commands.Group:
             report = await admin.usage_report(actor, days)
             csv = to_csv(report)
             text = usage_summary(report, user_label=lambda user_id: f"<@{user_id}>")
-            name = f"imagine-usage-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
-            return text, discord.File(io.BytesIO(csv.encode()), filename=name)
+            return text, discord.File(io.BytesIO(csv.encode()), filename=csv_name(report))
 
         await answer_admin(interaction, action)
 

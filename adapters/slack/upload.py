@@ -10,7 +10,7 @@ from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.render import Origin, file_uploads, initial_comment, reroll_blocks
-from bot.admin import to_csv
+from bot.admin import csv_name, to_csv
 from bot.messages import REROLL_HINT
 from bot.models import GenerationResult, UsageReport
 
@@ -49,7 +49,7 @@ async def upload_usage_csv(
     client: AsyncWebClient, user_id: str, report: UsageReport, *, comment: str
 ) -> bool:
     """The report as a CSV file in the member's DM with the bot; False when it failed."""
-    filename = f"imagine-usage-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
+    filename = csv_name(report)
     try:
         opened = await client.conversations_open(users=user_id)
         dm = str((opened.get("channel") or {}).get("id") or "")
