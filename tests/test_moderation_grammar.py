@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.slack import commands as cmd
-from adapters.slack import moderation_commands as mc
+from adapters.slack import grammar as cmd
+from adapters.slack import moderation_grammar as mc
 from bot.errors import InvalidRequestError
 from bot.moderation.screening import split_block_term
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.slack.commands import Admin as AdminRequest
-from adapters.slack.commands import (
+from adapters.slack.config import SlackSettings
+from adapters.slack.grammar import Admin as AdminRequest
+from adapters.slack.grammar import (
     AdminHelp,
     ClearQuota,
     Generate,
@@ -23,7 +24,6 @@ from adapters.slack.commands import (
     Usage,
     parse_command,
 )
-from adapters.slack.config import SlackSettings
 from adapters.slack.render import escape, file_uploads, plain_text, strip_bot_mention
 from bot.errors import ConfigError, InvalidRequestError
 from bot.models import GeneratedImage, GenerationRequest, GenerationResult

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from adapters.slack import commands as cmd
+from adapters.slack import grammar as cmd
 from adapters.slack.chat import SlackChat
 from adapters.slack.failure import tell_failure
 from adapters.slack.moderation_admin import ModerationCommands
-from adapters.slack.moderation_commands import is_moderation_command
+from adapters.slack.moderation_grammar import is_moderation_command
 from adapters.slack.render import Origin, code
 from adapters.slack.upload import upload_usage_csv
 from bot.admin import QuotaAdmin, scope_in

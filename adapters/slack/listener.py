@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from adapters.slack import commands as cmd
+from adapters.slack import grammar as cmd
 from adapters.slack.admin_command import AdminCommands
 from adapters.slack.chat import SlackChat
 from adapters.slack.job import JobRunner

@@ -1,11 +1,11 @@
 """The moderation admin commands (``/imagine admin block ...``; grammar in
-moderation_commands.py), answered as Slack mrkdwn with user text escaped."""
+moderation_grammar.py), answered as Slack mrkdwn with user text escaped."""
 
 from __future__ import annotations
 
 import logging
 
-from adapters.slack import moderation_commands as mc
+from adapters.slack import moderation_grammar as mc
 from adapters.slack.render import clip, escape
 from bot.messages import (
     SPOILERS_DISCORD_ONLY,

@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from adapters.slack.moderation_commands import (
+from adapters.slack.moderation_grammar import (
     MODERATION_SUBCOMMANDS,
     ModerationCommand,
     parse_moderation,
@@ -51,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# ... and the moderation words (adapters/slack/moderation_commands.py).
+# ... and the moderation words (adapters/slack/moderation_grammar.py).
 ADMIN_SUBCOMMANDS = (
     "set-quota",
     "clear-quota",
