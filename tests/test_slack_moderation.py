@@ -234,6 +234,32 @@ async def test_a_review_the_admins_never_received_can_be_asked_for_again(world: 
     assert "a nude figure study" in _text(post)
 
 
+async def test_a_review_channel_the_bot_is_not_in_sends_nothing_until_it_is_invited(
+    world: World,
+) -> None:
+    slack, locked = world.slack, "CLOCKED"
+    _, refusal = await world.refused("a nude life class", user="U10")
+    [button] = refusal.buttons()
+    await world.admin_says(f"review-channel <#{locked}|locked>")
+    try:
+        await slack.click_note(button, channel="C1", user="U10")
+        await slack.wait_for(
+            lambda: any(
+                "couldn't post in the admins' review channel" in t
+                for t in slack.ephemeral_to("U10")
+            )
+        )
+        assert slack.posted(locked) == []
+        # Once the bot is invited, the same button sends it (the failed ask was withdrawn).
+        slack.member_channels.add(locked)
+        await slack.click_note(button, channel="C1", user="U10")
+        [post] = await slack.wait_for(lambda: slack.posted(locked)[:1])
+        assert "a nude life class" in _text(post)
+    finally:
+        slack.member_channels.discard(locked)
+        await world.admin_says(f"review-channel <#{MODS}|mods>")
+
+
 async def test_a_refused_mention_gets_the_button_in_an_ephemeral_message(world: World) -> None:
     slack = world.slack
     await slack.mention("a nude in a thread", user="U3", channel="C1")
