@@ -24,7 +24,7 @@ from tests.fakes.discord import (
     FakeMember,
     FakeMessage,
 )
-from tests.fakes.image_api import FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI, content_policy_violation
 from tests.fakes.process import BotProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -306,6 +306,30 @@ async def test_deny_tells_the_member_without_repeating_the_prompt(world: World) 
     await world.discord.wait_for(lambda: not post.buttons())
     assert f"Denied by {world.admin.mention}" in post.text
     assert len(world.api.generations) == before
+    assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in await world.quota(member)
+
+
+async def test_an_approved_job_that_fails_is_refunded_and_both_are_told(world: World) -> None:
+    member = world.discord.member("frank")
+    refusal = await world.refused("a nude marble torso", member)
+    post = await world.ask(refusal, member)
+    world.api.script(content_policy_violation())
+
+    click = await world.discord.click(post, "Approve", member=world.admin)
+    # The admin is told privately why the job did not run...
+    answer = await world.discord.wait_response(click)
+    assert answer.ephemeral and answer.content.startswith("Approved, but the job did not run")
+    assert "content policy" in answer.content
+    # ... and the member, mentioned in the channel they asked in, without the prompt.
+    [note] = await world.discord.wait_for(
+        lambda: [
+            m
+            for m in world.discord.channel_messages(channel_id=world.discord.channel_id)
+            if member.mention in m.content and "content policy" in m.content
+        ]
+    )
+    assert note.mentioned_user_ids() == {member.id} and not note.attachments
+    assert "torso" not in note.content
     assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in await world.quota(member)
 
 

@@ -17,15 +17,38 @@ import pytest
 from bot.catalog import load_catalog
 from bot.errors import (
     ChannelNotAllowedError,
+    DeliveryError,
     InvalidRequestError,
     PermissionDeniedError,
     PromptRefusedError,
     ReviewNotYoursError,
 )
-from bot.messages import NO_REVIEW_CHANNEL, describe
-from bot.models import GenerationRequest, JobState, Limits, Requester, ReviewState
-from bot.moderation.screening import BlockChange, Moderation, ModerationAdmin, split_block_term
-from bot.service import ImageService
+from bot.event_key import review_run
+from bot.messages import (
+    NO_REVIEW_CHANNEL,
+    REVIEW_ALREADY_REQUESTED,
+    REVIEW_NOT_FOUND,
+    describe,
+    review_job_failed_text,
+)
+from bot.models import (
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    Limits,
+    Requester,
+    Review,
+    ReviewState,
+)
+from bot.moderation.approval import ApprovedRun, run_approved
+from bot.moderation.screening import (
+    BlockChange,
+    Moderation,
+    ModerationAdmin,
+    ReviewPost,
+    split_block_term,
+)
+from bot.service import Deliver, ImageService
 from bot.store.database import Store
 from bot.store.ledger import Ledger, SqliteLedger
 from bot.store.moderation import SqliteModerationStore
@@ -309,17 +332,17 @@ async def test_review_goes_refused_pending_approved_and_runs_for_the_user(
     assert review.requester.user_id == "alice" and review.requester.role_ids == ("R1",)
 
     with pytest.raises(ReviewNotYoursError) as not_yours:
-        await moderation.request_review(review_id, BOB)
+        await moderation.ask(review_id, BOB)
     assert "Only the person whose prompt was refused" in describe(not_yours.value)
     with pytest.raises(PermissionDeniedError):
-        await moderation.request_review(review_id, ADMIN)  # not even an admin
+        await moderation.ask(review_id, ADMIN)  # not even an admin
     with pytest.raises(InvalidRequestError, match="nobody has asked"):
         await moderation.decide(review_id, ADMIN, True)
 
-    pending = await moderation.request_review(review_id, ALICE)
-    assert pending.state is ReviewState.PENDING
+    post = await moderation.ask(review_id, ALICE)
+    assert post.review.state is ReviewState.PENDING and post.channel_id == "C9"
     with pytest.raises(InvalidRequestError, match="already asked"):
-        await moderation.request_review(review_id, ALICE)
+        await moderation.ask(review_id, ALICE)
 
     with pytest.raises(PermissionDeniedError):
         await moderation.decide(review_id, BOB, True)
@@ -331,11 +354,11 @@ async def test_review_goes_refused_pending_approved_and_runs_for_the_user(
     with pytest.raises(InvalidRequestError, match="already decided"):
         await moderation.decide(review_id, ADMIN, False)
 
-    # The adapter runs the approved job without screening, charged to the original user.
-    result = await service.generate(
-        approved.request, approved.requester, event_id=f"review:{review_id}", screen=False
-    )
-    assert len(result.images) == 2
+    # The approved job runs without screening, charged to the original user.
+    run = await run_approved(service, approved, deliver=delivered([]))
+    assert run.to_user is None and run.to_admin is None
+    result = run.result
+    assert result is not None and len(result.images) == 2
     assert provider.calls[0].prompt == "a nude statue in a museum"
     record = await ledger.job(result.job_id)
     assert record.state is JobState.CHARGED
@@ -352,7 +375,7 @@ async def test_review_goes_refused_pending_approved_and_runs_for_the_user(
 async def test_a_denied_review_stays_denied(moderation: Moderation, admin: ModerationAdmin) -> None:
     await admin.set_review_channel(ADMIN, "C9")
     review_id = await refuse(moderation)
-    await moderation.request_review(review_id, ALICE)
+    await moderation.ask(review_id, ALICE)
     denied = await moderation.decide(review_id, ADMIN, False)
     assert denied.state is ReviewState.DENIED
     with pytest.raises(InvalidRequestError):
@@ -365,22 +388,22 @@ async def test_a_request_that_never_reached_the_admins_can_be_made_again(
 ) -> None:
     await admin.set_review_channel(ADMIN, "C9")
     review_id = await refuse(moderation)
-    await moderation.request_review(review_id, ALICE)
+    await moderation.ask(review_id, ALICE)
     # The adapter could not post in the review channel.
-    await moderation.withdraw_request(review_id)
+    await moderation.withdraw(review_id)
     assert (await moderation.review(review_id)).state is ReviewState.REFUSED
-    again = await moderation.request_review(review_id, ALICE)
-    assert again.state is ReviewState.PENDING
+    again = await moderation.ask(review_id, ALICE)
+    assert again.review.state is ReviewState.PENDING
     # A decided review is never reopened.
     await moderation.decide(review_id, ADMIN, False)
-    await moderation.withdraw_request(review_id)
+    await moderation.withdraw(review_id)
     assert (await moderation.review(review_id)).state is ReviewState.DENIED
 
 
 async def test_asking_needs_a_review_channel(moderation: Moderation) -> None:
     review_id = await refuse(moderation)
     with pytest.raises(InvalidRequestError) as caught:
-        await moderation.request_review(review_id, ALICE)
+        await moderation.ask(review_id, ALICE)
     assert caught.value.reason == NO_REVIEW_CHANNEL
     assert "ask an admin" in describe(caught.value)
     with pytest.raises(InvalidRequestError):
@@ -393,7 +416,7 @@ async def test_reviews_survive_a_restart(tmp_path: Path, clock: FakeClock) -> No
         moderation = Moderation.open(SqliteModerationStore.on(ledger))
         await ModerationAdmin(moderation).set_review_channel(ADMIN, "C9")
         review_id = await refuse(moderation, "x.x.x art")
-        await moderation.request_review(review_id, ALICE)
+        await moderation.ask(review_id, ALICE)
 
     async with await SqliteLedger.open(path, clock=clock.utc) as ledger:
         moderation = Moderation.open(SqliteModerationStore.on(ledger))
@@ -409,7 +432,7 @@ async def test_concurrent_decisions_have_one_winner(
 ) -> None:
     await admin.set_review_channel(ADMIN, "C9")
     review_id = await refuse(moderation)
-    await moderation.request_review(review_id, ALICE)
+    await moderation.ask(review_id, ALICE)
     second = Requester("discord", "G1", "C9", "boss-two", is_admin=True)
     results = await asyncio.gather(
         moderation.decide(review_id, ADMIN, True),
@@ -417,6 +440,164 @@ async def test_concurrent_decisions_have_one_winner(
         return_exceptions=True,
     )
     assert sum(isinstance(r, InvalidRequestError) for r in results) == 1
+
+
+# --- "Ask an admin" and the approved job: the core operations every platform calls ---------
+
+
+def delivered(into: list[GenerationResult], error: BaseException | None = None) -> Deliver:
+    """A platform's delivery: keeps what it was given, then fails with ``error`` if any."""
+
+    async def deliver(result: GenerationResult) -> None:
+        into.append(result)
+        if error is not None:
+            raise error
+
+    return deliver
+
+
+async def test_ask_refuses_before_it_changes_anything(
+    moderation: Moderation, admin: ModerationAdmin
+) -> None:
+    review_id = await refuse(moderation)
+    # Someone else's review: refused before the server's settings are even looked at (there
+    # is no review channel yet, and Bob is not told so).
+    with pytest.raises(ReviewNotYoursError):
+        await moderation.ask(review_id, BOB)
+    with pytest.raises(InvalidRequestError) as caught:
+        await moderation.ask(review_id, ALICE)
+    assert caught.value.reason == NO_REVIEW_CHANNEL
+    with pytest.raises(InvalidRequestError) as missing:
+        await moderation.ask("no-such-review", ALICE)
+    assert missing.value.reason == REVIEW_NOT_FOUND
+    review = await moderation.review(review_id)
+    assert review.state is ReviewState.REFUSED
+
+    # Once there is a channel, the same click goes through, to that channel.
+    await admin.set_review_channel(ADMIN, "C9")
+    post = await moderation.ask(review_id, ALICE)
+    assert (post.review.review_id, post.review.state, post.channel_id) == (
+        review_id,
+        ReviewState.PENDING,
+        "C9",
+    )
+    assert post.review.request.prompt == "nsfw art"
+
+
+async def test_a_second_ask_is_told_it_was_asked_whatever_the_server_now_says(
+    moderation: Moderation, admin: ModerationAdmin
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    await moderation.ask(review_id, ALICE)
+    await admin.set_review_channel(ADMIN, None)
+    with pytest.raises(InvalidRequestError) as caught:
+        await moderation.ask(review_id, ALICE)
+    assert caught.value.reason == REVIEW_ALREADY_REQUESTED
+    assert (await moderation.review(review_id)).state is ReviewState.PENDING
+    # A post that failed is withdrawn; asking again goes to the channel set by then.
+    await admin.set_review_channel(ADMIN, "C7")
+    await moderation.withdraw(review_id)
+    assert (await moderation.ask(review_id, ALICE)).channel_id == "C7"
+    # A decided review is never asked about again.
+    await moderation.decide(review_id, ADMIN, True)
+    with pytest.raises(InvalidRequestError) as decided:
+        await moderation.ask(review_id, ALICE)
+    assert decided.value.reason == REVIEW_ALREADY_REQUESTED
+
+
+async def test_two_concurrent_asks_post_once(
+    moderation: Moderation, admin: ModerationAdmin
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    results = await asyncio.gather(
+        moderation.ask(review_id, ALICE), moderation.ask(review_id, ALICE), return_exceptions=True
+    )
+    [post] = [r for r in results if isinstance(r, ReviewPost)]
+    [lost] = [r for r in results if isinstance(r, InvalidRequestError)]
+    assert post.review.state is ReviewState.PENDING
+    assert lost.reason == REVIEW_ALREADY_REQUESTED
+
+
+async def approved_review(
+    moderation: Moderation, admin: ModerationAdmin, prompt: str = "a nude statue"
+) -> Review:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation, prompt)
+    await moderation.ask(review_id, ALICE)
+    return await moderation.decide(review_id, ADMIN, True)
+
+
+async def test_an_approved_review_runs_once_unscreened_for_its_user_under_its_key(
+    moderation: Moderation,
+    admin: ModerationAdmin,
+    service: ImageService,
+    provider: ScriptedProvider,
+    ledger: Ledger,
+) -> None:
+    review = await approved_review(moderation, admin)
+    given: list[GenerationResult] = []
+    run = await run_approved(service, review, deliver=delivered(given))
+    assert run.result is not None and given == [run.result]
+    assert (run.to_user, run.to_admin) == (None, None)
+    # The refused prompt itself ran (the screen would refuse it), for Alice, under the key.
+    assert [call.prompt for call in provider.calls] == ["a nude statue"]
+    record = await ledger.job(run.result.job_id)
+    assert record.state is JobState.CHARGED
+    assert record.requester == review.requester
+    assert record.event_id == review_run(review.review_id)
+    assert len(await admin.log(ADMIN, 7)) == 1  # unscreened: no second refusal logged
+    # A second run of the same approval (a redelivered click) does nothing and says nothing.
+    again = await run_approved(service, review, deliver=delivered(given))
+    assert again == ApprovedRun()
+    assert len(provider.calls) == 1 and len(given) == 1
+
+
+async def test_a_failed_approved_job_is_refunded_and_the_user_and_admin_are_told(
+    moderation: Moderation,
+    admin: ModerationAdmin,
+    service: ImageService,
+    ledger: Ledger,
+) -> None:
+    review = await approved_review(moderation, admin)
+    given: list[GenerationResult] = []
+    failure = DeliveryError("the platform refused the upload")
+    run = await run_approved(service, review, deliver=delivered(given, failure))
+    assert run.result is None
+    assert run.to_user == describe(failure)
+    assert run.to_admin == review_job_failed_text(describe(failure))
+    [result] = given
+    assert (await ledger.job(result.job_id)).state is JobState.REFUNDED
+    usage = (await ledger.allowance(ALICE)).get("images_per_day")
+    assert usage is not None and usage.used == 0
+
+
+async def test_a_user_the_delivery_already_told_is_not_told_twice(
+    moderation: Moderation, admin: ModerationAdmin, service: ImageService
+) -> None:
+    review = await approved_review(moderation, admin)
+    failure = DeliveryError("not in the channel", notified=True)
+    run = await run_approved(service, review, deliver=delivered([], failure))
+    assert run.to_user is None
+    assert run.to_admin == review_job_failed_text(describe(failure))
+
+
+async def test_only_an_approved_review_runs(
+    moderation: Moderation,
+    admin: ModerationAdmin,
+    service: ImageService,
+    provider: ScriptedProvider,
+) -> None:
+    await admin.set_review_channel(ADMIN, "C9")
+    review_id = await refuse(moderation)
+    refused = await moderation.review(review_id)
+    pending = (await moderation.ask(review_id, ALICE)).review
+    denied = await moderation.decide(review_id, ADMIN, False)
+    for review in (refused, pending, denied):
+        with pytest.raises(ValueError, match=f"is {review.state}, not approved"):
+            await run_approved(service, review, deliver=delivered([]))
+    assert provider.calls == []
 
 
 async def test_the_schema_is_at_the_moderation_version() -> None:

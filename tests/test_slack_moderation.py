@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.fakes.image_api import FakeImageAPI
+from tests.fakes.image_api import FakeImageAPI, content_policy_violation
 from tests.fakes.process import BotProcess
 from tests.fakes.slack import Envelope, FakeSlack, PostedMessage, ResponsePost
 
@@ -97,7 +97,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     workdir: Path = tmp_path_factory.mktemp("slack-moderation")
     async with FakeSlack(member_channels=("C1", MODS, ART)) as slack, FakeImageAPI() as api:
         slack.add_user(ADMIN, "ada")
-        for user in ("U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U10"):
+        for user in ("U1", "U2", "U3", "U4", "U5", "U6", "U7", "U8", "U9", "U10"):
             slack.add_user(user)
         env = {
             **slack.env(),
@@ -192,6 +192,27 @@ async def test_deny_tells_the_user_privately(world: World) -> None:
     assert len(world.api.generations) == before
 
 
+async def test_an_approved_job_that_fails_is_refunded_and_both_are_told(world: World) -> None:
+    slack = world.slack
+    _, refusal = await world.refused("a nude marble torso", user="U9")
+    _, post = await world.ask(refusal, user="U9")
+    world.api.script(content_policy_violation())
+
+    await slack.click(_button(post, "Approve"), post, user=ADMIN)
+    # The user and the admin are each told privately; nothing is uploaded or charged.
+    await slack.wait_for(lambda: any("content policy" in t for t in slack.ephemeral_to("U9")))
+    await slack.wait_for(
+        lambda: any(
+            t.startswith("Approved, but the job did not run") and "content policy" in t
+            for t in slack.ephemeral_to(ADMIN)
+        )
+    )
+    assert not [u for u in slack.uploads_in("C1") if "torso" in (u.initial_comment or "")]
+    assert not any("torso" in t for t in slack.ephemeral_to("U9"))
+    assert f"Approved by <@{ADMIN}>" in _text(world.current(post))
+    assert f"{DAILY_IMAGES} images left of {DAILY_IMAGES}" in await world.quota("U9")
+
+
 async def test_a_review_the_admins_never_received_can_be_asked_for_again(world: World) -> None:
     slack = world.slack
     _, refusal = await world.refused("a nude figure study", user="U8")
@@ -211,6 +232,32 @@ async def test_a_review_the_admins_never_received_can_be_asked_for_again(world: 
     await slack.click_note(button, channel="C1", user="U8")
     post = await slack.wait_for(lambda: world.review_post(str(button["value"])))
     assert "a nude figure study" in _text(post)
+
+
+async def test_a_review_channel_the_bot_is_not_in_sends_nothing_until_it_is_invited(
+    world: World,
+) -> None:
+    slack, locked = world.slack, "CLOCKED"
+    _, refusal = await world.refused("a nude life class", user="U10")
+    [button] = refusal.buttons()
+    await world.admin_says(f"review-channel <#{locked}|locked>")
+    try:
+        await slack.click_note(button, channel="C1", user="U10")
+        await slack.wait_for(
+            lambda: any(
+                "couldn't post in the admins' review channel" in t
+                for t in slack.ephemeral_to("U10")
+            )
+        )
+        assert slack.posted(locked) == []
+        # Once the bot is invited, the same button sends it (the failed ask was withdrawn).
+        slack.member_channels.add(locked)
+        await slack.click_note(button, channel="C1", user="U10")
+        [post] = await slack.wait_for(lambda: slack.posted(locked)[:1])
+        assert "a nude life class" in _text(post)
+    finally:
+        slack.member_channels.discard(locked)
+        await world.admin_says(f"review-channel <#{MODS}|mods>")
 
 
 async def test_a_refused_mention_gets_the_button_in_an_ephemeral_message(world: World) -> None:

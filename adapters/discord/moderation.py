@@ -21,7 +21,6 @@ from adapters.discord.button import refusal_view, result_view, review_view
 from adapters.discord.context import DiscordContext
 from adapters.discord.render import (
     EMBED_COLOUR,
-    PLATFORM,
     fit_images,
     image_files,
     result_embed,
@@ -29,13 +28,7 @@ from adapters.discord.render import (
 )
 from adapters.discord.reply import Reply, acknowledge
 from adapters.discord.spoiler import spoiler_wanted
-from bot.errors import (
-    BotError,
-    DeliveryError,
-    DuplicateRequestError,
-    PromptRefusedError,
-)
-from bot.event_key import review_run
+from bot.errors import BotError, DeliveryError, PromptRefusedError
 from bot.messages import (
     REVIEW_POST_FAILED,
     REVIEW_SENT,
@@ -44,10 +37,10 @@ from bot.messages import (
     review_decided_text,
     review_denied_text,
     review_fields,
-    review_job_failed_text,
     review_title,
 )
 from bot.models import GenerationResult, Review
+from bot.moderation.approval import run_approved
 
 __all__ = ["approve", "ask", "deny", "review_embed", "tell_refused"]
 
@@ -90,29 +83,22 @@ async def tell_refused(reply: Reply, err: PromptRefusedError) -> None:
 
 
 async def ask(context: DiscordContext, interaction: discord.Interaction, review_id: str) -> None:
-    """The refused member asks for a review: the prompt goes to the review channel with
-    Approve / Deny; the refusal message becomes "sent to the admins"."""
+    """The refused member asks for a review (``Moderation.ask``): the prompt goes to the review
+    channel with Approve / Deny; the refusal message becomes "sent to the admins"."""
     if await acknowledge(interaction) is False:  # an update of the clicked message
         return
     moderation = context.runtime.moderation
-    requester = to_requester(interaction)
     try:
-        review = await moderation.request_review(review_id, requester)
-        rules = await moderation.rules(PLATFORM, requester.workspace_id)
+        post = await moderation.ask(review_id, to_requester(interaction))
     except BotError as err:
         log.info("review %s: request refused: %s", review_id, type(err).__name__)
         await interaction.followup.send(describe(err), ephemeral=True)
         return
-    channel_id = rules.review_channel_id
-    if channel_id is None:  # removed in between; request_review checked it
-        await moderation.withdraw_request(review_id)
-        await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
-        return
-    channel = context.get_partial_messageable(int(channel_id), guild_id=interaction.guild_id)
+    channel = context.get_partial_messageable(int(post.channel_id), guild_id=interaction.guild_id)
     try:
         await channel.send(
-            embed=review_embed(review),
-            view=review_view(review.review_id),
+            embed=review_embed(post.review),
+            view=review_view(review_id),
             allowed_mentions=discord.AllowedMentions.none(),
         )
     except discord.HTTPException as exc:
@@ -120,14 +106,14 @@ async def ask(context: DiscordContext, interaction: discord.Interaction, review_
             "review %s: cannot post in the review channel %s (%s %s): give the bot View "
             "Channel, Send Messages and Embed Links there",
             review_id,
-            channel_id,
+            post.channel_id,
             exc.status,
             exc.code,
         )
-        await moderation.withdraw_request(review_id)
+        await moderation.withdraw(review_id)
         await interaction.followup.send(REVIEW_POST_FAILED, ephemeral=True)
         return
-    log.info("review %s: sent to the review channel %s", review_id, channel_id)
+    log.info("review %s: sent to the review channel %s", review_id, post.channel_id)
     await interaction.edit_original_response(content=REVIEW_SENT, view=None)
 
 
@@ -205,17 +191,16 @@ async def _run_approved(
     review: Review,
     channel: discord.PartialMessageable,
 ) -> None:
-    """The approved job, for the member who asked (and charged to them), posted in the
-    channel they asked in with the bot's token."""
-    requester = review.requester
-    user_id = int(requester.user_id)
+    """The approved job (``run_approved``), posted in the channel the member asked in with the
+    bot's token, mentioning them."""
+    user_id = int(review.requester.user_id)
     limit = interaction.filesize_limit
     runtime = context.runtime
     client = interaction.client
 
     async def deliver(result: GenerationResult) -> None:
         spoiler = await spoiler_wanted(
-            runtime, requester.workspace_id, client.get_channel(channel.id)
+            runtime, review.requester.workspace_id, client.get_channel(channel.id)
         )
         try:
             with runtime.refitter.holding(result.images, limit):
@@ -237,20 +222,10 @@ async def _run_approved(
             )
             raise DeliveryError(f"Discord refused the result: {exc.status}") from exc
 
-    try:
-        await runtime.service.generate(
-            review.request,
-            requester,
-            event_id=review_run(review.review_id),
-            deliver=deliver,
-            screen=False,
-        )
-    except DuplicateRequestError as err:
-        log.info("review %s: already handled by job %s", review.review_id, err.job_id)
-    except BotError as err:
-        log.info("review %s: approved job failed: %s", review.review_id, type(err).__name__)
-        text = describe(err)
+    run = await run_approved(runtime.service, review, deliver=deliver)
+    if run.to_user is not None:
         with contextlib.suppress(discord.HTTPException):
-            await channel.send(f"<@{user_id}> {text}", allowed_mentions=_only(user_id))
+            await channel.send(f"<@{user_id}> {run.to_user}", allowed_mentions=_only(user_id))
+    if run.to_admin is not None:
         with contextlib.suppress(discord.HTTPException):
-            await interaction.followup.send(review_job_failed_text(text), ephemeral=True)
+            await interaction.followup.send(run.to_admin, ephemeral=True)

@@ -21,10 +21,9 @@ from slack_sdk.errors import SlackClientError
 
 from adapters.slack.chat import SlackChat
 from adapters.slack.refusal import ASK_ACTION_ID
-from adapters.slack.render import PLATFORM, Origin, button, clip, escape, event_id, from_action
+from adapters.slack.render import Origin, button, clip, escape, event_id, from_action
 from adapters.slack.upload import post_reroll_button
-from bot.errors import BotError, DeliveryError, DuplicateRequestError
-from bot.event_key import review_run
+from bot.errors import BotError
 from bot.messages import (
     REVIEW_BUTTON_LABELS,
     REVIEW_POST_FAILED,
@@ -33,11 +32,11 @@ from bot.messages import (
     review_decided_text,
     review_denied_text,
     review_fields,
-    review_job_failed_text,
     review_title,
 )
 from bot.models import GenerationResult, Requester, Review
-from bot.moderation.screening import Moderation
+from bot.moderation.approval import run_approved
+from bot.moderation.screening import Moderation, ReviewPost
 
 __all__ = ["APPROVE_ACTION_ID", "DENY_ACTION_ID", "ReviewListener", "review_blocks"]
 
@@ -136,46 +135,43 @@ class ReviewListener:
     # -- Ask an admin ---------------------------------------------------------------------------
 
     async def _ask(self, review_id: str, origin: Origin) -> None:
+        """The refused user asks for a review (``Moderation.ask``): the prompt goes to the
+        review channel with Approve / Deny; the refusal becomes "sent to the admins"."""
         chat = self.chat
-        requester = origin.requester()
-        rules = await self.moderation.rules(PLATFORM, origin.team_id)
-        review_channel = rules.review_channel_id
-        if review_channel is not None:
-            target = Origin(team_id=origin.team_id, channel_id=review_channel, user_id="")
-            if not await chat.can_post(target):
-                log.error(
-                    "review %s: the bot is not in the review channel %s; /invite it there",
-                    review_id,
-                    review_channel,
-                )
-                await chat.tell(origin, REVIEW_POST_FAILED)
-                return
         try:
-            review = await self.moderation.request_review(review_id, requester)
+            post = await self.moderation.ask(review_id, origin.requester())
         except BotError as err:
             log.info("review %s: request refused: %s", review_id, type(err).__name__)
             await chat.tell(origin, describe(err))
             return
-        channel_id = review_channel
-        if channel_id is None:  # set in between; request_review checked there is one now
-            channel_id = (await self.moderation.rules(PLATFORM, origin.team_id)).review_channel_id
-        if channel_id is None:
-            await self.moderation.withdraw_request(review_id)
+        if not await self._post(post):
+            await self.moderation.withdraw(review_id)
             await chat.tell(origin, REVIEW_POST_FAILED)
             return
+        log.info("review %s: sent to the review channel %s", review_id, post.channel_id)
+        await chat.tell(origin, REVIEW_SENT, replace=True)
+
+    async def _post(self, post: ReviewPost) -> bool:
+        """Post the review for the admins; ``False`` when Slack would not take it."""
+        review = post.review
+        where = Origin(
+            team_id=review.requester.workspace_id, channel_id=post.channel_id, user_id=""
+        )
+        if not await self.chat.can_post(where):
+            log.error(
+                "review %s: the bot is not in the review channel %s; /invite it there",
+                review.review_id,
+                post.channel_id,
+            )
+            return False
         try:
-            await chat.client.chat_postMessage(
-                channel=channel_id,
-                text=review_title(review),
-                blocks=review_blocks(review),
+            await self.chat.client.chat_postMessage(
+                channel=post.channel_id, text=review_title(review), blocks=review_blocks(review)
             )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-            log.error("review %s: cannot post in the review channel: %s", review_id, exc)
-            await self.moderation.withdraw_request(review_id)
-            await chat.tell(origin, REVIEW_POST_FAILED)
-            return
-        log.info("review %s: sent to the review channel %s", review_id, channel_id)
-        await chat.tell(origin, REVIEW_SENT, replace=True)
+            log.error("review %s: cannot post in the review channel: %s", review.review_id, exc)
+            return False
+        return True
 
     # -- Approve / Deny -------------------------------------------------------------------------
 
@@ -206,35 +202,20 @@ class ReviewListener:
         await self._run_approved(review, user, origin)
 
     async def _run_approved(self, review: Review, user: Origin, admin: Origin) -> None:
-        """The approved job, for the user who asked (charged to them), uploaded into the
-        channel they asked in, followed by the Reroll button."""
+        """The approved job (``run_approved``), uploaded into the channel the user asked in,
+        followed by the Reroll button."""
         chat = self.chat
 
         async def deliver(result: GenerationResult) -> None:
             await chat.deliver(result, user)
 
-        try:
-            result = await chat.service.generate(
-                review.request,
-                review.requester,
-                event_id=review_run(review.review_id),
-                deliver=deliver,
-                screen=False,
-            )
-        except DuplicateRequestError as err:
-            log.info("review %s: already handled by job %s", review.review_id, err.job_id)
-            return
-        except DeliveryError as err:
-            if not err.notified:
-                await chat.tell(user, describe(err))
-            await chat.tell(admin, review_job_failed_text(describe(err)))
-            return
-        except BotError as err:
-            log.info("review %s: approved job failed: %s", review.review_id, type(err).__name__)
-            await chat.tell(user, describe(err))
-            await chat.tell(admin, review_job_failed_text(describe(err)))
-            return
-        await post_reroll_button(chat.client, user, result.job_id)
+        run = await run_approved(chat.service, review, deliver=deliver)
+        if run.result is not None:
+            await post_reroll_button(chat.client, user, run.result.job_id)
+        if run.to_user is not None:
+            await chat.tell(user, run.to_user)
+        if run.to_admin is not None:
+            await chat.tell(admin, run.to_admin)
 
 
 def _value(body: dict[str, Any]) -> str:

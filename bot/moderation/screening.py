@@ -16,8 +16,9 @@ it before the hold, so a refusal costs nothing):
 
 A refusal writes a ``Review`` in state ``refused`` and its moderation log row (one statement),
 then raises ``PromptRefusedError(source, rule, review_id=...)``. The user may ask an admin
-(``request_review``: ``refused -> pending``); an admin approves or denies it (``decide``);
-after an approval the adapter runs the job with ``screen=False``, charged to the user.
+(``ask``: ``refused -> pending``, undone by ``withdraw`` when the post for the admins fails);
+an admin approves or denies it (``decide``); an approved review's job runs through
+``bot.moderation.approval.run_approved``, unscreened and charged to the user.
 
 ``ModerationAdmin`` is the permission-checked admin API; every change is audited.
 """
@@ -81,6 +82,7 @@ __all__ = [
     "ModerationAdmin",
     "ModerationClient",
     "ModerationUnavailableError",
+    "ReviewPost",
     "split_block_term",
 ]
 
@@ -108,6 +110,15 @@ def split_block_term(text: str) -> tuple[bool, str]:
     if len(stripped) > 2 and stripped.startswith("/") and stripped.endswith("/"):
         return True, stripped[1:-1].strip()
     return False, stripped
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewPost:
+    """What ``Moderation.ask`` hands the adapter: the pending ``review`` to show the admins
+    and the ``channel_id`` of the server's review channel to post it in."""
+
+    review: Review
+    channel_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,10 +368,25 @@ class Moderation:
             raise InvalidRequestError(REVIEW_NOT_FOUND)
         return review
 
-    async def request_review(self, review_id: str, requester: Requester) -> Review:
-        """The refused user asks an admin: ``refused -> pending``. Only that user may ask
-        (``ReviewNotYoursError``); the server needs a review channel and a review is asked
-        for once (``InvalidRequestError``)."""
+    async def ask(self, review_id: str, requester: Requester) -> ReviewPost:
+        """The refused user asks an admin; every platform's "Ask an admin" is this call.
+
+        The steps, in this order, so that every refusal comes before any state changes:
+
+        1. the review exists (``InvalidRequestError``, ``REVIEW_NOT_FOUND``);
+        2. it is ``requester``'s own (``ReviewNotYoursError``), before anything about the
+           server is read or said;
+        3. it was not asked about already (``REVIEW_ALREADY_REQUESTED``, also for a decided
+           review), so a replayed click is told so whatever the server's settings now;
+        4. the server has a review channel (``NO_REVIEW_CHANNEL``): nothing is changed when
+           there is no admin to ask;
+        5. ``refused -> pending`` in one statement (a concurrent second click loses there and
+           is told ``REVIEW_ALREADY_REQUESTED``).
+
+        Returns what to post (the pending review) and where (the channel read in step 4). The
+        adapter then posts it; whether the platform takes the post can only be known by trying,
+        so when it does not (including a platform's own check that the bot may post there),
+        the adapter calls ``withdraw`` and tells the user ``REVIEW_POST_FAILED``."""
         review = await self.review(review_id)
         mine = review.requester
         if (requester.platform, requester.workspace_id, requester.user_id) != (
@@ -369,18 +395,20 @@ class Moderation:
             mine.user_id,
         ):
             raise ReviewNotYoursError()
-        rules = await self.rules(mine.platform, mine.workspace_id)
-        if rules.review_channel_id is None:
+        if review.state is not ReviewState.REFUSED:
+            raise InvalidRequestError(REVIEW_ALREADY_REQUESTED)
+        channel_id = (await self.rules(mine.platform, mine.workspace_id)).review_channel_id
+        if channel_id is None:
             raise InvalidRequestError(NO_REVIEW_CHANNEL)
         pending = await self.store.mark_pending(review_id)
         if pending is None:
             raise InvalidRequestError(REVIEW_ALREADY_REQUESTED)
         log.info("review %s requested by %s:%s", review_id, mine.platform, mine.user_id)
-        return pending
+        return ReviewPost(review=pending, channel_id=channel_id)
 
-    async def withdraw_request(self, review_id: str) -> None:
+    async def withdraw(self, review_id: str) -> None:
         """``pending -> refused``: the adapter could not post the review for the admins, so the
-        user may ask again once the review channel works."""
+        user may ask again once the review channel works. A decided review stays decided."""
         if await self.store.mark_refused(review_id):
             log.info("review %s: request withdrawn (the review channel was unreachable)", review_id)
 
