@@ -23,7 +23,8 @@ from bot.config import Settings
 from bot.health import Health
 from bot.messages import PREVIEW_WARNING
 from bot.models import Limits
-from bot.moderation.screening import Moderation, ModerationAdmin
+from bot.moderation.admin import ModerationAdmin
+from bot.moderation.screening import Moderation
 from bot.provider.client import ImageProvider, OpenAIImageClient, new_http_client
 from bot.provider.imaging import Refitter
 from bot.provider.metrics import InstrumentedProvider, Metrics

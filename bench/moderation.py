@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._support import machine, percentile, table
 from bot.errors import InvalidRequestError, PromptRefusedError
 from bot.models import GenerationRequest, Limits, Requester
+from bot.moderation.admin import MAX_RULES, ModerationAdmin
 from bot.moderation.filter import MAX_CHECKED_LENGTH, PromptFilter, builtin_terms, cached_filter
-from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
+from bot.moderation.screening import Moderation
 from bot.store.ledger import SqliteLedger
 from bot.store.moderation import SqliteModerationStore
 

@@ -26,7 +26,8 @@ from bot.config import Settings
 from bot.errors import InvalidRequestError, PermissionDeniedError, QuotaExceededError
 from bot.limit import LimitName
 from bot.models import Limits, Requester, Scope, ScopeKind
-from bot.moderation.screening import Moderation, ModerationAdmin
+from bot.moderation.admin import ModerationAdmin
+from bot.moderation.screening import Moderation
 from bot.provider.preview import PreviewProvider
 from bot.service import ImageService
 from bot.store.database import Store

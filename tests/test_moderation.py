@@ -40,14 +40,9 @@ from bot.models import (
     Review,
     ReviewState,
 )
+from bot.moderation.admin import BlockChange, ModerationAdmin, split_block_term
 from bot.moderation.approval import ApprovedRun, run_approved
-from bot.moderation.screening import (
-    BlockChange,
-    Moderation,
-    ModerationAdmin,
-    ReviewPost,
-    split_block_term,
-)
+from bot.moderation.screening import Moderation, ReviewPost
 from bot.service import Deliver, ImageService
 from bot.store.database import Store
 from bot.store.ledger import Ledger, SqliteLedger

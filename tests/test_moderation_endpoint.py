@@ -17,7 +17,8 @@ from adapters.runtime import open_runtime
 from bot.config import Settings
 from bot.errors import PromptRefusedError
 from bot.models import GenerationRequest, Requester
-from bot.moderation.screening import FailPolicy, Moderation, ModerationClient
+from bot.moderation.endpoint import FailPolicy, ModerationClient
+from bot.moderation.screening import Moderation
 from bot.store.ledger import SqliteLedger
 from bot.store.moderation import SqliteModerationStore
 from tests.fakes.loopback import serve_loopback

@@ -8,7 +8,7 @@ import pytest
 from adapters.slack import grammar as cmd
 from adapters.slack import moderation_grammar as mc
 from bot.errors import InvalidRequestError
-from bot.moderation.screening import split_block_term
+from bot.moderation.admin import split_block_term
 
 
 def _parse(text: str) -> object:

@@ -20,8 +20,9 @@ from bench import moderation as moderation_bench
 from bot.errors import InvalidRequestError, PromptRefusedError
 from bot.messages import describe
 from bot.models import GenerationRequest, Limits, Requester
+from bot.moderation.admin import MAX_RULES, ModerationAdmin
 from bot.moderation.filter import MAX_CHECKED_LENGTH, cached_filter
-from bot.moderation.screening import MAX_RULES, Moderation, ModerationAdmin
+from bot.moderation.screening import Moderation
 from bot.store.ledger import SqliteLedger
 from bot.store.moderation import SqliteModerationStore
 

@@ -20,7 +20,7 @@ from bot.messages import (
     spoilers_text,
 )
 from bot.models import Requester
-from bot.moderation.screening import ModerationAdmin
+from bot.moderation.admin import ModerationAdmin
 
 __all__ = ["ModerationCommands"]
 

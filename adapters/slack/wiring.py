@@ -17,7 +17,7 @@ from adapters.slack.moderation_admin import ModerationCommands
 from adapters.slack.progress import QueueNotes
 from adapters.slack.review import ReviewListener
 from bot.admin import QuotaAdmin
-from bot.moderation.screening import ModerationAdmin
+from bot.moderation.admin import ModerationAdmin
 from bot.service import ImageService
 
 __all__ = ["wire"]

@@ -10,9 +10,9 @@ it before the hold, so a refusal costs nothing):
    (the filter is CPU work: folding, and RE2 searches linear in the text, which is at most
    ``MAX_CHECKED_LENGTH`` characters), so a check never holds up the event loop;
 3. when ``MODERATION_API_BASE_URL`` is set, an OpenAI-compatible ``POST {base}/moderations``
-   (``ModerationClient``); a flagged prompt is refused with its categories as the rule. When
-   the endpoint fails, ``MODERATION_FAIL_POLICY`` (``refuse`` or ``allow``) decides and a
-   WARNING says so.
+   (``bot.moderation.endpoint.ModerationClient``); a flagged prompt is refused with its
+   categories as the rule. When the endpoint fails, ``MODERATION_FAIL_POLICY`` (``refuse`` or
+   ``allow``) decides and a WARNING says so.
 
 A refusal writes a ``Review`` in state ``refused`` and its moderation log row (one statement),
 then raises ``PromptRefusedError(source, rule, review_id=...)``. The user may ask an admin
@@ -20,7 +20,8 @@ then raises ``PromptRefusedError(source, rule, review_id=...)``. The user may as
 an admin approves or denies it (``decide``); an approved review's job runs through
 ``bot.moderation.approval.run_approved``, unscreened and charged to the user.
 
-``ModerationAdmin`` is the permission-checked admin API; every change is audited.
+``bot.moderation.admin.ModerationAdmin`` is the permission-checked admin API; every change is
+audited.
 """
 
 from __future__ import annotations
@@ -32,16 +33,13 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
-from bot.admin import actor_name
 from bot.errors import (
     ChannelNotAllowedError,
-    ConfigError,
     InvalidRequestError,
     PermissionDeniedError,
     PromptRefusedError,
@@ -57,42 +55,28 @@ from bot.messages import (
 )
 from bot.models import (
     GenerationRequest,
-    ModerationEntry,
     Requester,
     Review,
     ReviewState,
     ServerRules,
+)
+from bot.moderation.endpoint import (
+    DEFAULT_MODERATION_MODEL,
+    FailPolicy,
+    ModerationClient,
+    ModerationUnavailableError,
 )
 from bot.moderation.filter import (
     MAX_CHECKED_LENGTH,
     PromptFilter,
     builtin_terms,
     cached_filter,
-    check_pattern,
-    check_term,
 )
-from bot.store.moderation import ModerationStore, RuleKind
+from bot.store.moderation import ModerationStore
 
-__all__ = [
-    "DEFAULT_MODERATION_MODEL",
-    "MAX_RULES",
-    "BlockChange",
-    "FailPolicy",
-    "Moderation",
-    "ModerationAdmin",
-    "ModerationClient",
-    "ModerationUnavailableError",
-    "ReviewPost",
-    "split_block_term",
-]
+__all__ = ["Moderation", "ReviewPost"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
-MAX_RULES = 500
-"""Most blocked words (and, separately, patterns and allowed channels) per server."""
-
-FailPolicy = Literal["refuse", "allow"]
 
 T = TypeVar("T")
 
@@ -103,15 +87,6 @@ T = TypeVar("T")
 _CHECK_THREADS = 1
 
 
-def split_block_term(text: str) -> tuple[bool, str]:
-    """How admins type a block rule: ``/regex/`` is a pattern, anything else a word or phrase.
-    Returns ``(is_pattern, value)``: ``"/n[a@]ked/"`` -> ``(True, "n[a@]ked")``."""
-    stripped = text.strip()
-    if len(stripped) > 2 and stripped.startswith("/") and stripped.endswith("/"):
-        return True, stripped[1:-1].strip()
-    return False, stripped
-
-
 @dataclass(frozen=True, slots=True)
 class ReviewPost:
     """What ``Moderation.ask`` hands the adapter: the pending ``review`` to show the admins
@@ -119,114 +94,6 @@ class ReviewPost:
 
     review: Review
     channel_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class BlockChange:
-    """What ``block`` or ``unblock`` did: the ``value`` as stored, whether it is a
-    ``pattern``, and whether anything ``changed`` (``False``: it was already so)."""
-
-    value: str
-    pattern: bool
-    changed: bool
-
-
-class ModerationUnavailableError(Exception):
-    """The moderation endpoint gave no usable answer; ``detail`` is safe to log."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _moderations_url(base_url: str) -> httpx.URL:
-    url = httpx.URL(base_url.strip())
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError("MODERATION_API_BASE_URL must be an http(s) URL")
-    path = url.path.rstrip("/") or "/v1"
-    return url.copy_with(path=f"{path}/moderations", query=None, fragment=None)
-
-
-class ModerationClient:
-    """An OpenAI-compatible ``POST {base}/moderations`` client on the process's HTTP client.
-
-    ``base_url`` is the API root like ``IMAGE_API_BASE_URL``, ``/v1`` included (a bare origin
-    gets ``/v1``). The key rides only in the ``Authorization`` header and never appears in a
-    log line or an exception."""
-
-    def __init__(
-        self,
-        *,
-        http: httpx.AsyncClient,
-        base_url: str,
-        api_key: SecretStr | None,
-        model: str = DEFAULT_MODERATION_MODEL,
-        fail_policy: FailPolicy = "refuse",
-        timeout: float = 10.0,
-    ) -> None:
-        if fail_policy not in ("refuse", "allow"):
-            raise ConfigError("MODERATION_FAIL_POLICY must be refuse or allow")
-        self._http = http
-        self._url = _moderations_url(base_url)
-        self._where = f"{self._url.host}{self._url.path}"
-        self._api_key = api_key
-        self.model = model
-        self.fail_policy: FailPolicy = fail_policy
-        self._timeout = httpx.Timeout(timeout, connect=min(5.0, timeout))
-
-    @property
-    def endpoint(self) -> str:
-        """Host and path of the endpoint (safe to log: no query, no user info)."""
-        return self._where
-
-    async def flagged(self, texts: Sequence[str]) -> str | None:
-        """The flagged categories (``"sexual, violence"``) if any text is flagged, else
-        ``None``. Raises ``ModerationUnavailableError`` when there is no usable answer."""
-        headers = {}
-        if self._api_key is not None and self._api_key.get_secret_value():
-            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        try:
-            response = await self._http.post(
-                self._url,
-                json={"model": self.model, "input": list(texts)},
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException:
-            raise ModerationUnavailableError("timed out") from None
-        except httpx.HTTPError as exc:
-            raise ModerationUnavailableError(f"request failed ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise ModerationUnavailableError(f"HTTP {response.status_code}{_error_code(response)}")
-        try:
-            results = response.json()["results"]
-            if not isinstance(results, list) or not results:
-                raise ValueError("no results")
-            flagged: set[str] = set()
-            any_flagged = False
-            for result in results:
-                if not isinstance(result.get("flagged"), bool):
-                    raise ValueError("no flagged field")
-                if result["flagged"]:
-                    any_flagged = True
-                    categories = result.get("categories") or {}
-                    flagged.update(name for name, on in categories.items() if on is True)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ModerationUnavailableError("malformed response") from None
-        if not any_flagged:
-            return None
-        return ", ".join(sorted(flagged)) or "flagged"
-
-
-def _error_code(response: httpx.Response) -> str:
-    """`` (code)`` from an OpenAI-shaped error body, or nothing; never the message, which
-    may echo (part of) the key."""
-    try:
-        error: Any = response.json()["error"]
-        code = error.get("code") or error.get("type")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    return f" ({code})" if isinstance(code, str | int) and code != "" else ""
 
 
 class Moderation:
@@ -430,113 +297,3 @@ class Moderation:
             raise InvalidRequestError(REVIEW_ALREADY_DECIDED)
         log.info("review %s %s by %s:%s", review_id, decided.state, actor.platform, actor.user_id)
         return decided
-
-
-class ModerationAdmin:
-    """The admin API for moderation. Every method takes the acting ``Requester``, raises
-    ``PermissionDeniedError`` unless ``actor.is_admin``, acts on the actor's own platform and
-    server only, and is audited (actor ``"<platform>:<user id>"``)."""
-
-    def __init__(self, moderation: Moderation) -> None:
-        self.moderation = moderation
-        self._store = moderation.store
-
-    @staticmethod
-    def _check(actor: Requester, action: str) -> None:
-        if not actor.is_admin:
-            raise PermissionDeniedError(action)
-
-    async def _add(self, actor: Requester, kind: RuleKind, value: str) -> bool:
-        if await self._store.count_rules(actor.platform, actor.workspace_id, kind) >= MAX_RULES:
-            raise InvalidRequestError(f"this server already has {MAX_RULES} of those")
-        added = await self._store.add_rule(
-            actor.platform, actor.workspace_id, kind, value, actor=actor_name(actor)
-        )
-        log.info("%s added %s rule to %s", actor_name(actor), kind, actor.workspace_id or "-")
-        return added
-
-    async def block(self, actor: Requester, term_or_regex: str) -> BlockChange:
-        """Block what an admin typed: ``/regex/`` as a pattern, anything else as a word or
-        phrase (``split_block_term``); every platform's ``block add`` is this call."""
-        pattern, value = split_block_term(term_or_regex)
-        if pattern:
-            return BlockChange(value, True, await self.block_add_pattern(actor, value))
-        return BlockChange(value, False, await self.block_add(actor, value))
-
-    async def unblock(self, actor: Requester, term_or_regex: str) -> BlockChange:
-        """Unblock what an admin typed, ``/regex/`` or a word; every platform's
-        ``block remove`` is this call."""
-        pattern, value = split_block_term(term_or_regex)
-        return BlockChange(value, pattern, await self.block_remove(actor, term_or_regex))
-
-    async def block_add(self, actor: Requester, term: str) -> bool:
-        """Block a word or phrase; ``False`` when it was already blocked."""
-        self._check(actor, "change the blocked words")
-        return await self._add(actor, "term", check_term(term))
-
-    async def block_add_pattern(self, actor: Requester, regex: str) -> bool:
-        """Block a regular expression (``InvalidRequestError`` when RE2 cannot run it, it is
-        too complex, alone or with the server's other patterns, or it matches everything)."""
-        self._check(actor, "change the blocked words")
-        rules = await self.moderation.rules(actor.platform, actor.workspace_id)
-        # RE2's compiler can take tens of milliseconds on a large pattern: off the loop.
-        vet = functools.partial(check_pattern, regex, rules.blocked_patterns)
-        pattern = await self.moderation.off_loop(vet)
-        return await self._add(actor, "pattern", pattern)
-
-    async def block_remove(self, actor: Requester, term_or_regex: str) -> bool:
-        """Unblock a word or a pattern (also accepted as ``/regex/``); ``False`` when neither
-        was blocked."""
-        self._check(actor, "change the blocked words")
-        where = (actor.platform, actor.workspace_id)
-        name = actor_name(actor)
-        is_pattern, value = split_block_term(term_or_regex)
-        if is_pattern and await self._store.remove_rule(*where, "pattern", value, actor=name):
-            return True
-        try:
-            term = check_term(term_or_regex)
-        except InvalidRequestError:
-            term = None
-        if term is not None and await self._store.remove_rule(*where, "term", term, actor=name):
-            return True
-        return await self._store.remove_rule(*where, "pattern", term_or_regex.strip(), actor=name)
-
-    async def block_list(self, actor: Requester) -> ServerRules:
-        self._check(actor, "view the blocked words")
-        return await self.moderation.rules(actor.platform, actor.workspace_id)
-
-    async def set_review_channel(self, actor: Requester, channel_id: str | None) -> None:
-        """Where "Ask an admin" requests go (``None``: nowhere; the button then says so)."""
-        self._check(actor, "set the review channel")
-        await self._store.set_review_channel(
-            actor.platform, actor.workspace_id, channel_id or None, actor=actor_name(actor)
-        )
-
-    async def allow_channel(self, actor: Requester, channel_id: str) -> bool:
-        """Add a channel to the allow-list (once it has one, /imagine works only there)."""
-        self._check(actor, "change where images can be made")
-        if not channel_id:
-            raise InvalidRequestError("name a channel")
-        return await self._add(actor, "channel", channel_id)
-
-    async def disallow_channel(self, actor: Requester, channel_id: str) -> bool:
-        self._check(actor, "change where images can be made")
-        return await self._store.remove_rule(
-            actor.platform, actor.workspace_id, "channel", channel_id, actor=actor_name(actor)
-        )
-
-    async def set_spoilers(self, actor: Requester, on: bool) -> None:
-        self._check(actor, "change the spoiler setting")
-        await self._store.set_spoilers(
-            actor.platform, actor.workspace_id, on, actor=actor_name(actor)
-        )
-
-    async def log(
-        self, actor: Requester, days: int = 7, *, limit: int = 50
-    ) -> tuple[ModerationEntry, ...]:
-        """Refusals in the actor's server over the last ``days`` days, newest first."""
-        self._check(actor, "view the moderation log")
-        if not 1 <= days <= 366:
-            raise InvalidRequestError("days must be between 1 and 366")
-        since = self._store.now() - timedelta(days=days)
-        return await self._store.log(actor.platform, actor.workspace_id, since=since, limit=limit)
