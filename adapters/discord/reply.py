@@ -47,6 +47,7 @@ __all__ = [
     "Reply",
     "acknowledge",
     "answer_admin",
+    "channel_mention",
     "reach",
 ]
 
@@ -169,12 +170,12 @@ class Reply:
                 "interaction %s (user %s, job %s) failed: %s: %s",
                 interaction.id,
                 interaction.user.id,
-                getattr(err, "job_id", None) or "-",
+                (err.job_id if isinstance(err, BotError) else None) or "-",
                 type(err).__name__,
                 err,
                 exc_info=err if not isinstance(err, BotError) else None,
             )
-        text = describe(err)
+        text = describe(err, channel_label=channel_mention)
         try:
             if self.token_usable():
                 await self.say(text)
@@ -223,7 +224,9 @@ class Reply:
             )
             with contextlib.suppress(discord.HTTPException):
                 await self.say(DELIVERY_FAILED)
-            raise DeliveryError(f"Discord refused the result: {exc.status}", notified=True) from exc
+            raise DeliveryError(
+                f"Discord refused the result: {exc.status}", notified=True, job_id=result.job_id
+            ) from exc
 
     async def _edit_into_result(
         self, result: GenerationResult, images: Sequence[GeneratedImage], embed: discord.Embed
@@ -283,6 +286,10 @@ class Reply:
         if self.loading_message_id is not None and not self.ephemeral:
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(self.loading_message_id).delete()
+
+
+def channel_mention(channel_id: str) -> str:
+    return f"<#{channel_id}>"
 
 
 def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
