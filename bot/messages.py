@@ -87,7 +87,6 @@ __all__ = [
     "REVIEW_SENT",
     "SERVER_DEFAULT",
     "SHELL_CANCELLED",
-    "SLACK_ADMIN_HELP",
     "SPOILERS_DISCORD_ONLY",
     "TEMPORARILY_UNAVAILABLE",
     "USAGE_CSV_FAILED",
@@ -533,15 +532,16 @@ def job_details(record: JobRecord, *, model_label: str, requester: str) -> list[
     return fields
 
 
-def late_delivery_text(mention: str) -> str:
-    """Posted with a job that finished after the platform closed the original reply."""
+def late_delivery_text(mention: str, *, platform: str, reply_minutes: int) -> str:
+    """Posted with a job that finished after the platform closed the original reply
+    (``platform`` keeps one open ``reply_minutes``)."""
     return (
-        f"{mention} here are your images. They took longer than Discord keeps a reply open "
-        "(15 minutes), so they are posted here instead."
+        f"{mention} here are your images. They took longer than {platform} keeps a reply open "
+        f"({reply_minutes} minutes), so they are posted here instead."
     )
 
 
-# -- Slack delivery --------------------------------------------------------------------------
+# -- delivery ---------------------------------------------------------------------------------
 
 REROLL_HINT = "Not quite it? Reroll draws the same prompt again with a new seed."
 
@@ -551,35 +551,16 @@ DELIVERY_FAILED = (
 )
 
 
-def not_in_channel_text(bot_mention: str) -> str:
-    """The bot cannot post in the conversation the request came from."""
+def not_in_channel_text(invite: str) -> str:
+    """The bot cannot post in the conversation the request came from; ``invite`` is how the
+    platform adds it (e.g. Slack's ``/invite @bot``)."""
     return (
-        "I'm not a member of this channel, so I can't post images here. Add me with "
-        f"/invite {bot_mention} (or use a channel I'm in) and try again. Nothing was charged."
+        f"I'm not a member of this channel, so I can't post images here. Add me with {invite} "
+        "(or use a channel I'm in) and try again. Nothing was charged."
     )
 
 
-# -- Slack admin commands (/imagine admin ...) ------------------------------------------------
-
-SLACK_ADMIN_HELP = "\n".join(
-    [
-        "Admin commands (workspace admins and SLACK_ADMIN_USER_IDS only):",
-        "  /imagine admin set-quota <@user|default> images_per_day=N images_per_month=N "
-        "usd_per_month=X",
-        "      only the limits you name change; =none removes one (the default applies)",
-        "  /imagine admin clear-quota <@user|default>   back to the defaults",
-        "  /imagine admin spend-cap X | off               workspace-wide monthly cap in USD",
-        "  /imagine admin usage [days]                    summary here, CSV in a direct message",
-        "Moderation:",
-        "  /imagine admin block add WORD | /regex/        refuse prompts with it",
-        "  /imagine admin block remove WORD | /regex/     and block list",
-        '  /imagine admin review-channel #channel | none  where "Ask an admin" requests go',
-        "  /imagine admin channels allow #channel         /imagine only in listed channels",
-        "  /imagine admin channels remove #channel        and channels list",
-        "  /imagine admin spoilers on | off               Discord only",
-        "  /imagine admin moderation-log [days]           refused prompts, newest first",
-    ]
-)
+# -- admin commands ------------------------------------------------------------------------------
 
 WORKSPACE_DEFAULT = "the workspace default"
 
@@ -594,10 +575,11 @@ USAGE_CSV_FAILED = (
 )
 
 
-def admin_usage_error(err: BaseException) -> str:
-    """A mistyped admin command (``InvalidRequestError``); other errors as ``describe``."""
+def admin_usage_error(err: BaseException, *, hint: str = "") -> str:
+    """A mistyped admin command (``InvalidRequestError``), followed by ``hint`` (where the
+    platform's help is, e.g. Slack's help command); other errors as ``describe``."""
     if isinstance(err, InvalidRequestError):
-        return f"That admin command is not right: {err.reason}. Type `/imagine admin help`."
+        return f"{admin_mistake_text(err.reason)}{' ' + hint if hint else ''}"
     return describe(err)
 
 
@@ -632,10 +614,10 @@ def quota_cleared_text(who: str) -> str:
     return f"Limits for {who} cleared; the defaults apply."
 
 
-def spend_cap_text(usd_micros: int | None) -> str:
+def spend_cap_text(usd_micros: int | None, *, whose: str = "workspace's") -> str:
     if usd_micros is None:
-        return "The workspace's monthly spending cap is removed."
-    return f"The workspace's monthly spending cap is now {format_usd(usd_micros)}."
+        return f"The {whose} monthly spending cap is removed."
+    return f"The {whose} monthly spending cap is now {format_usd(usd_micros)}."
 
 
 def usage_summary(report: UsageReport, *, user_label: Callable[[str], str] = str) -> str:
@@ -665,7 +647,7 @@ def usage_summary(report: UsageReport, *, user_label: Callable[[str], str] = str
     return "\n".join(lines)
 
 
-# -- Discord admin commands (/imagine-admin ...) -------------------------------------------------
+# -- admin commands with options -------------------------------------------------------------------
 
 SERVER_DEFAULT = "the server default"
 ADMIN_NO_LIMITS = "name at least one of images_per_day, images_per_month or usd_per_month"
@@ -697,7 +679,7 @@ def admin_mistake_text(reason: str) -> str:
 
 def server_spend_cap_text(usd_micros: int | None) -> str:
     """``spend_cap_text`` for a Discord server."""
-    return spend_cap_text(usd_micros).replace("workspace's", "server's")
+    return spend_cap_text(usd_micros, whose="server's")
 
 
 # -- moderation (issue 7): why a review cannot go ahead -------------------------------------

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 TOKEN_GONE_CODES = frozenset({10008, 10015, 10062, 50027})
 ALREADY_ACKNOWLEDGED = 40060
 UNKNOWN_INTERACTION = 10062
+# How long Discord keeps an interaction's token, and so its reply, open.
+REPLY_MINUTES = 15
 # Uploads take time: do not start one on a token about to expire.
 TOKEN_MARGIN = datetime.timedelta(seconds=30)
 MAX_CONTENT = 2000  # characters in one Discord message
@@ -208,7 +210,9 @@ class Reply:
             if await self._edit_into_result(result, images, embed):
                 return
             await self._post_to_channel(
-                content=late_delivery_text(f"<@{interaction.user.id}>"),
+                content=late_delivery_text(
+                    f"<@{interaction.user.id}>", platform="Discord", reply_minutes=REPLY_MINUTES
+                ),
                 embed=embed,
                 files=image_files(result, images, spoiler=self.spoiler),
                 view=result_view(result.job_id),
