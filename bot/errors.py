@@ -35,7 +35,8 @@ as "temporarily unavailable", logged in full)::
        ├─ ContentRejectedError          content_rejected; the user's to reword, not a fault
        └─ ProviderAuthError             401/403: an operator problem, logged at ERROR
 
-An error made inside a job carries its ``job_id`` (given when it is made, else recorded once by
+An adapter that raises an error after telling the user why sets ``notified``. An error made
+inside a job carries its ``job_id`` (given when it is made, else recorded once by
 the service with ``in_job``), so an adapter's log line about the failure can name it.
 
 ``httpx`` exceptions are translated into this tree only in ``bot.provider.client``; nothing here
@@ -88,6 +89,8 @@ class BotError(Exception):
     """Root of every error the core raises on purpose."""
 
     job_id: str | None = None
+    # The adapter that raised it has already told the user; nobody tells them again.
+    notified: bool = False
     operator_fault: ClassVar[bool] = False
     # How loudly an adapter logs it: a user's refusal is routine, an operator fault is not.
     log_level: ClassVar[int] = logging.INFO

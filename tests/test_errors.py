@@ -105,3 +105,9 @@ def test_operator_faults_and_how_loudly_they_are_logged() -> None:
     assert ProviderQuotaError("x").log_level == logging.WARNING
     assert ContentRejectedError("x").log_level == logging.INFO
     assert TooManyJobsError(1).log_level == logging.INFO
+
+
+def test_only_an_error_raised_after_telling_the_user_is_marked_notified() -> None:
+    assert DeliveryError("upload failed", notified=True).notified
+    assert not DeliveryError("upload failed").notified
+    assert not ProviderTimeoutError("slow").notified

@@ -165,8 +165,11 @@ class Reply:
 
     async def fail(self, err: BaseException, *, logged: bool = False) -> None:
         """Tell the user what went wrong: what to do for their own mistakes, "temporarily
-        unavailable" (and a full log line, unless ``logged`` already) for the operator's."""
+        unavailable" (and a full log line, unless ``logged`` already) for the operator's.
+        Nothing when they were told already (``notified``)."""
         interaction = self.interaction
+        if isinstance(err, BotError) and err.notified:
+            return
         if is_operator_fault(err) and not logged:
             log.error(
                 "interaction %s (user %s, job %s) failed: %s: %s",

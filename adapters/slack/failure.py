@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 async def tell_failure(
     chat: SlackChat, origin: Origin, err: BaseException, note: QueueNote | None = None
 ) -> None:
-    """``note``, when it still offers Cancel, is replaced by the outcome."""
+    """``note``, when it still offers Cancel, is replaced by the outcome. Nothing is said
+    when the member was told already (``notified``)."""
+    if isinstance(err, BotError) and err.notified:
+        return  # logged where it was told
     level = err.log_level if isinstance(err, BotError) else logging.WARNING
     log.log(level, "request from %s failed: %s: %s", origin.user_id, type(err).__name__, err)
     if chat.service.moderation is not None and isinstance(err, ServerRulesError):
