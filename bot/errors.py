@@ -206,7 +206,7 @@ class ChannelNotAllowedError(ServerRulesError):
 
 
 class JobStoppedError(BotError):
-    """The job stopped before it was charged, and its hold is refunded with ``reason``."""
+    """The job stopped before it was charged; its hold is refunded as ``refund_as`` says."""
 
     refund_as: ClassVar[str] = "stopped"
 

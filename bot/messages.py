@@ -541,7 +541,7 @@ def late_delivery_text(mention: str, *, platform: str, reply_minutes: int) -> st
     )
 
 
-# -- delivery ---------------------------------------------------------------------------------
+# -- delivery --------------------------------------------------------------------------------
 
 REROLL_HINT = "Not quite it? Reroll draws the same prompt again with a new seed."
 
@@ -560,7 +560,7 @@ def not_in_channel_text(invite: str) -> str:
     )
 
 
-# -- admin commands ------------------------------------------------------------------------------
+# -- Slack admin commands (/imagine admin ...) ------------------------------------------------
 
 WORKSPACE_DEFAULT = "the workspace default"
 
@@ -647,7 +647,7 @@ def usage_summary(report: UsageReport, *, user_label: Callable[[str], str] = str
     return "\n".join(lines)
 
 
-# -- admin commands with options -------------------------------------------------------------------
+# -- Discord admin commands (/imagine-admin ...) -------------------------------------------------
 
 SERVER_DEFAULT = "the server default"
 ADMIN_NO_LIMITS = "name at least one of images_per_day, images_per_month or usd_per_month"
