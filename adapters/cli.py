@@ -31,17 +31,16 @@ from adapters.slack.config import SlackSettings
 from bot.allocator import fix_mmap_threshold
 from bot.catalog import load_catalog
 from bot.config import Settings, load_settings
-from bot.errors import BotError, ConfigError, ProviderError
+from bot.errors import BotError, ConfigError
 from bot.logcontext import log_handler
 from bot.messages import (
     HEALTHCHECK_NO_PORT,
     NO_ADAPTERS,
     NO_ADAPTERS_WAITING,
     healthcheck_unreachable_text,
-    is_operator_fault,
     models_table,
+    operator_text,
     save_failed_text,
-    terminal_text,
 )
 from bot.models import Requester
 from bot.parsing import RequestOptions
@@ -378,13 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except BotError as err:
-        # The operator is the user here, so a fault shows its (key-free) detail.
-        message = terminal_text(err)
-        if isinstance(err, ProviderError) and is_operator_fault(err):
-            message = f"image API error: {err}"
-        elif is_operator_fault(err):
-            message = str(err)
-        print(f"imagine-bot: {message}", file=sys.stderr)
+        print(f"imagine-bot: {operator_text(err)}", file=sys.stderr)
         return 1
 
 

@@ -1,32 +1,43 @@
 """The exceptions the core raises; adapters render them with ``bot.messages.describe``.
 
-Every error carries structured fields and no user-facing wording::
+Every error carries structured fields and no user-facing wording. The groups carry what the
+callers used to work out case by case: ``refund_reason`` (what the ledger stores when a job's
+hold is released because of the error) and ``operator_fault`` (the user cannot fix it: shown
+as "temporarily unavailable", logged in full)::
 
-    BotError
+    BotError                            refund_reason failed:<class>
     ├─ ConfigError                      operator mistake at start-up (bad MODELS_FILE, ...)
     ├─ InvalidRequestError(reason)      the user can fix the request
-    │  └─ UnknownModelError(model, available)
+    │  ├─ UnknownModelError(model, available)
+    │  └─ ReviewStateError(reason)      a review cannot go ahead (none, asked, decided)
     ├─ QuotaExceededError(limit, allowed, used, requested, resets_at)
     ├─ DuplicateRequestError(job_id)    a redelivered platform event; already handled
     ├─ JobNotFoundError(job_id)
     ├─ PermissionDeniedError(action)
     │  └─ ReviewNotYoursError           only the refused user may ask for a review
-    ├─ DeliveryError(detail)            the adapter could not post the images; refunded
-    ├─ QueueFullError(capacity)         the scheduler's queue is full; nothing held
-    ├─ TooManyJobsError(limit)          the user already has `limit` jobs queued or running
-    ├─ JobCancelledError(job_id)        cancelled while queued; refunded
-    ├─ ShuttingDownError                the process is stopping; queued jobs are refunded
-    ├─ PromptRefusedError(source, rule) this server's rules refuse the prompt (rule never shown)
-    ├─ ChannelNotAllowedError(allowed)  /imagine is not allowed in this channel
-    └─ ProviderError(status, request_id)
+    ├─ ServerRulesError                 this server's moderation rules refuse the request
+    │  ├─ PromptRefusedError(source, rule) the prompt (the rule is never shown)
+    │  └─ ChannelNotAllowedError(allowed)  /imagine in this channel
+    ├─ JobStoppedError                  the job stopped before it was charged; refunded
+    │  ├─ QueueFullError(capacity)        queue_full: the scheduler's queue is full
+    │  ├─ TooManyJobsError(limit)         too_many_jobs: `limit` jobs already queued or running
+    │  ├─ JobCancelledError(job_id)       cancelled: cancelled while queued
+    │  ├─ ShuttingDownError               shutdown: the process is stopping
+    │  ├─ JobTimeoutError(job_id, budget) job_timeout: the job's own budget, queue wait included
+    │  └─ DeliveryError(detail)           delivery_failed: the platform would not take the images
+    └─ ProviderError(status, request_id) provider_error:<class>; an operator fault
        ├─ ProviderTimeoutError
        ├─ ProviderUnavailableError      connection failures, 5xx after retries
        ├─ ProviderRateLimitedError(retry_after)
-       │  └─ ProviderWaitTooLongError(wait) longer than the queue may be held; refunded
+       │  └─ ProviderWaitTooLongError(wait) longer than the queue may be held
        ├─ ProviderQuotaError            insufficient_quota / billing_hard_limit_reached
        ├─ ProviderResponseError         malformed JSON, bytes that are not an image, dead URL
-       ├─ ContentRejectedError          content_policy_violation / moderation_blocked
+       ├─ ContentRejectedError          content_rejected; the user's to reword, not a fault
        └─ ProviderAuthError             401/403: an operator problem, logged at ERROR
+
+An adapter that raises an error after telling the user why sets ``notified``. An error made
+inside a job carries its ``job_id`` (given when it is made, else recorded once by
+the service with ``in_job``), so an adapter's log line about the failure can name it.
 
 ``httpx`` exceptions are translated into this tree only in ``bot.provider.client``; nothing here
 ever holds an API key.
@@ -34,8 +45,10 @@ ever holds an API key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import ClassVar, Self
 
 from bot.limit import LimitName, LimitScope
 
@@ -49,6 +62,8 @@ __all__ = [
     "InvalidRequestError",
     "JobCancelledError",
     "JobNotFoundError",
+    "JobStoppedError",
+    "JobTimeoutError",
     "PermissionDeniedError",
     "PromptRefusedError",
     "ProviderAuthError",
@@ -62,6 +77,8 @@ __all__ = [
     "QueueFullError",
     "QuotaExceededError",
     "ReviewNotYoursError",
+    "ReviewStateError",
+    "ServerRulesError",
     "ShuttingDownError",
     "TooManyJobsError",
     "UnknownModelError",
@@ -69,14 +86,34 @@ __all__ = [
 
 
 class BotError(Exception):
-    """Root of every error the core raises on purpose. ``job_id`` is set once a job exists,
-    so an adapter's log line about the failure can name it."""
+    """Root of every error the core raises on purpose."""
 
     job_id: str | None = None
+    # The adapter that raised it has already told the user; nobody tells them again.
+    notified: bool = False
+    operator_fault: ClassVar[bool] = False
+    # How loudly an adapter logs it: a user's refusal is routine, an operator fault is not.
+    log_level: ClassVar[int] = logging.INFO
+
+    @property
+    def refund_reason(self) -> str:
+        """What the ledger stores when a job's hold is released because of this error."""
+        return f"failed:{type(self).__name__}"
+
+    def in_job(self, job_id: str) -> Self:
+        """This error, recorded as the outcome of job ``job_id``: for errors made by code that
+        does not know the job (the provider, an adapter's upload). An id given when the error
+        was made is kept."""
+        if self.job_id is None:
+            self.job_id = job_id
+        return self
 
 
 class ConfigError(BotError):
     """The operator's configuration is unusable; start-up stops with this message."""
+
+    operator_fault = True
+    log_level = logging.WARNING
 
 
 class InvalidRequestError(BotError):
@@ -92,6 +129,11 @@ class UnknownModelError(InvalidRequestError):
         self.model = model
         self.available = tuple(available)
         super().__init__(f"unknown model {model!r}; choose {', '.join(self.available)}")
+
+
+class ReviewStateError(InvalidRequestError):
+    """A review cannot go ahead as asked: there is none, no review channel, or it was already
+    asked for or decided. ``reason`` is one of the ``REVIEW_*`` reasons in ``bot.messages``."""
 
 
 class QuotaExceededError(BotError):
@@ -141,40 +183,12 @@ class ReviewNotYoursError(PermissionDeniedError):
         super().__init__("ask for a review of someone else's prompt")
 
 
-class DeliveryError(BotError):
-    """The images were drawn but the platform would not take them; the job is refunded.
-    ``notified`` says the adapter has already told the user why."""
-
-    def __init__(self, detail: str, *, notified: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.notified = notified
+class ServerRulesError(BotError):
+    """The server's moderation rules refuse the request; nothing was held. Adapters answer
+    these with what the rules allow (the "Ask an admin" button, the allowed channels)."""
 
 
-class QueueFullError(BotError):
-    def __init__(self, capacity: int) -> None:
-        super().__init__(f"the queue is full ({capacity} jobs)")
-        self.capacity = capacity
-
-
-class TooManyJobsError(BotError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"already {limit} job(s) queued or running")
-        self.limit = limit
-
-
-class JobCancelledError(BotError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} was cancelled")
-        self.job_id = job_id
-
-
-class ShuttingDownError(BotError):
-    def __init__(self) -> None:
-        super().__init__("the bot is shutting down")
-
-
-class PromptRefusedError(BotError):
+class PromptRefusedError(ServerRulesError):
     """The server's rules refuse the prompt. ``source`` is ``"filter"`` or ``"moderation"``;
     ``rule`` says what matched, for the moderation log and admins only, never the user."""
 
@@ -185,22 +199,108 @@ class PromptRefusedError(BotError):
         self.review_id = review_id
 
 
-class ChannelNotAllowedError(BotError):
+class ChannelNotAllowedError(ServerRulesError):
     def __init__(self, allowed_channel_ids: tuple[str, ...]) -> None:
         super().__init__("not allowed in this channel")
         self.allowed_channel_ids = allowed_channel_ids
 
 
+class JobStoppedError(BotError):
+    """The job stopped before it was charged; its hold is refunded as ``refund_as`` says."""
+
+    refund_as: ClassVar[str] = "stopped"
+
+    @property
+    def refund_reason(self) -> str:
+        return self.refund_as
+
+
+class QueueFullError(JobStoppedError):
+    refund_as = "queue_full"
+
+    def __init__(self, capacity: int, *, job_id: str | None = None) -> None:
+        super().__init__(f"the queue is full ({capacity} jobs)")
+        self.capacity = capacity
+        self.job_id = job_id
+
+
+class TooManyJobsError(JobStoppedError):
+    refund_as = "too_many_jobs"
+
+    def __init__(self, limit: int, *, job_id: str | None = None) -> None:
+        super().__init__(f"already {limit} job(s) queued or running")
+        self.limit = limit
+        self.job_id = job_id
+
+
+class JobCancelledError(JobStoppedError):
+    refund_as = "cancelled"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+class ShuttingDownError(JobStoppedError):
+    refund_as = "shutdown"
+
+    def __init__(self, *, job_id: str | None = None) -> None:
+        super().__init__("the bot is shutting down")
+        self.job_id = job_id
+
+
+class JobTimeoutError(JobStoppedError):
+    """The job ran past its own time budget (``budget`` seconds from its hold, queue wait
+    included), whichever step it was at: not the provider's fault as such, so it is not a
+    ``ProviderTimeoutError`` (the user is told the same)."""
+
+    refund_as = "job_timeout"
+    # As when it surfaced as a provider timeout: logged in full.
+    operator_fault = True
+    log_level = logging.WARNING
+
+    def __init__(self, job_id: str, budget: float | None) -> None:
+        super().__init__(f"job {job_id} took longer than {budget} s")
+        self.job_id = job_id
+        self.budget = budget
+
+
+class DeliveryError(JobStoppedError):
+    """The images were drawn but the platform would not take them; the job is refunded.
+    ``notified`` says the adapter has already told the user why."""
+
+    refund_as = "delivery_failed"
+
+    def __init__(self, detail: str, *, notified: bool = False, job_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.notified = notified
+        self.job_id = job_id
+
+
 class ProviderError(BotError):
     """The image API failed. ``detail`` is safe to log: it never contains the API key."""
 
+    operator_fault = True
+    log_level = logging.WARNING
+
     def __init__(
-        self, detail: str, *, status: int | None = None, request_id: str | None = None
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
         self.request_id = request_id
+        self.job_id = job_id
+
+    @property
+    def refund_reason(self) -> str:
+        return f"provider_error:{type(self).__name__}"
 
 
 class ProviderTimeoutError(ProviderError):
@@ -251,8 +351,17 @@ class ProviderResponseError(ProviderError):
 
 
 class ContentRejectedError(ProviderError):
-    pass
+    """The provider's content policy refused the prompt: the user's to reword."""
+
+    operator_fault = False
+    log_level = logging.INFO
+
+    @property
+    def refund_reason(self) -> str:
+        return "content_rejected"
 
 
 class ProviderAuthError(ProviderError):
-    pass
+    """Our credentials were rejected: nothing works until the operator fixes them."""
+
+    log_level = logging.ERROR

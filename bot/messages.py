@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import errno
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.catalog import ModelCatalog
 from bot.errors import (
     BotError,
     ChannelNotAllowedError,
-    ConfigError,
     ContentRejectedError,
     DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
     JobCancelledError,
     JobNotFoundError,
+    JobTimeoutError,
     PermissionDeniedError,
     PromptRefusedError,
     ProviderError,
@@ -86,7 +87,6 @@ __all__ = [
     "REVIEW_SENT",
     "SERVER_DEFAULT",
     "SHELL_CANCELLED",
-    "SLACK_ADMIN_HELP",
     "SPOILERS_DISCORD_ONLY",
     "TEMPORARILY_UNAVAILABLE",
     "USAGE_CSV_FAILED",
@@ -119,6 +119,7 @@ __all__ = [
     "models_table",
     "moderation_log_text",
     "not_in_channel_text",
+    "operator_text",
     "option_refused_text",
     "out_directory_text",
     "progress_text",
@@ -243,73 +244,101 @@ def _amount(name: str, value: int) -> str:
 
 def is_operator_fault(err: BaseException) -> bool:
     """Faults the user cannot fix: shown as "temporarily unavailable", logged in full."""
-    if isinstance(err, ContentRejectedError):
-        return False
-    return isinstance(err, ProviderError | ConfigError) or not isinstance(err, BotError)
+    return err.operator_fault if isinstance(err, BotError) else True
 
 
-def describe(err: BaseException, *, now: datetime | None = None) -> str:
-    """One short message for the user about ``err``, saying what to do next."""
-    if isinstance(err, InvalidRequestError):
-        return f"Sorry, I can't draw that: {err.reason}."
-    if isinstance(err, QuotaExceededError):
-        limit = err.limit
-        if limit.is_money:
-            used = f"{format_usd(err.used)} of {format_usd(err.allowed)}"
-        else:
-            used = f"{err.used} of {_amount(limit, err.allowed)}"
-        who = "This server has" if limit.scope is LimitScope.SERVER else "You have"
-        return (
-            f"{who} reached the {limit_label(err.limit)} ({used} used; this job "
-            f"needs {_amount(err.limit, err.requested)}). It resets "
-            f"{format_reset(err.resets_at, now)}. Nothing was charged."
-        )
-    if isinstance(err, ContentRejectedError):
-        return (
-            "The image service refused this prompt under its content policy. Nothing was "
-            "charged; try rewording it."
-        )
-    if isinstance(err, ProviderTimeoutError):
-        return "The image service took too long to answer. Nothing was charged; please try again."
-    if isinstance(err, ProviderWaitTooLongError):
-        minutes = _minutes(err.wait)
-        return (
-            f"The image service is rate-limited, try again in {minutes:,} "
-            f"minute{'s' if minutes != 1 else ''}. Nothing was charged."
-        )
-    if isinstance(err, ReviewNotYoursError):
-        return REVIEW_NOT_YOURS
-    if isinstance(err, PermissionDeniedError):
-        return f"Only admins can {err.action}."
-    if isinstance(err, DeliveryError):
-        return DELIVERY_FAILED
-    if isinstance(err, TooManyJobsError):
-        return (
-            f"You already have {err.limit} image job{'s' if err.limit != 1 else ''} on the way; "
-            "wait for one to finish, then try again. Nothing was charged."
-        )
-    if isinstance(err, QueueFullError):
-        return (
-            "I'm very busy right now and my queue is full. Nothing was charged; please try "
-            "again in a few minutes."
-        )
-    if isinstance(err, JobCancelledError):
-        return "Cancelled. Nothing was charged."
-    if isinstance(err, ShuttingDownError):
-        return (
-            "I'm restarting, so this job was stopped before it ran. Nothing was charged; "
-            "please try again in a minute."
-        )
-    if isinstance(err, PromptRefusedError):
-        return "This prompt was refused by this server's rules. Nothing was charged."
-    if isinstance(err, ChannelNotAllowedError):
-        where = ", ".join(f"<#{c}>" for c in err.allowed_channel_ids)
-        return f"Image generation isn't enabled in this channel; use {where}."
-    if isinstance(err, JobNotFoundError):
-        return "I can't find that image job any more; start a new one with /imagine."
-    if isinstance(err, DuplicateRequestError):
-        return "That request is already being handled."
-    return TEMPORARILY_UNAVAILABLE
+# What an error says: (the error, ``now``, how the platform shows a channel id) -> the text.
+_Text = Callable[[Any, datetime | None, Callable[[str], str]], str]
+
+
+def _text_for(table: Mapping[type[BaseException], _Text], err: BaseException) -> _Text | None:
+    """The entry for the most specific class of ``err`` that ``table`` names."""
+    return next((table[cls] for cls in type(err).__mro__ if cls in table), None)
+
+
+def _quota_text(err: QuotaExceededError, now: datetime | None, _: object) -> str:
+    limit = err.limit
+    if limit.is_money:
+        used = f"{format_usd(err.used)} of {format_usd(err.allowed)}"
+    else:
+        used = f"{err.used} of {_amount(limit, err.allowed)}"
+    who = "This server has" if limit.scope is LimitScope.SERVER else "You have"
+    return (
+        f"{who} reached the {limit_label(err.limit)} ({used} used; this job "
+        f"needs {_amount(err.limit, err.requested)}). It resets "
+        f"{format_reset(err.resets_at, now)}. Nothing was charged."
+    )
+
+
+def _wait_text(err: ProviderWaitTooLongError, *_: object) -> str:
+    minutes = _minutes(err.wait)
+    return (
+        f"The image service is rate-limited, try again in {minutes:,} "
+        f"minute{'s' if minutes != 1 else ''}. Nothing was charged."
+    )
+
+
+def _too_many_text(err: TooManyJobsError, *_: object) -> str:
+    return (
+        f"You already have {err.limit} image job{'s' if err.limit != 1 else ''} on the way; "
+        "wait for one to finish, then try again. Nothing was charged."
+    )
+
+
+def _channel_text(
+    err: ChannelNotAllowedError, _: object, channel_label: Callable[[str], str]
+) -> str:
+    where = ", ".join(channel_label(c) for c in err.allowed_channel_ids)
+    return f"Image generation isn't enabled in this channel; use {where}."
+
+
+_TOOK_TOO_LONG = "The image service took too long to answer. Nothing was charged; please try again."
+
+_DESCRIPTIONS: dict[type[BaseException], _Text] = {
+    InvalidRequestError: lambda err, *_: f"Sorry, I can't draw that: {err.reason}.",
+    QuotaExceededError: _quota_text,
+    ContentRejectedError: lambda *_: (
+        "The image service refused this prompt under its content policy. Nothing was "
+        "charged; try rewording it."
+    ),
+    ProviderTimeoutError: lambda *_: _TOOK_TOO_LONG,
+    JobTimeoutError: lambda *_: _TOOK_TOO_LONG,
+    ProviderWaitTooLongError: _wait_text,
+    ReviewNotYoursError: lambda *_: REVIEW_NOT_YOURS,
+    PermissionDeniedError: lambda err, *_: f"Only admins can {err.action}.",
+    DeliveryError: lambda *_: DELIVERY_FAILED,
+    TooManyJobsError: _too_many_text,
+    QueueFullError: lambda *_: (
+        "I'm very busy right now and my queue is full. Nothing was charged; please try "
+        "again in a few minutes."
+    ),
+    JobCancelledError: lambda *_: "Cancelled. Nothing was charged.",
+    ShuttingDownError: lambda *_: (
+        "I'm restarting, so this job was stopped before it ran. Nothing was charged; "
+        "please try again in a minute."
+    ),
+    PromptRefusedError: lambda *_: (
+        "This prompt was refused by this server's rules. Nothing was charged."
+    ),
+    ChannelNotAllowedError: _channel_text,
+    JobNotFoundError: lambda *_: (
+        "I can't find that image job any more; start a new one with /imagine."
+    ),
+    DuplicateRequestError: lambda *_: "That request is already being handled.",
+}
+
+
+def describe(
+    err: BaseException,
+    *,
+    now: datetime | None = None,
+    channel_label: Callable[[str], str] = str,
+) -> str:
+    """One short message for the user about ``err``, saying what to do next; anything not
+    named here (a provider fault, a bug) is ``TEMPORARILY_UNAVAILABLE``. ``channel_label``
+    shows a channel id the platform's way (e.g. a link)."""
+    text = _text_for(_DESCRIPTIONS, err)
+    return TEMPORARILY_UNAVAILABLE if text is None else text(err, now, channel_label)
 
 
 def help_text(catalog: ModelCatalog) -> str:
@@ -445,13 +474,17 @@ def queue_text(status: QueueStatus) -> str:
     return f"Queued: {place}, {format_eta(status.eta_seconds)}."
 
 
+_CANCEL_REFUSALS: dict[type[BaseException], _Text] = {
+    PermissionDeniedError: lambda *_: CANCEL_NOT_ALLOWED,
+    InvalidRequestError: lambda *_: CANCEL_TOO_LATE,
+    JobNotFoundError: lambda *_: CANCEL_TOO_LATE,
+}
+
+
 def cancel_refused_text(err: BaseException) -> str:
     """Why a Cancel click did nothing."""
-    if isinstance(err, PermissionDeniedError):
-        return CANCEL_NOT_ALLOWED
-    if isinstance(err, InvalidRequestError | JobNotFoundError):
-        return CANCEL_TOO_LATE
-    return describe(err)
+    text = _text_for(_CANCEL_REFUSALS, err)
+    return describe(err) if text is None else text(err, None, str)
 
 
 def result_fields(result: GenerationResult) -> list[tuple[str, str]]:
@@ -499,15 +532,16 @@ def job_details(record: JobRecord, *, model_label: str, requester: str) -> list[
     return fields
 
 
-def late_delivery_text(mention: str) -> str:
-    """Posted with a job that finished after the platform closed the original reply."""
+def late_delivery_text(mention: str, *, platform: str, reply_minutes: int) -> str:
+    """Posted with a job that finished after the platform closed the original reply
+    (``platform`` keeps one open ``reply_minutes``)."""
     return (
-        f"{mention} here are your images. They took longer than Discord keeps a reply open "
-        "(15 minutes), so they are posted here instead."
+        f"{mention} here are your images. They took longer than {platform} keeps a reply open "
+        f"({reply_minutes} minutes), so they are posted here instead."
     )
 
 
-# -- Slack delivery --------------------------------------------------------------------------
+# -- delivery --------------------------------------------------------------------------------
 
 REROLL_HINT = "Not quite it? Reroll draws the same prompt again with a new seed."
 
@@ -517,35 +551,16 @@ DELIVERY_FAILED = (
 )
 
 
-def not_in_channel_text(bot_mention: str) -> str:
-    """The bot cannot post in the conversation the request came from."""
+def not_in_channel_text(invite: str) -> str:
+    """The bot cannot post in the conversation the request came from; ``invite`` is how the
+    platform adds it (e.g. Slack's ``/invite @bot``)."""
     return (
-        "I'm not a member of this channel, so I can't post images here. Add me with "
-        f"/invite {bot_mention} (or use a channel I'm in) and try again. Nothing was charged."
+        f"I'm not a member of this channel, so I can't post images here. Add me with {invite} "
+        "(or use a channel I'm in) and try again. Nothing was charged."
     )
 
 
 # -- Slack admin commands (/imagine admin ...) ------------------------------------------------
-
-SLACK_ADMIN_HELP = "\n".join(
-    [
-        "Admin commands (workspace admins and SLACK_ADMIN_USER_IDS only):",
-        "  /imagine admin set-quota <@user|default> images_per_day=N images_per_month=N "
-        "usd_per_month=X",
-        "      only the limits you name change; =none removes one (the default applies)",
-        "  /imagine admin clear-quota <@user|default>   back to the defaults",
-        "  /imagine admin spend-cap X | off               workspace-wide monthly cap in USD",
-        "  /imagine admin usage [days]                    summary here, CSV in a direct message",
-        "Moderation:",
-        "  /imagine admin block add WORD | /regex/        refuse prompts with it",
-        "  /imagine admin block remove WORD | /regex/     and block list",
-        '  /imagine admin review-channel #channel | none  where "Ask an admin" requests go',
-        "  /imagine admin channels allow #channel         /imagine only in listed channels",
-        "  /imagine admin channels remove #channel        and channels list",
-        "  /imagine admin spoilers on | off               Discord only",
-        "  /imagine admin moderation-log [days]           refused prompts, newest first",
-    ]
-)
 
 WORKSPACE_DEFAULT = "the workspace default"
 
@@ -560,10 +575,11 @@ USAGE_CSV_FAILED = (
 )
 
 
-def admin_usage_error(err: BaseException) -> str:
-    """A mistyped admin command (``InvalidRequestError``); other errors as ``describe``."""
+def admin_usage_error(err: BaseException, *, hint: str = "") -> str:
+    """A mistyped admin command (``InvalidRequestError``), followed by ``hint`` (where the
+    platform's help is, e.g. Slack's help command); other errors as ``describe``."""
     if isinstance(err, InvalidRequestError):
-        return f"That admin command is not right: {err.reason}. Type `/imagine admin help`."
+        return f"{admin_mistake_text(err.reason)}{' ' + hint if hint else ''}"
     return describe(err)
 
 
@@ -598,10 +614,10 @@ def quota_cleared_text(who: str) -> str:
     return f"Limits for {who} cleared; the defaults apply."
 
 
-def spend_cap_text(usd_micros: int | None) -> str:
+def spend_cap_text(usd_micros: int | None, *, whose: str = "workspace's") -> str:
     if usd_micros is None:
-        return "The workspace's monthly spending cap is removed."
-    return f"The workspace's monthly spending cap is now {format_usd(usd_micros)}."
+        return f"The {whose} monthly spending cap is removed."
+    return f"The {whose} monthly spending cap is now {format_usd(usd_micros)}."
 
 
 def usage_summary(report: UsageReport, *, user_label: Callable[[str], str] = str) -> str:
@@ -663,7 +679,7 @@ def admin_mistake_text(reason: str) -> str:
 
 def server_spend_cap_text(usd_micros: int | None) -> str:
     """``spend_cap_text`` for a Discord server."""
-    return spend_cap_text(usd_micros).replace("workspace's", "server's")
+    return spend_cap_text(usd_micros, whose="server's")
 
 
 # -- moderation (issue 7): why a review cannot go ahead -------------------------------------
@@ -851,15 +867,30 @@ HEALTHCHECK_NO_PORT = (
 )
 
 
+_TERMINAL_TEXTS: dict[type[BaseException], _Text] = {
+    InvalidRequestError: lambda err, *_: f"{err.reason}.",
+    PromptRefusedError: lambda err, *_: (
+        f"This prompt was refused by {_SOURCE_WORDS.get(err.source, err.source)}. "
+        "Nothing was charged."
+    ),
+}
+
+
 def terminal_text(err: BaseException) -> str:
     """``describe`` for someone at a terminal: no chat persona and no server whose rules
     refused the prompt."""
-    if isinstance(err, InvalidRequestError):
-        return f"{err.reason}."
-    if isinstance(err, PromptRefusedError):
-        source = _SOURCE_WORDS.get(err.source, err.source)
-        return f"This prompt was refused by {source}. Nothing was charged."
-    return describe(err)
+    text = _text_for(_TERMINAL_TEXTS, err)
+    return describe(err) if text is None else text(err, None, str)
+
+
+def operator_text(err: BaseException) -> str:
+    """``terminal_text`` for the operator running a one-off command: a fault shows its
+    (key-free) detail, since they are the one to fix it."""
+    if not is_operator_fault(err):
+        return terminal_text(err)
+    if isinstance(err, ProviderError | JobTimeoutError):
+        return f"image API error: {err}"
+    return str(err)
 
 
 def _denied(err: OSError) -> bool:

@@ -17,18 +17,12 @@ from bot.access import may_act_on
 from bot.catalog import ModelCatalog
 from bot.errors import (
     BotError,
-    ContentRejectedError,
-    DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
-    JobCancelledError,
+    JobTimeoutError,
     PermissionDeniedError,
-    ProviderError,
     ProviderResponseError,
-    ProviderTimeoutError,
-    QueueFullError,
     ShuttingDownError,
-    TooManyJobsError,
 )
 from bot.event_key import again
 from bot.logcontext import bind_job
@@ -137,7 +131,9 @@ class ImageService:
         scheduler's refusals (``TooManyJobsError``, ``QueueFullError``), a cancel while queued
         (``JobCancelledError``) and shutdown (``ShuttingDownError``) all refund the hold.
         The job time budget (80% of ``JOB_TIMEOUT``) runs from the hold, queue wait included,
-        so the stale-hold sweep can never refund a live job."""
+        so the stale-hold sweep can never refund a live job; past it, ``JobTimeoutError``.
+        Every error raised once the job exists carries its ``job_id``, and the hold is
+        refunded with the error's ``refund_reason``."""
         if self._closing:
             raise ShuttingDownError()
         spec = self.catalog.get(request.model)
@@ -178,17 +174,20 @@ class ImageService:
                 result = await self._draw(job_id, request, spec, requester, cost, ticket, progress)
                 if deliver is not None:
                     await deliver(result)
+        except TimeoutError as exc:
+            # The job's own budget ran out, whichever step it was at.
+            late = JobTimeoutError(job_id, self._budget)
+            await self._refund(job_id, late.refund_reason)
+            raise late from exc
+        except BotError as exc:
+            exc.in_job(job_id)  # the provider and the adapters make theirs not knowing the job
+            await self._refund(job_id, exc.refund_reason)
+            raise
         except BaseException as exc:
             # Every way out before the charge, cancellation included, releases the hold.
-            reason = _refund_reason(exc)
-            log.info("job %s: refunding (%s)", job_id, reason)
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            reason = "cancelled" if cancelled else f"failed:{type(exc).__name__}"
             await self._refund(job_id, reason)
-            if isinstance(exc, TimeoutError):
-                late = ProviderTimeoutError(f"job {job_id} took longer than {self._budget} s")
-                late.job_id = job_id
-                raise late from exc
-            if isinstance(exc, BotError):
-                exc.job_id = job_id
             raise
         try:
             charge = self.ledger.charge(
@@ -221,7 +220,7 @@ class ImageService:
         drawn = await (call() if ticket is None else ticket.call(call, progress=progress))
         images = drawn[: request.n]
         if not images:
-            raise ProviderResponseError("the provider returned no images")
+            raise ProviderResponseError("the provider returned no images", job_id=job_id)
         charged = spec.image_price_micros(request.size) * len(images) if cost else 0
         # The hold counts the whole job; what is left once it is charged for the images that
         # arrived is that allowance plus what the hold over-reserved.
@@ -392,6 +391,7 @@ class ImageService:
         return await self.ledger.allowance(requester)
 
     async def _refund(self, job_id: str, reason: str) -> None:
+        log.info("job %s: refunding (%s)", job_id, reason)
         # Shielded: a cancelled job still gets its refund written.
         try:
             await asyncio.shield(self.ledger.refund(job_id, reason=reason))
@@ -410,25 +410,3 @@ def _release(allowance: Allowance, *, images: int, micros: int) -> Allowance:
             for usage in allowance.limits
         )
     )
-
-
-def _refund_reason(exc: BaseException) -> str:
-    if isinstance(exc, ContentRejectedError):
-        return "content_rejected"
-    if isinstance(exc, DeliveryError):
-        return "delivery_failed"
-    if isinstance(exc, ProviderError):
-        return f"provider_error:{type(exc).__name__}"
-    if isinstance(exc, TimeoutError):
-        return "job_timeout"
-    if isinstance(exc, JobCancelledError):
-        return "cancelled"
-    if isinstance(exc, ShuttingDownError):
-        return "shutdown"
-    if isinstance(exc, TooManyJobsError):
-        return "too_many_jobs"
-    if isinstance(exc, QueueFullError):
-        return "queue_full"
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    return f"failed:{type(exc).__name__}"

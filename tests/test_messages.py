@@ -113,4 +113,6 @@ def test_scheduler_and_moderation_refusals_say_nothing_was_charged() -> None:
         assert "Nothing was charged" in describe(err)
     refused = describe(PromptRefusedError(source="filter", rule="word:badword"))
     assert "server's rules" in refused and "badword" not in refused
-    assert describe(ChannelNotAllowedError(("C1", "C2"))).endswith("use <#C1>, <#C2>.")
+    shown = describe(ChannelNotAllowedError(("C1", "C2")), channel_label=lambda c: f"<#{c}>")
+    assert shown.endswith("use <#C1>, <#C2>.")
+    assert describe(ChannelNotAllowedError(("C1",))).endswith("use C1.")  # no platform markup

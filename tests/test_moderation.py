@@ -248,7 +248,7 @@ async def test_the_channel_allow_list_refuses_other_channels_before_anything_els
     with pytest.raises(ChannelNotAllowedError) as caught:
         await service.generate(req("nsfw"), elsewhere)  # the channel, not the word
     assert caught.value.allowed_channel_ids == ("C5",)
-    assert "<#C5>" in describe(caught.value)
+    assert "<#C5>" in describe(caught.value, channel_label=lambda c: f"<#{c}>")
     assert provider.calls == []
     result = await service.generate(req("a fox"), Requester("discord", "G1", "C5", "alice"))
     assert len(result.images) == 1

@@ -18,7 +18,7 @@ from bot.errors import (
     DeliveryError,
     DuplicateRequestError,
     InvalidRequestError,
-    ProviderTimeoutError,
+    JobTimeoutError,
     ProviderUnavailableError,
     QuotaExceededError,
 )
@@ -228,7 +228,7 @@ async def test_a_job_past_its_time_budget_is_refunded_before_the_sweep_could(
         catalog=load_catalog(), provider=provider, ledger=ledger, job_timeout=0.05
     )
     provider.script.append("block")
-    with pytest.raises(ProviderTimeoutError) as caught:
+    with pytest.raises(JobTimeoutError) as caught:
         await service.generate(service.parse("never finishes"), ALICE)
 
     assert caught.value.job_id is not None

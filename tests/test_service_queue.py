@@ -15,9 +15,9 @@ from bot.catalog import load_catalog
 from bot.errors import (
     InvalidRequestError,
     JobCancelledError,
+    JobTimeoutError,
     PermissionDeniedError,
     ProviderRateLimitedError,
-    ProviderTimeoutError,
     ProviderWaitTooLongError,
     QueueFullError,
     ShuttingDownError,
@@ -297,7 +297,7 @@ async def test_the_job_budget_counts_the_queue_wait_so_no_hold_outlives_it(
     slow = start(patient, "slow", ALICE)
     await provider.wait_calls(1)
 
-    with pytest.raises(ProviderTimeoutError) as late:
+    with pytest.raises(JobTimeoutError) as late:
         await hasty.generate(hasty.parse("waiting"), BOB)
     assert await refund_reason(ledger, late.value.job_id) == "job_timeout"
     assert await images_left(ledger, BOB) == 10

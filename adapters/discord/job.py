@@ -17,7 +17,6 @@ from adapters.discord.render import PLATFORM, to_requester
 from adapters.discord.reply import Reply, reach
 from bot.errors import (
     BotError,
-    DeliveryError,
     DuplicateRequestError,
     JobCancelledError,
     PromptRefusedError,
@@ -84,9 +83,6 @@ async def run_job(
         )
     except JobCancelledError as err:
         await feedback.cancelled(err)
-    except DeliveryError as err:
-        if not err.notified:
-            await reply.fail(err)
     except PromptRefusedError as err:
         await tell_refused(reply, err)  # privately, with an "Ask an admin" button
     except BotError as err:

@@ -47,6 +47,7 @@ __all__ = [
     "Reply",
     "acknowledge",
     "answer_admin",
+    "channel_mention",
     "reach",
 ]
 
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 TOKEN_GONE_CODES = frozenset({10008, 10015, 10062, 50027})
 ALREADY_ACKNOWLEDGED = 40060
 UNKNOWN_INTERACTION = 10062
+# How long Discord keeps an interaction's token, and so its reply, open.
+REPLY_MINUTES = 15
 # Uploads take time: do not start one on a token about to expire.
 TOKEN_MARGIN = datetime.timedelta(seconds=30)
 MAX_CONTENT = 2000  # characters in one Discord message
@@ -162,19 +165,22 @@ class Reply:
 
     async def fail(self, err: BaseException, *, logged: bool = False) -> None:
         """Tell the user what went wrong: what to do for their own mistakes, "temporarily
-        unavailable" (and a full log line, unless ``logged`` already) for the operator's."""
+        unavailable" (and a full log line, unless ``logged`` already) for the operator's.
+        Nothing when they were told already (``notified``)."""
         interaction = self.interaction
+        if isinstance(err, BotError) and err.notified:
+            return
         if is_operator_fault(err) and not logged:
             log.error(
                 "interaction %s (user %s, job %s) failed: %s: %s",
                 interaction.id,
                 interaction.user.id,
-                getattr(err, "job_id", None) or "-",
+                (err.job_id if isinstance(err, BotError) else None) or "-",
                 type(err).__name__,
                 err,
                 exc_info=err if not isinstance(err, BotError) else None,
             )
-        text = describe(err)
+        text = describe(err, channel_label=channel_mention)
         try:
             if self.token_usable():
                 await self.say(text)
@@ -207,7 +213,9 @@ class Reply:
             if await self._edit_into_result(result, images, embed):
                 return
             await self._post_to_channel(
-                content=late_delivery_text(f"<@{interaction.user.id}>"),
+                content=late_delivery_text(
+                    f"<@{interaction.user.id}>", platform="Discord", reply_minutes=REPLY_MINUTES
+                ),
                 embed=embed,
                 files=image_files(result, images, spoiler=self.spoiler),
                 view=result_view(result.job_id),
@@ -223,7 +231,9 @@ class Reply:
             )
             with contextlib.suppress(discord.HTTPException):
                 await self.say(DELIVERY_FAILED)
-            raise DeliveryError(f"Discord refused the result: {exc.status}", notified=True) from exc
+            raise DeliveryError(
+                f"Discord refused the result: {exc.status}", notified=True, job_id=result.job_id
+            ) from exc
 
     async def _edit_into_result(
         self, result: GenerationResult, images: Sequence[GeneratedImage], embed: discord.Embed
@@ -283,6 +293,10 @@ class Reply:
         if self.loading_message_id is not None and not self.ephemeral:
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(self.loading_message_id).delete()
+
+
+def channel_mention(channel_id: str) -> str:
+    return f"<#{channel_id}>"
 
 
 def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:

@@ -8,6 +8,7 @@ import logging
 from adapters.slack import grammar as cmd
 from adapters.slack.chat import SlackChat
 from adapters.slack.failure import tell_failure
+from adapters.slack.help import ADMIN_HELP, ADMIN_HELP_HINT
 from adapters.slack.moderation_admin import ModerationCommands
 from adapters.slack.moderation_grammar import is_moderation_command
 from adapters.slack.render import Origin, code
@@ -17,7 +18,6 @@ from bot.errors import BotError, PermissionDeniedError
 from bot.limit import LimitName
 from bot.messages import (
     ADMIN_COMMANDS_ACTION,
-    SLACK_ADMIN_HELP,
     USAGE_CSV_FAILED,
     USAGE_CSV_SENT,
     WORKSPACE_DEFAULT,
@@ -47,7 +47,7 @@ class AdminCommands:
     async def run(self, request: cmd.Command, origin: Origin) -> None:
         chat = self.chat
         if not isinstance(request, cmd.Admin):
-            await chat.tell(origin, code(SLACK_ADMIN_HELP))
+            await chat.tell(origin, code(ADMIN_HELP))
             return
         # Checked here on the server side, before the arguments are even read, and again by
         # QuotaAdmin and the moderation service (actor.is_admin).
@@ -58,7 +58,7 @@ class AdminCommands:
         try:
             command = request.parse()
         except BotError as err:
-            await chat.tell(origin, admin_usage_error(err))
+            await chat.tell(origin, admin_usage_error(err, hint=ADMIN_HELP_HINT))
             return
         try:
             text = await self._answer(actor, command, origin)

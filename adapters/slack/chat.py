@@ -136,7 +136,7 @@ class SlackChat:
 
     def not_in_channel(self) -> str:
         mention = f"<@{self.bot_user_id}>" if self.bot_user_id else "@imagine-bot"
-        return not_in_channel_text(mention)
+        return not_in_channel_text(f"/invite {mention}")
 
     # -- delivery -----------------------------------------------------------------------------
 

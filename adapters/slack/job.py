@@ -12,7 +12,7 @@ from adapters.slack.notice import reach
 from adapters.slack.progress import QueueNote, QueueNotes
 from adapters.slack.render import Origin
 from adapters.slack.upload import post_reroll_button
-from bot.errors import BotError, DeliveryError, DuplicateRequestError, JobCancelledError
+from bot.errors import BotError, DuplicateRequestError, JobCancelledError
 from bot.messages import ALREADY_WORKING, describe, progress_text
 from bot.models import GenerationRequest, GenerationResult
 from bot.service import Deliver
@@ -104,10 +104,6 @@ class JobRunner:
             return
         except DuplicateRequestError as dup:
             log.info("event already handled by job %s; nothing more to do", dup.job_id)
-            return
-        except DeliveryError as err:
-            if not err.notified:
-                await chat.tell(origin, describe(err))
             return
         except BotError as err:
             await tell_failure(chat, origin, err, note)

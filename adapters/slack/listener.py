@@ -14,6 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from adapters.slack import grammar as cmd
 from adapters.slack.admin_command import AdminCommands
 from adapters.slack.chat import SlackChat
+from adapters.slack.help import ADMIN_HELP_HINT
 from adapters.slack.job import JobRunner
 from adapters.slack.notice import RETRY_ACTION_ID
 from adapters.slack.progress import CANCEL_ACTION_ID, QueueNotes
@@ -111,7 +112,7 @@ class RequestListener:
         try:
             command = cmd.parse_command(text)
         except BotError as err:
-            await chat.tell(origin, admin_usage_error(err))
+            await chat.tell(origin, admin_usage_error(err, hint=ADMIN_HELP_HINT))
             return
         catalog = chat.service.catalog
         if isinstance(command, cmd.Generate):

@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.slack.chat import SlackChat
 from adapters.slack.render import Origin, button, escape
-from bot.errors import ChannelNotAllowedError, PromptRefusedError
+from bot.errors import ChannelNotAllowedError, PromptRefusedError, ServerRulesError
 from bot.messages import REVIEW_BUTTON_LABELS, describe
 
 __all__ = ["ASK_ACTION_ID", "refusal_blocks", "tell_refusal"]
@@ -30,17 +30,15 @@ def refusal_blocks(text: str, review_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def tell_refusal(
-    chat: SlackChat, origin: Origin, err: PromptRefusedError | ChannelNotAllowedError
-) -> None:
+async def tell_refusal(chat: SlackChat, origin: Origin, err: ServerRulesError) -> None:
     """The refusal, ephemeral, with an "Ask an admin" button carrying the review id; or,
     outside the allowed channels, links to them."""
-    text = describe(err)
+    text = describe(err, channel_label=lambda channel_id: f"<#{channel_id}>")
     if isinstance(err, ChannelNotAllowedError):
         log.info("request from %s outside the allowed channels", origin.user_id)
         await chat.tell(origin, text, markup=True)  # our channel links only
         return
-    if err.review_id is None:
+    if not isinstance(err, PromptRefusedError) or err.review_id is None:
         await chat.tell(origin, text)
         return
     log.info("request from %s refused (%s)", origin.user_id, err.source)

@@ -44,6 +44,7 @@ from bot.errors import (
     PermissionDeniedError,
     PromptRefusedError,
     ReviewNotYoursError,
+    ReviewStateError,
 )
 from bot.messages import (
     NO_REVIEW_CHANNEL,
@@ -232,7 +233,7 @@ class Moderation:
         """The review, or ``InvalidRequestError`` when there is none."""
         review = await self.store.review(review_id)
         if review is None:
-            raise InvalidRequestError(REVIEW_NOT_FOUND)
+            raise ReviewStateError(REVIEW_NOT_FOUND)
         return review
 
     async def ask(self, review_id: str, requester: Requester) -> ReviewPost:
@@ -263,13 +264,13 @@ class Moderation:
         ):
             raise ReviewNotYoursError()
         if review.state is not ReviewState.REFUSED:
-            raise InvalidRequestError(REVIEW_ALREADY_REQUESTED)
+            raise ReviewStateError(REVIEW_ALREADY_REQUESTED)
         channel_id = (await self.rules(mine.platform, mine.workspace_id)).review_channel_id
         if channel_id is None:
-            raise InvalidRequestError(NO_REVIEW_CHANNEL)
+            raise ReviewStateError(NO_REVIEW_CHANNEL)
         pending = await self.store.mark_pending(review_id)
         if pending is None:
-            raise InvalidRequestError(REVIEW_ALREADY_REQUESTED)
+            raise ReviewStateError(REVIEW_ALREADY_REQUESTED)
         log.info("review %s requested by %s:%s", review_id, mine.platform, mine.user_id)
         return ReviewPost(review=pending, channel_id=channel_id)
 
@@ -293,7 +294,7 @@ class Moderation:
         if decided is None:
             current = await self.review(review_id)
             if current.state is ReviewState.REFUSED:
-                raise InvalidRequestError(REVIEW_NOT_REQUESTED)
-            raise InvalidRequestError(REVIEW_ALREADY_DECIDED)
+                raise ReviewStateError(REVIEW_NOT_REQUESTED)
+            raise ReviewStateError(REVIEW_ALREADY_DECIDED)
         log.info("review %s %s by %s:%s", review_id, decided.state, actor.platform, actor.user_id)
         return decided
