@@ -12,7 +12,7 @@ from typing import Protocol
 import discord
 
 from adapters.discord.moderation import tell_refused
-from adapters.discord.progress import QueueFeedback
+from adapters.discord.progress import QueueNote
 from adapters.discord.render import PLATFORM, to_requester
 from adapters.discord.reply import Reply, reach
 from bot.errors import (
@@ -60,7 +60,7 @@ async def run_job(
     runs, ``progress`` (a generic line by default). Only unexpected exceptions escape, to
     the tree's error hook."""
     requester = to_requester(interaction)
-    feedback = QueueFeedback(reply, running_text=progress or GENERATING)
+    feedback = QueueNote(reply, running_text=progress or GENERATING)
 
     async def deliver(result: GenerationResult) -> None:
         await feedback.close()  # no queue update may land on the result

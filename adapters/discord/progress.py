@@ -22,12 +22,12 @@ from bot.errors import BotError, JobCancelledError
 from bot.messages import CANCEL_CONFIRMED, cancel_refused_text, describe, queue_text
 from bot.models import QueueStatus
 
-__all__ = ["QueueFeedback", "cancel"]
+__all__ = ["QueueNote", "cancel"]
 
 log = logging.getLogger(__name__)
 
 
-class QueueFeedback:
+class QueueNote:
     """What one job's loading message shows while the job waits and once it runs. ``feed`` is
     the ``progress`` callback for ``ImageService.generate``; ``close`` before answering."""
 
