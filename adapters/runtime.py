@@ -18,13 +18,14 @@ from datetime import timedelta
 import httpx
 
 from bot.admin import QuotaAdmin
-from bot.catalog import ModelCatalog, load_catalog, usd_to_micros
+from bot.catalog import ModelCatalog, load_catalog
 from bot.config import Settings
 from bot.health import Health
 from bot.messages import PREVIEW_WARNING
 from bot.models import Limits
 from bot.moderation.admin import ModerationAdmin
 from bot.moderation.screening import Moderation
+from bot.money import usd_to_micros
 from bot.provider.client import ImageProvider, OpenAIImageClient, new_http_client
 from bot.provider.imaging import Refitter
 from bot.provider.metrics import InstrumentedProvider, Metrics

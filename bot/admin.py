@@ -19,15 +19,8 @@ from bot.amount import check_limits, check_usd_micros
 from bot.errors import InvalidRequestError, PermissionDeniedError
 from bot.limit import LimitName
 from bot.messages import ADMIN_NO_LIMITS
-from bot.models import (
-    MICROS_PER_USD,
-    Allowance,
-    Limits,
-    Requester,
-    Scope,
-    ScopeKind,
-    UsageReport,
-)
+from bot.models import Allowance, Limits, Requester, Scope, ScopeKind, UsageReport
+from bot.money import usd_text
 from bot.store.ledger import AuditEntry, Clock, Ledger
 
 __all__ = [
@@ -38,7 +31,6 @@ __all__ = [
     "listed_admin",
     "scope_in",
     "to_csv",
-    "usd_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,13 +65,6 @@ def scope_in(actor: Requester, *, user_id: str | None = None, role_id: str | Non
     if role_id:
         return Scope(ScopeKind.ROLE, actor.platform, actor.workspace_id, role_id)
     return Scope(ScopeKind.WORKSPACE, actor.platform, actor.workspace_id)
-
-
-def usd_text(micros: int) -> str:
-    """Exact decimal dollars for files: ``2500`` -> ``"0.002500"``."""
-    sign = "-" if micros < 0 else ""
-    dollars, rest = divmod(abs(micros), MICROS_PER_USD)
-    return f"{sign}{dollars}.{rest:06d}"
 
 
 def csv_name(report: UsageReport) -> str:

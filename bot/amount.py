@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 
-from bot.catalog import usd_to_micros
 from bot.errors import InvalidRequestError
 from bot.limit import LimitName
 from bot.messages import count_amount_error, usd_amount_error
-from bot.models import MICROS_PER_USD, Limits
+from bot.models import Limits
+from bot.money import MICROS_PER_USD, usd_to_micros
 
 __all__ = [
     "MAX_IMAGES",

@@ -21,14 +21,14 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError, UnknownModelError
-from bot.models import MICROS_PER_USD, ModelSpec
+from bot.models import ModelSpec
+from bot.money import usd_to_micros
 
-__all__ = ["BUILTIN_MODELS", "ModelCatalog", "load_catalog", "usd_to_micros"]
+__all__ = ["BUILTIN_MODELS", "ModelCatalog", "load_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         supports_negative_prompt=False,
     ),
 )
-
-
-def usd_to_micros(value: object) -> int:
-    """Exact conversion of a USD amount (``0.003``, ``"0.003"``, ``3``) to micro-dollars."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number of dollars")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"{value!r} is not a number of dollars") from exc
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{value!r} is not a non-negative number of dollars")
-    micros = amount * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise ValueError(f"{value!r} has more precision than a micro-dollar")
-    return int(micros)
 
 
 class ModelCatalog:

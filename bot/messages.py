@@ -36,7 +36,6 @@ from bot.errors import (
 )
 from bot.limit import LimitName, LimitScope
 from bot.models import (
-    MICROS_PER_USD,
     Allowance,
     GenerationRequest,
     GenerationResult,
@@ -51,6 +50,7 @@ from bot.models import (
     ServerRules,
     UsageReport,
 )
+from bot.money import format_usd
 
 __all__ = [
     "ADMIN_COMMANDS_ACTION",
@@ -107,7 +107,6 @@ __all__ = [
     "describe",
     "format_eta",
     "format_reset",
-    "format_usd",
     "healthcheck_unreachable_text",
     "help_text",
     "is_money_limit",
@@ -194,14 +193,6 @@ _LIMIT_LABELS: dict[str, str] = {
     LimitName.USD_MICROS_PER_MONTH: "monthly spending limit",
     LimitName.SERVER_USD_MICROS_PER_MONTH: "server's monthly spending cap",
 }
-
-
-def format_usd(micros: int) -> str:
-    """``3000`` -> ``$0.003``; ``1500000`` -> ``$1.50``: cents always, more digits when needed."""
-    sign = "-" if micros < 0 else ""
-    dollars, rest = divmod(abs(micros), MICROS_PER_USD)
-    fraction = f"{rest:06d}".rstrip("0").ljust(2, "0")
-    return f"{sign}${dollars}.{fraction}"
 
 
 def format_reset(resets_at: datetime, now: datetime | None = None) -> str:

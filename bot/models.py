@@ -13,7 +13,6 @@ from enum import StrEnum
 from bot.limit import LimitName
 
 __all__ = [
-    "MICROS_PER_USD",
     "Allowance",
     "GeneratedImage",
     "GenerationRequest",
@@ -36,8 +35,6 @@ __all__ = [
     "UsageRow",
     "parse_size",
 ]
-
-MICROS_PER_USD = 1_000_000
 
 
 def parse_size(size: str) -> tuple[int, int]:

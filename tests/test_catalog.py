@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.catalog import BUILTIN_MODELS, ModelCatalog, load_catalog, usd_to_micros
+from bot.catalog import BUILTIN_MODELS, ModelCatalog, load_catalog
 from bot.errors import ConfigError, UnknownModelError
 from bot.models import ModelSpec
+from bot.money import usd_to_micros
 from bot.parsing import parse_request
 
 FLUX = "black-forest-labs/flux-1-schnell"

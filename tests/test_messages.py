@@ -19,12 +19,12 @@ from bot.messages import (
     allowance_text,
     describe,
     format_reset,
-    format_usd,
     is_operator_fault,
     models_table,
     result_summary,
 )
 from bot.models import Allowance, GenerationRequest, GenerationResult, LimitUsage
+from bot.money import format_usd
 
 NOW = datetime(2026, 11, 25, 13, 52, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 11, 26, tzinfo=UTC)

@@ -37,14 +37,9 @@ from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
 from bot.limit import LimitName
-from bot.messages import (
-    format_reset,
-    format_usd,
-    limit_label,
-    limit_value_text,
-    server_required_text,
-)
+from bot.messages import format_reset, limit_label, limit_value_text, server_required_text
 from bot.models import Limits, Requester, Scope, ScopeKind
+from bot.money import format_usd
 from bot.store.ledger import month_start
 
 __all__ = ["add_parsers", "check_args", "table"]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.errors import ProviderError
-from bot.models import MICROS_PER_USD, GeneratedImage, GenerationRequest, ModelSpec
+from bot.models import GeneratedImage, GenerationRequest, ModelSpec
+from bot.money import MICROS_PER_USD
 from bot.provider.client import ImageProvider
 from bot.store.ledger import JobStats
 
