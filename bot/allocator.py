@@ -19,7 +19,6 @@ libraries (musl, macOS) are left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -39,8 +38,9 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     if _OPERATOR_SETTING in os.environ or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        done = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+        # The symbols already loaded into this process: no library search (find_library runs
+        # ldconfig in a subprocess), nothing added to every command's start-up.
+        done = bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
     if not done:
