@@ -63,6 +63,7 @@ from bench._support import (
     table,
 )
 from tests.fakes.image_api import FakeImageAPI
+from tests.fakes.lag import LoopLag
 
 IDLE_TARGET_MIB = 150
 LAG_TARGET_S = 0.1
@@ -229,7 +230,6 @@ async def _client_child(spec: dict[str, Any]) -> None:
         prompt="a harbour at dawn", model=model.id, size=f"{side}x{side}", n=n, seed=1
     )
     loop = asyncio.get_running_loop()
-    lags: list[float] = []
     async with provider_process(
         float(spec["latency"]), image=spec["image"], side=side, n=n
     ) as base_url:
@@ -252,21 +252,16 @@ async def _client_child(spec: dict[str, Any]) -> None:
             assert len(images) == n
             return len(images)  # the images are dropped here, as once they are posted
 
-        async def ticker() -> None:
-            while True:
-                before = loop.time()
-                await asyncio.sleep(0.005)
-                lags.append(loop.time() - before - 0.005)
-
-        ticking = asyncio.create_task(ticker())
-        started = loop.time()
-        await asyncio.gather(*(one() for _ in range(jobs)))
-        seconds = loop.time() - started
-        ticking.cancel()
+        async with LoopLag() as lag:
+            started = loop.time()
+            await asyncio.gather(*(one() for _ in range(jobs)))
+            seconds = loop.time() - started
         peak = proc_rss()
         await http.aclose()
     print(
-        json.dumps({"idle": idle.rss_mib, "peak": peak.hwm_mib, "lags": lags, "seconds": seconds})
+        json.dumps(
+            {"idle": idle.rss_mib, "peak": peak.hwm_mib, "lags": lag.lags, "seconds": seconds}
+        )
     )
 
 

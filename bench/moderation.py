@@ -45,6 +45,7 @@ from bot.moderation.filter import MAX_CHECKED_LENGTH, PromptFilter, builtin_term
 from bot.moderation.screening import Moderation
 from bot.store.ledger import SqliteLedger
 from bot.store.moderation import SqliteModerationStore
+from tests.fakes.lag import LoopLag
 
 SHAPES = ("(a+)+", "(a|a)*b", r"(.|\w)*!", "(a?){30}a{30}", "a*a*a*a*a*a*b")
 HEAVY = [prefix + r"\w{0,220}!" for prefix in "jkpquvwxyz"]  # just under 2,000 steps each
@@ -216,25 +217,12 @@ def growth(limit: float) -> list[Growth]:
 async def worst_lag(work: Callable[[], Awaitable[object]]) -> tuple[float, float]:
     """Await ``work()`` with a 5 ms ticker running; the ticker's worst delay and the wall
     time, in seconds."""
-    loop = asyncio.get_running_loop()
-    worst = 0.0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal worst
-        while not done.is_set():
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            worst = max(worst, loop.time() - before - 0.005)
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    started = time.perf_counter()
-    await work()
-    wall = time.perf_counter() - started
-    done.set()
-    await ticking
-    return worst, wall
+    async with LoopLag() as lag:
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        await work()
+        wall = time.perf_counter() - started
+    return lag.worst, wall
 
 
 async def _all(check: Callable[[str], Awaitable[None]], prompts: list[str]) -> None:
