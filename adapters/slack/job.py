@@ -3,8 +3,9 @@ interrupted job as it was), with its queue note, the upload and then the Reroll 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from adapters.slack.chat import SlackChat
 from adapters.slack.failure import tell_failure
@@ -21,6 +22,9 @@ __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
 
+# ImageService.generate, .reroll or .retry with its job named (functools.partial).
+JobStart = Callable[..., Awaitable[GenerationResult]]
+
 
 class JobRunner:
     """Starts jobs for acknowledged requests and tells the member how they went."""
@@ -36,19 +40,7 @@ class JobRunner:
         except BotError as err:
             await chat.tell(origin, describe(err))
             return
-        if not await chat.can_post(origin):
-            await chat.tell(origin, chat.not_in_channel(), markup=True)
-            return
-        note = self.notes.note(origin, running_text=self._generating(request))
-        job = service.generate(
-            request,
-            origin.requester(),
-            event_id=event_id,
-            deliver=self._deliverer(origin, note),
-            progress=note.feed,
-            reach=reach(origin),
-        )
-        await self._run(origin, job, note)
+        await self._start(origin, request, functools.partial(service.generate, request), event_id)
 
     async def reroll(
         self, job_id: str, origin: Origin, event_id: str | None, *, again: bool = False
@@ -66,13 +58,20 @@ class JobRunner:
             log.info("job %s: repeated %s click by %s ignored", job_id, action, origin.user_id)
             await chat.tell(origin, ALREADY_WORKING)
             return
+        start = functools.partial(service.retry if again else service.reroll, job_id)
+        await self._start(origin, record.request, start, event_id)
+
+    async def _start(
+        self, origin: Origin, request: GenerationRequest, start: JobStart, event_id: str | None
+    ) -> None:
+        """Run ``start`` (the service call with its job named) for ``origin``, with its queue
+        note, once the bot may post in the channel."""
+        chat = self.chat
         if not await chat.can_post(origin):
             await chat.tell(origin, chat.not_in_channel(), markup=True)
             return
-        note = self.notes.note(origin, running_text=self._generating(record.request))
-        start = service.retry if again else service.reroll
+        note = self.notes.note(origin, running_text=self._generating(request))
         job = start(
-            job_id,
             origin.requester(),
             event_id=event_id,
             deliver=self._deliverer(origin, note),
