@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.fakes import e2e
+from tests.fakes import e2e, postgres
 from tests.fakes.clock import FakeClock
 from tests.fakes.image_api import FakeImageAPI
 
@@ -63,3 +63,10 @@ async def image_api() -> AsyncIterator[FakeImageAPI]:
 def clock() -> FakeClock:
     """The suite's fake clock (``tests.fakes.clock``); a ledger reads it as ``clock.utc``."""
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def postgres_cleanup() -> Iterator[None]:
+    """Drop the PostgreSQL databases a test made (``tests.fakes.postgres.database_url``)."""
+    yield
+    postgres.drop_created()
