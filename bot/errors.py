@@ -23,6 +23,7 @@ as "temporarily unavailable", logged in full)::
     │  ├─ TooManyJobsError(limit)         too_many_jobs: `limit` jobs already queued or running
     │  ├─ JobCancelledError(job_id)       cancelled: cancelled while queued
     │  ├─ ShuttingDownError               shutdown: the process is stopping
+    │  ├─ JobHandedOverError(job_id)      not refunded: another process runs the queued job
     │  ├─ JobTimeoutError(job_id, budget) job_timeout: the job's own budget, queue wait included
     │  └─ DeliveryError(detail)           delivery_failed: the platform would not take the images
     └─ ProviderError(status, request_id) provider_error:<class>; an operator fault
@@ -61,6 +62,7 @@ __all__ = [
     "DuplicateRequestError",
     "InvalidRequestError",
     "JobCancelledError",
+    "JobHandedOverError",
     "JobNotFoundError",
     "JobStoppedError",
     "JobTimeoutError",
@@ -246,6 +248,19 @@ class ShuttingDownError(JobStoppedError):
 
     def __init__(self, *, job_id: str | None = None) -> None:
         super().__init__("the bot is shutting down")
+        self.job_id = job_id
+
+
+class JobHandedOverError(JobStoppedError):
+    """This process is stopping and another process of the cluster takes the queued job over
+    (``bot.cluster``): it is neither refunded nor answered here; the process that runs it
+    delivers it (``bot.courier``)."""
+
+    refund_as = "handed_over"
+    notified = True  # the member hears from the process that runs the job
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was handed to another process")
         self.job_id = job_id
 
 

@@ -21,6 +21,7 @@ from bot.errors import (
     DuplicateRequestError,
     InvalidRequestError,
     JobCancelledError,
+    JobHandedOverError,
     JobNotFoundError,
     JobTimeoutError,
     PermissionDeniedError,
@@ -307,6 +308,9 @@ _DESCRIPTIONS: dict[type[BaseException], _Text] = {
     ShuttingDownError: lambda *_: (
         "I'm restarting, so this job was stopped before it ran. Nothing was charged; "
         "please try again in a minute."
+    ),
+    JobHandedOverError: lambda *_: (
+        "I'm restarting; another instance of me is finishing this job and will post it here."
     ),
     PromptRefusedError: lambda *_: (
         "This prompt was refused by this server's rules. Nothing was charged."

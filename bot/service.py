@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from bot.access import may_act_on
 from bot.catalog import ModelCatalog
+from bot.courier import Courier
 from bot.errors import (
     BotError,
     DuplicateRequestError,
@@ -77,6 +78,8 @@ class ImageService:
         self.scheduler = scheduler
         self.moderation = moderation  # screens prompts before the hold (``screen=True``)
         self.click_debounce = click_debounce
+        # Per platform: how to answer about a job another process accepted (``bot.courier``).
+        self._couriers: dict[str, Courier] = {}
         self._closing = False
         # Platform events an adapter has taken on (acknowledged) and not finished: a stop
         # waits for them, jobs not yet held included.
@@ -90,6 +93,16 @@ class ImageService:
         # A job must settle well before the ledger's stale-hold sweep (which refunds holds
         # older than the job timeout) could refund it behind our back.
         self._budget = None if job_timeout is None else round(job_timeout * 0.8, 3)
+
+    def add_courier(self, platform: str, courier: Courier) -> None:
+        """Let this process run ``platform``'s jobs that another process accepted: a running
+        adapter registers how it answers from a job's ``reach`` (``bot.courier``)."""
+        self._couriers[platform] = courier
+
+    @property
+    def platforms(self) -> frozenset[str]:
+        """The platforms whose jobs this process can deliver wherever they were accepted."""
+        return frozenset(self._couriers)
 
     def parse(self, text: str, options: RequestOptions | None = None) -> GenerationRequest:
         """The request typed as ``text`` (the shared grammar), with structured ``options``
