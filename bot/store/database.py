@@ -28,6 +28,7 @@ from bot.store.ledger import DEFAULT_JOB_TIMEOUT, Clock, Ledger, SqliteLedger
 from bot.store.moderation import ModerationStore, SqliteModerationStore
 from bot.store.postgres.ledger import PostgresLedger
 from bot.store.postgres.moderation import PostgresModerationStore
+from bot.store.postgres.queue import PostgresQueue
 
 __all__ = ["Store", "open_store"]
 
@@ -38,6 +39,9 @@ class Store:
 
     ledger: Ledger
     moderation: ModerationStore
+    # The job queue every process shares, on a database that has one (PostgreSQL);
+    # ``None`` on SQLite, where each process queues its own jobs (``bot.scheduler``).
+    queue: PostgresQueue | None = None
 
     async def close(self) -> None:
         # The moderation store shares the ledger's connection (or pool): closing the ledger
@@ -115,7 +119,11 @@ async def _open_postgres(database_url: str, options: _Options) -> Store:
         job_timeout=options.job_timeout,
         lease=options.lease,
     )
-    return Store(ledger=ledger, moderation=PostgresModerationStore.on(ledger))
+    return Store(
+        ledger=ledger,
+        moderation=PostgresModerationStore.on(ledger),
+        queue=PostgresQueue(ledger.pool, lambda: ledger.boot_id),
+    )
 
 
 _BACKENDS: dict[str, _Opener] = {

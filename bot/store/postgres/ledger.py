@@ -141,13 +141,21 @@ _HOLD = f"""
 
 # A held job no process will settle ($1: now, $2: this boot): no owner, past its own deadline,
 # or owned by a boot that stopped or whose lease ran out (never the sweeping process's own).
+# A job still in the cluster's queue (bot.cluster) is not an orphan while its deadline holds:
+# another process takes it over instead.
 _ORPHAN = """
     state = 'held' AND (
-        owner IS NULL
-        OR deadline < $1::text
-        OR owner IN (
-            SELECT boot_id FROM boots
-            WHERE (stopped_at IS NOT NULL OR expires_at < $1::text) AND boot_id <> $2::text
+        deadline < $1::text
+        OR (
+            NOT EXISTS (SELECT 1 FROM queue WHERE queue.job_id = jobs.job_id)
+            AND (
+                owner IS NULL
+                OR owner IN (
+                    SELECT boot_id FROM boots
+                    WHERE (stopped_at IS NOT NULL OR expires_at < $1::text)
+                      AND boot_id <> $2::text
+                )
+            )
         )
     )
 """
