@@ -45,10 +45,10 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
-from bot.models import QueueStatus, Requester
+from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
 from bot.scheduler import Progress
-from bot.store.postgres.queue import CHANNEL, Admission, Claim, PostgresQueue, QueueFigures
+from bot.store.postgres.queue import CHANNEL, Admission, Claim, PostgresQueue
 from bot.store.row import stamp
 
 __all__ = ["Adopt", "ClusterScheduler", "ClusterTicket"]
@@ -216,7 +216,7 @@ class ClusterScheduler:
         self._listener: Any = None
         self._hold_until = 0.0
         self._last_take_over = 0.0
-        self.cluster: QueueFigures | None = None
+        self._figures: QueueFigures | None = None
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class ClusterScheduler:
 
     @property
     def concurrency(self) -> int:
-        return self.max_concurrent if self.cluster is None else self.cluster.concurrency
+        return self.cluster.concurrency
 
     @property
     def latency_seconds(self) -> float | None:
@@ -269,6 +269,11 @@ class ClusterScheduler:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def cluster(self) -> QueueFigures:
+        """The whole queue's figures as of the last poll."""
+        return self._figures or QueueFigures(0, 0, self.max_concurrent, self.max_concurrent)
 
     def status(self, job_id: str) -> QueueStatus | None:
         ticket = self._tickets.get(job_id)
@@ -532,7 +537,7 @@ class ClusterScheduler:
         notification), cancelled, or another process's now; and the places of those whose
         member watches the queue."""
         waiting = [t for t in self._tickets.values() if t._state == _QUEUED and not t._gone]
-        self.cluster = await self._queue.figures()
+        self._figures = await self._queue.figures()
         if not waiting:
             return
         me = self._queue.boot

@@ -145,6 +145,17 @@ class QueueStatus:
     eta_seconds: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """The queue every process shares (PostgreSQL), for ``/metrics``: jobs waiting, provider
+    calls in flight, the current cluster-wide cap and the configured one."""
+
+    queued: int
+    running: int
+    concurrency: int
+    max_concurrent: int
+
+
 class JobState(StrEnum):
     HELD = "held"
     CHARGED = "charged"

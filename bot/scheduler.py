@@ -58,7 +58,7 @@ from bot.errors import (
     ShuttingDownError,
     TooManyJobsError,
 )
-from bot.models import QueueStatus, Requester
+from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
 
 __all__ = ["JobScheduler", "JobTicket", "Progress", "Scheduler", "Ticket"]
@@ -113,6 +113,11 @@ class JobScheduler(Protocol):
 
     @property
     def latency_seconds(self) -> float | None: ...
+
+    @property
+    def cluster(self) -> QueueFigures | None:
+        """The shared queue's figures, or ``None`` when this process's queue is the only one."""
+        ...
 
 
 @dataclass(eq=False)
@@ -315,6 +320,11 @@ class Scheduler:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def cluster(self) -> None:
+        """This process's queue is the only one (``bot.cluster`` shares one)."""
+        return None
 
     # -- admission and cancel ------------------------------------------------------------
 

@@ -54,6 +54,29 @@ class QueueGauges(Protocol):
         """Recent provider latency (what ETAs are computed from); ``None`` before any call."""
         ...
 
+    @property
+    def cluster(self) -> ClusterGauges | None:
+        """The whole queue's figures when several processes share it (PostgreSQL); ``None``
+        when this process's queue is the only one."""
+        ...
+
+
+class ClusterGauges(Protocol):
+    """The queue every process shares: waiting jobs, provider calls in flight, the current
+    cluster-wide cap and the configured one."""
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def max_concurrent(self) -> int: ...
+
 
 @dataclass
 class Histogram:
@@ -134,7 +157,8 @@ def render(metrics: Metrics, *, stats: JobStats | None, queue: QueueGauges | Non
         for model, (_, micros) in stats.charged.items():
             usd = _number(micros / MICROS_PER_USD)
             out.append(f"imagine_charged_usd_total{_labels(model=model)} {usd}")
-    if queue is not None:
+    cluster = None if queue is None else queue.cluster
+    if queue is not None and cluster is None:
         _family(out, "imagine_queue_length", "gauge", "Jobs waiting for a provider slot.")
         out.append(f"imagine_queue_length {queue.queued}")
         _family(out, "imagine_jobs_running", "gauge", "Jobs calling the provider now.")
@@ -143,15 +167,35 @@ def render(metrics: Metrics, *, stats: JobStats | None, queue: QueueGauges | Non
             out, "imagine_concurrency_limit", "gauge", "Current cap on concurrent provider calls."
         )
         out.append(f"imagine_concurrency_limit {queue.concurrency}")
-        if queue.latency_seconds is not None:
-            _family(
-                out,
-                "imagine_provider_latency_estimate_seconds",
-                "gauge",
-                "Recent provider latency that queue ETAs are computed from.",
-            )
-            estimate = _number(queue.latency_seconds)
-            out.append(f"imagine_provider_latency_estimate_seconds {estimate}")
+    if queue is not None and cluster is not None:
+        # Several processes share the queue: each figure says whose it is in its name.
+        for name, help_text, value in (
+            ("process_queue_length", "This process's jobs waiting for a slot.", queue.queued),
+            ("process_jobs_running", "This process's jobs calling the provider.", queue.running),
+            ("cluster_queue_length", "Jobs waiting for a slot, all processes.", cluster.queued),
+            ("cluster_jobs_running", "Provider calls in flight, all processes.", cluster.running),
+            (
+                "cluster_concurrency_limit",
+                "Current cluster-wide cap on concurrent provider calls.",
+                cluster.concurrency,
+            ),
+            (
+                "cluster_concurrency_max",
+                "Configured cluster-wide cap (MAX_CONCURRENT_JOBS).",
+                cluster.max_concurrent,
+            ),
+        ):
+            _family(out, f"imagine_{name}", "gauge", help_text)
+            out.append(f"imagine_{name} {value}")
+    if queue is not None and queue.latency_seconds is not None:
+        _family(
+            out,
+            "imagine_provider_latency_estimate_seconds",
+            "gauge",
+            "Recent provider latency that queue ETAs are computed from.",
+        )
+        estimate = _number(queue.latency_seconds)
+        out.append(f"imagine_provider_latency_estimate_seconds {estimate}")
     _histogram(
         out,
         "imagine_provider_latency_seconds",

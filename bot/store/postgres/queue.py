@@ -24,10 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.models import Requester
+from bot.models import QueueFigures, Requester
 from bot.store.row import parse_stamp, requester_from_row
 
-__all__ = ["CHANNEL", "Admission", "Adoption", "Claim", "PostgresQueue", "QueueFigures"]
+__all__ = ["CHANNEL", "Admission", "Adoption", "Claim", "PostgresQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +72,6 @@ class Adoption:
     requester: Requester
     reach: dict[str, str]
     deadline: float | None  # Unix seconds; None when the job has none
-
-
-@dataclass(frozen=True, slots=True)
-class QueueFigures:
-    """The cluster's queue, for ``/metrics``."""
-
-    queued: int
-    running: int
-    concurrency: int
-    max_concurrent: int
 
 
 def _user_key(requester: Requester) -> str:
