@@ -478,11 +478,28 @@ def _compose() -> dict[str, Any]:
     return loaded
 
 
-def _service() -> dict[str, Any]:
-    [(name, service)] = _compose()["services"].items()
-    assert name == "imagine-bot"
+def _service(name: str = "imagine-bot") -> dict[str, Any]:
+    service = _compose()["services"][name]
     assert isinstance(service, dict)
     return service
+
+
+def test_compose_s_postgres_profile_runs_two_bots_on_one_healthy_postgres() -> None:
+    services = _compose()["services"]
+    # Plain `docker compose up` starts the SQLite bot alone; the profile adds the cluster.
+    assert [n for n, s in services.items() if "profiles" not in s] == ["imagine-bot"]
+    postgres, bots = _service("postgres"), _service("imagine-bot-pg")
+    assert postgres["profiles"] == bots["profiles"] == ["postgres"]
+    assert postgres["image"].startswith("postgres:15")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert postgres["volumes"] == ["imagine-postgres:/var/lib/postgresql/data"]
+    assert bots["deploy"]["replicas"] == 2
+    assert bots["depends_on"]["postgres"]["condition"] == "service_healthy"
+    url = bots["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql://") and url.endswith("@postgres:5432/imagine")
+    assert "ports" not in bots  # two replicas cannot publish one host port
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "docker compose --profile postgres up" in readme
 
 
 def test_the_image_installs_the_lock_before_the_code() -> None:
