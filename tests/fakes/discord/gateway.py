@@ -110,6 +110,7 @@ class Gateway:
                 return
             gate = self._ready_gates.get(shard[0])
             if gate is not None:
+                await self._notify()  # the IDENTIFY is seen while READY is held back
                 await gate.wait()
             await self._send_ready(ws, identify, shard)
         elif op == 6:
