@@ -287,9 +287,10 @@ class ImagineClient(discord.AutoShardedClient):
     def _shard_state(self, shard_id: int, *, up: bool) -> None:
         if up and shard_id not in self._shards_up:
             log.info("Discord shard %d of %d connected", shard_id, self.shard_count or 1)
+            self._shards_up.add(shard_id)
         elif not up and shard_id in self._shards_up:
             log.warning("Discord shard %d disconnected; discord.py reconnects it", shard_id)
-        (self._shards_up.add if up else self._shards_up.discard)(shard_id)
+            self._shards_up.discard(shard_id)
         if self._shards_up >= set(self.own_shards):
             self._ever_up = True
             state = CONNECTED
