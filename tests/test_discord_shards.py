@@ -261,3 +261,18 @@ async def test_one_identify_per_five_seconds_without_concurrency() -> None:
     await pacer.wait(1)
     await pacer.wait(2)
     assert clock.slept == [3.0, 5.0]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], "0,1"])
+async def test_the_fake_closes_a_session_with_a_bad_shard_as_discord_does(shard: object) -> None:
+    # What the bot's own settings can never send: held to Discord's rule all the same.
+    async with FakeDiscord() as discord, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(discord.gateway_url)
+        assert (await ws.receive_json())["op"] == 10  # HELLO
+        identify = {"token": discord.token, "intents": 1, "properties": {}, "shard": shard}
+        await ws.send_json({"op": 2, "d": identify})
+        closed = await ws.receive()
+        assert (closed.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 4010), closed
+        await ws.close()
+    assert discord.ready_sent == 0
