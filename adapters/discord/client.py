@@ -22,6 +22,7 @@ from adapters.discord.button import Button, CancelButton, JobButton, ReviewButto
 from adapters.discord.commands import add_commands
 from adapters.discord.config import DiscordSettings
 from adapters.discord.context import ButtonAction
+from adapters.discord.identify import IdentifyPacer
 from adapters.discord.moderation_admin import add_moderation_commands
 from adapters.discord.notice import tell_interrupted
 from adapters.discord.render import accepting
@@ -29,7 +30,7 @@ from adapters.discord.reply import Reply
 from adapters.notice import relay_notices
 from adapters.runtime import Runtime
 from bot.errors import BotError, ConfigError, InvalidRequestError
-from bot.health import CONNECTED, DISCONNECTED
+from bot.health import CONNECTED, DISCONNECTED, STARTING
 from bot.messages import (
     TEMPORARILY_UNAVAILABLE,
     describe,
@@ -38,9 +39,21 @@ from bot.messages import (
 )
 from bot.store.ledger import Interrupted
 
-__all__ = ["ImagineClient", "ImagineTree", "apply_endpoints", "intents", "run_client"]
+__all__ = [
+    "INVALID_SHARD",
+    "SHARDING_REQUIRED",
+    "ImagineClient",
+    "ImagineTree",
+    "apply_endpoints",
+    "intents",
+    "run_client",
+]
 
 log = logging.getLogger(__name__)
+
+# Gateway close codes that no reconnect can fix: the shard settings are wrong.
+INVALID_SHARD = 4010
+SHARDING_REQUIRED = 4011
 
 BUTTONS: tuple[type[Button], ...] = (JobButton, CancelButton, ReviewButton)
 
@@ -145,9 +158,15 @@ async def _tell(interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
 
 
-class ImagineClient(discord.Client):
+class ImagineClient(discord.AutoShardedClient):
+    """Always the sharded client: one shard or several, in this process or split across
+    processes (``DISCORD_SHARD_COUNT``, ``DISCORD_SHARD_IDS``), the code is the same."""
+
     def __init__(self, *, runtime: Runtime, settings: DiscordSettings, **options: Any) -> None:
+        if settings.shard_ids:
+            options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
+            shard_count=settings.shard_count,
             intents=intents(),
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,
@@ -159,6 +178,34 @@ class ImagineClient(discord.Client):
         self.settings = settings
         self.tree = ImagineTree(self)
         self._notices: asyncio.Task[None] | None = None
+        self.pacer = IdentifyPacer()
+        self._shards_up: set[int] = set()
+        self._ever_up = False
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        await self.pacer.wait(shard_id)
+
+    async def plan_shards(self) -> None:
+        """Ask Discord (``GET /gateway/bot``) how fast shards may identify and, unless
+        ``DISCORD_SHARD_COUNT`` says, how many it recommends. Setting the count here, rather
+        than leaving it to discord.py, keeps ``DISCORD_GATEWAY_URL`` in use: discord.py would
+        connect to the URL Discord's answer names."""
+        shards, _url, limit = await self.http.get_bot_gateway()
+        self.pacer.max_concurrency = max(1, int(limit.get("max_concurrency", 1)))
+        if self.shard_count is None:
+            self.shard_count = int(shards)
+            log.info("Discord recommends %d shard(s); running all of them here", shards)
+        else:
+            log.info(
+                "running Discord shard(s) %s of %d",
+                ", ".join(map(str, self.own_shards)),
+                self.shard_count,
+            )
+
+    @property
+    def own_shards(self) -> list[int]:
+        """The shards this process runs (known once ``plan_shards`` has run)."""
+        return list(self.shard_ids or range(self.shard_count or 1))
 
     async def setup_hook(self) -> None:
         add_commands(self.tree, self)
@@ -222,16 +269,34 @@ class ImagineClient(discord.Client):
             len(self.guilds),
         )
 
-    # The gateway session's state for /healthz (discord.py reconnects on its own). "connect"
-    # is dispatched on READY; "ready" comes seconds later, once guilds have streamed in.
-    async def on_connect(self) -> None:
-        self.runtime.health.set("discord", CONNECTED)
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("Discord shard %d: its servers have streamed in", shard_id)
 
-    async def on_resumed(self) -> None:
-        self.runtime.health.set("discord", CONNECTED)
+    # Each shard's gateway session, for /healthz (discord.py reconnects on its own). The
+    # process is up only while every one of its shards is: a missing shard's servers would
+    # get no answer. "shard_connect" is dispatched on READY, "shard_ready" seconds later.
+    async def on_shard_connect(self, shard_id: int) -> None:
+        self._shard_state(shard_id, up=True)
 
-    async def on_disconnect(self) -> None:
-        self.runtime.health.set("discord", DISCONNECTED)
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_state(shard_id, up=True)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        self._shard_state(shard_id, up=False)
+
+    def _shard_state(self, shard_id: int, *, up: bool) -> None:
+        if up and shard_id not in self._shards_up:
+            log.info("Discord shard %d of %d connected", shard_id, self.shard_count or 1)
+            self._shards_up.add(shard_id)
+        elif not up and shard_id in self._shards_up:
+            log.warning("Discord shard %d disconnected; discord.py reconnects it", shard_id)
+            self._shards_up.discard(shard_id)
+        if self._shards_up >= set(self.own_shards):
+            self._ever_up = True
+            state = CONNECTED
+        else:
+            state = DISCONNECTED if self._ever_up else STARTING
+        self.runtime.health.set("discord", state)
 
 
 async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:
@@ -246,6 +311,7 @@ async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:
     async with client:
         try:
             await client.login(settings.token.get_secret_value())
+            await client.plan_shards()
             await _check_gateway(settings.gateway_url)
             await client.connect()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -259,5 +325,33 @@ async def run_client(runtime: Runtime, settings: DiscordSettings) -> None:
                 "Discord rejected DISCORD_TOKEN: copy the bot token again from the Developer "
                 "Portal (Bot > Reset Token)"
             ) from None
+        except discord.GatewayNotFound as exc:
+            # GET /gateway/bot failed: a wrong DISCORD_API_BASE_URL (a proxy that lacks it).
+            cause = exc.__cause__ or exc
+            raise ConfigError(
+                unreachable_text("Discord", settings.api_base_url, cause, "DISCORD_API_BASE_URL")
+            ) from None
+        except discord.ConnectionClosed as exc:
+            text = _shard_refusal(exc, client)
+            if text is None:
+                raise
+            raise ConfigError(text) from None
         except discord.PrivilegedIntentsRequired:  # pragma: no cover - none are requested
             raise ConfigError("Discord refused the gateway intents") from None
+
+
+def _shard_refusal(exc: discord.ConnectionClosed, client: ImagineClient) -> str | None:
+    """What to change when Discord closed a session over its shard settings."""
+    count = client.shard_count or 1
+    if exc.code == INVALID_SHARD:
+        return (
+            f"Discord refused shard {exc.shard_id} of {count} (invalid shard): check "
+            "DISCORD_SHARD_IDS and DISCORD_SHARD_COUNT"
+        )
+    if exc.code == SHARDING_REQUIRED:
+        return (
+            f"Discord requires more than {count} shard(s) for this bot's servers (sharding "
+            "required): raise DISCORD_SHARD_COUNT, or unset it and DISCORD_SHARD_IDS to let "
+            "Discord choose"
+        )
+    return None

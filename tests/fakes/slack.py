@@ -8,6 +8,11 @@ for channels the bot has not joined, scriptable ``429 ratelimited`` answers with
 ``Retry-After``, and a websocket that sends ``hello`` and envelopes, records acks and answers
 pings.
 
+Socket Mode allows an app up to ``MAX_CONNECTIONS`` (10) connections at once (one more is told
+``too_many_websockets`` and closed), and Slack sends each envelope to one of them only; the
+fake takes them in turn (Slack picks any), and records which connection got each envelope and
+which sent each ack (connections are numbered from 1 in the order they opened).
+
 Everything is recorded; tests wait on conditions (``await slack.wait_for(...)``), never sleep::
 
     async with FakeSlack() as slack:
@@ -52,6 +57,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_CONNECTIONS = 10
 
 # Methods whose channel argument must be a conversation the bot is a member of.
 _CHANNEL_METHODS = {
@@ -146,6 +153,7 @@ class Ack:
     envelope_id: str
     payload: Mapping[str, Any] | None
     at: float
+    connection: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,7 @@ class Envelope:
     payload: Mapping[str, Any]
     sent_at: float
     retry_attempt: int | None = None
+    connection: int = 0
 
     @property
     def response_url_key(self) -> str | None:
@@ -216,7 +225,9 @@ class FakeSlack(Observed):
         self.disconnects = 0  # Socket Mode connections the bot (or the fake) closed
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
-        self._ws: web.WebSocketResponse | None = None
+        # Open Socket Mode connections, oldest first, each with its number.
+        self._sockets: dict[web.WebSocketResponse, int] = {}
+        self._turn = itertools.count()
         self._ws_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._http: ClientSession | None = None
@@ -239,8 +250,9 @@ class FakeSlack(Observed):
         self._stop_watching()
         if self._http is not None:
             await self._http.close()
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+        for ws in list(self._sockets):
+            if not ws.closed:
+                await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -330,10 +342,14 @@ class FakeSlack(Observed):
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None and not self._ws.closed
+        return self.open_connections > 0
+
+    @property
+    def open_connections(self) -> int:
+        return sum(not ws.closed for ws in self._sockets)
 
     async def wait_connected(self, *, connections: int = 1) -> None:
-        await self.wait_for(lambda: self.connections >= connections and self._ws is not None)
+        await self.wait_for(lambda: self.connections >= connections and self.connected)
 
     async def wait_ack(self, envelope: Envelope, *, timeout: float = 20.0) -> Ack:
         return await self.wait_for(lambda: self.ack_for(envelope), timeout=timeout)
@@ -528,11 +544,16 @@ class FakeSlack(Observed):
         *,
         retry_attempt: int | None = None,
         retry_reason: str | None = None,
+        connection: int | None = None,
     ) -> Envelope:
-        """Send one envelope over the current Socket Mode connection."""
-        ws = self._ws
-        if ws is None or ws.closed:
+        """Send one envelope over one open Socket Mode connection: ``connection`` (its
+        number), or each in turn."""
+        open_sockets = [(ws, n) for ws, n in self._sockets.items() if not ws.closed]
+        if connection is not None:
+            open_sockets = [(ws, n) for ws, n in open_sockets if n == connection]
+        if not open_sockets:
             raise AssertionError("no Socket Mode connection; await wait_connected() first")
+        ws, number = open_sockets[next(self._turn) % len(open_sockets)]
         envelope_id = f"env-{next(self._ids)}"
         message: dict[str, Any] = {
             "envelope_id": envelope_id,
@@ -543,7 +564,9 @@ class FakeSlack(Observed):
         if retry_attempt is not None:
             message["retry_attempt"] = retry_attempt
             message["retry_reason"] = retry_reason or "timeout"
-        envelope = Envelope(envelope_id, type_, dict(payload), time.monotonic(), retry_attempt)
+        envelope = Envelope(
+            envelope_id, type_, dict(payload), time.monotonic(), retry_attempt, number
+        )
         self.envelopes.append(envelope)
         await ws.send_str(json.dumps(message))
         return envelope
@@ -834,13 +857,26 @@ class FakeSlack(Observed):
         # autoping answers the client's "sdk-ping-pong:<ts>" pings with the same payload.
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self._ws = ws
+        if self.open_connections >= MAX_CONNECTIONS:
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "disconnect",
+                        "reason": "too_many_websockets",
+                        "debug_info": {"host": "fake"},
+                    }
+                )
+            )
+            await ws.close()
+            return ws
         self.connections += 1
+        number = self.connections
+        self._sockets[ws] = number
         await ws.send_str(
             json.dumps(
                 {
                     "type": "hello",
-                    "num_connections": 1,
+                    "num_connections": self.open_connections,
                     "debug_info": {
                         "host": "fake",
                         "build_number": 1,
@@ -859,10 +895,10 @@ class FakeSlack(Observed):
             except ValueError:
                 continue
             if isinstance(data, dict) and "envelope_id" in data:
-                self.acks.append(Ack(data["envelope_id"], data.get("payload"), time.monotonic()))
+                ack = Ack(data["envelope_id"], data.get("payload"), time.monotonic(), number)
+                self.acks.append(ack)
                 await self._notify()
-        if self._ws is ws:
-            self._ws = None
+        self._sockets.pop(ws, None)
         self.disconnects += 1
         await self._notify()
         return ws

@@ -21,9 +21,14 @@ Rules the fake enforces like the real thing, because naive bots break on them:
   most 10 attachments (400 code 30015), content <= 2000 characters, <= 10 embeds within the
   documented field lengths and 6000 characters in all (400 code 50035);
 - JSON replies carry ``Content-Type: application/json`` exactly;
-- every identified gateway session receives every event, as Discord does for several sessions
-  of one shard (two copies of a bot both see each interaction; the first to acknowledge it
-  answers, the other gets 40060).
+- every identified gateway session of an event's shard receives the event, as Discord does
+  for several sessions of one shard (two copies of a bot both see each interaction; the first
+  to acknowledge it answers, the other gets 40060); a server's shard is
+  ``(guild_id >> 22) % shard_count``, and a session gets READY and GUILD_CREATE for its
+  shard's servers only;
+- ``GET /gateway/bot`` recommends ``recommended_shards``; IDENTIFY with a bad ``shard`` is
+  closed with 4010 (Invalid shard), with fewer than ``required_shards`` with 4011 (Sharding
+  required).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from tests.fakes.discord.payload import (
     DiscordAPIError,
     FakeAttachment,
     FakeChannel,
+    FakeGuild,
     FakeInteraction,
     FakeMember,
     FakeMessage,
@@ -62,6 +68,7 @@ __all__ = [
     "FakeAttachment",
     "FakeChannel",
     "FakeDiscord",
+    "FakeGuild",
     "FakeInteraction",
     "FakeMember",
     "FakeMessage",

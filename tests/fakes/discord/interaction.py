@@ -20,6 +20,7 @@ from tests.fakes.discord.payload import (
     MEMBER_PERMISSIONS,
     DiscordAPIError,
     FakeChannel,
+    FakeGuild,
     FakeInteraction,
     FakeMember,
     FakeMessage,
@@ -44,10 +45,12 @@ class Interactions:
         attachment_size_limit: int | None = None,
         group: str | None = None,
         channel: FakeChannel | None = None,
+        guild: FakeGuild | None = None,
     ) -> FakeInteraction:
-        """Deliver a slash command (type 2) as Discord would for a guild command. ``options``
-        maps option names to values; a ``FakeMember`` value becomes a USER option with its
-        resolved data, a value in ``resolved_roles`` a ROLE option."""
+        """Deliver a slash command (type 2) as Discord would for a guild command, in
+        ``guild``'s channel (default: the default server's). ``options`` maps option names
+        to values; a ``FakeMember`` value becomes a USER option with its resolved data, a
+        value in ``resolved_roles`` a ROLE option."""
         roles = set(resolved_roles)
         resolved: dict[str, dict[str, Any]] = {}
         built = []
@@ -62,7 +65,8 @@ class Interactions:
             built = [{"name": subcommand, "type": 1, "options": built}]
         if group is not None:  # a subcommand group: /name group subcommand
             built = [{"name": group, "type": 2, "options": built}]
-        command = self._synced_command(name)
+        guild_id = guild.id if guild is not None else self.guild_id
+        command = self._synced_command(name, guild_id)
         data: dict[str, Any] = {
             "id": command.get("id", self.snowflake()) if command else self.snowflake(),
             "name": name,
@@ -79,6 +83,7 @@ class Interactions:
             member=member,
             attachment_size_limit=attachment_size_limit,
             channel_id=channel.id if channel is not None else None,
+            guild_id=guild_id,
         )
 
     async def autocomplete(
@@ -166,21 +171,33 @@ class Interactions:
             "flags": 0,
         }
 
-    def _synced_command(self, name: str) -> dict[str, Any] | None:
+    def _synced_command(self, name: str, guild_id: str | None = None) -> dict[str, Any] | None:
+        """The command as last synced to ``guild_id`` (any server when ``None``) or
+        globally."""
         for sync in reversed(self.command_syncs):
+            if guild_id is not None and sync.guild_id not in (guild_id, None):
+                continue
             for command in sync.commands:
                 if command["name"] == name:
                     return command
         return None
 
+    def _guild_of(self, channel_id: str | None) -> FakeGuild:
+        """The server a channel is in: another server's own channel, else the default."""
+        for guild in self.guilds.values():
+            if guild.channel_id == channel_id:
+                return guild
+        return self.guilds[self.guild_id]
+
     def _channel_payload(self, channel_id: str | None = None) -> dict[str, Any]:
         extra = self.extra_channels.get(channel_id or "")
+        guild = self._guild_of(channel_id)
         return {
-            "id": extra.id if extra else self.channel_id,
+            "id": extra.id if extra else guild.channel_id,
             "type": 0,
             "name": extra.name if extra else self.channel_name,
             "position": 1 if extra else 0,
-            "guild_id": self.guild_id,
+            "guild_id": guild.id,
             "permission_overwrites": [],
             "nsfw": extra.nsfw if extra else False,
             "parent_id": None,
@@ -199,8 +216,10 @@ class Interactions:
         message: FakeMessage | None = None,
         attachment_size_limit: int | None = None,
         channel_id: str | None = None,
+        guild_id: str | None = None,
     ) -> FakeInteraction:
-        channel_id = channel_id or self.channel_id
+        guild = self.guilds[guild_id] if guild_id else self._guild_of(channel_id)
+        channel_id = channel_id or guild.channel_id
         interaction_id = self.snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         limit = attachment_size_limit or self.attachment_size_limit
@@ -210,8 +229,8 @@ class Interactions:
             "type": interaction_type,
             "token": token,
             "version": 1,
-            "guild_id": self.guild_id,
-            "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
+            "guild_id": guild.id,
+            "guild": {"id": guild.id, "locale": "en-US", "features": []},
             "channel_id": channel_id,
             "channel": self._channel_payload(channel_id),
             "app_permissions": str(MEMBER_PERMISSIONS),
@@ -219,7 +238,7 @@ class Interactions:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": self.guild_id},
+            "authorizing_integration_owners": {"0": guild.id},
             "context": 0,
             "member": member.member_payload(),
             "data": data,

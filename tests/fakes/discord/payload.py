@@ -28,12 +28,14 @@ __all__ = [
     "DiscordAPIError",
     "FakeAttachment",
     "FakeChannel",
+    "FakeGuild",
     "FakeInteraction",
     "FakeMember",
     "FakeMessage",
     "FakeUser",
     "RecordedRequest",
     "decode_attachment",
+    "shard_of",
     "snowflake_time",
     "validate_command",
     "validate_message",
@@ -125,6 +127,24 @@ class FakeUser:
 
     def user_payload(self) -> dict[str, Any]:
         return FakeMember(self.id, self.username).user_payload()
+
+
+@dataclass(frozen=True)
+class FakeGuild:
+    """A server the bot is in, with its one text channel (``FakeDiscord.add_guild``; the
+    default server is ``FakeDiscord.guild_id`` with ``FakeDiscord.channel_id``)."""
+
+    id: str
+    name: str
+    channel_id: str
+
+    def shard(self, count: int) -> int:
+        return shard_of(self.id, count)
+
+
+def shard_of(guild_id: str, count: int) -> int:
+    """The shard whose sessions receive the guild's events, as Discord computes it."""
+    return (int(guild_id) >> 22) % count
 
 
 @dataclass

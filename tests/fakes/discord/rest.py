@@ -126,6 +126,9 @@ class Rest:
         if route == "/users/@me" and method == "GET":
             self._require_bot_auth(request)
             return self._bot_user()
+        if route == "/gateway/bot" and method == "GET":
+            self._require_bot_auth(request)
+            return self._gateway_bot()
         if route == "/oauth2/applications/@me" and method == "GET":
             self._require_bot_auth(request)
             return self._application()
@@ -142,6 +145,18 @@ class Rest:
             self._require_bot_auth(request)
             return await self._channel_messages(request, parts)
         raise DiscordAPIError(404, 0, "404: Not Found")
+
+    def _gateway_bot(self) -> dict[str, Any]:
+        return {
+            "url": self.gateway_url,
+            "shards": self.recommended_shards,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 1000 - len(self.identifies),
+                "reset_after": 86_400_000,
+                "max_concurrency": self.max_concurrency,
+            },
+        }
 
     def _application(self) -> dict[str, Any]:
         owner = {"id": self.owner_id, "username": "owner", "discriminator": "0", "avatar": None}
@@ -167,7 +182,7 @@ class Rest:
         guild_id: str | None = None
         if len(parts) == 5 and parts[2] == "guilds":
             guild_id = parts[3]
-            if guild_id != self.guild_id:
+            if guild_id not in self.guilds:
                 raise DiscordAPIError(403, 50001, "Missing Access")
         elif len(parts) != 3:
             raise DiscordAPIError(404, 0, "404: Not Found")
@@ -370,7 +385,7 @@ class Rest:
         payload: dict[str, Any] = {
             "id": message.id,
             "channel_id": message.channel_id,
-            "guild_id": self.guild_id,
+            "guild_id": self._guild_of(message.channel_id).id,
             "type": message.message_type,
             "content": message.content,
             "author": self._bot_user(),

@@ -23,6 +23,7 @@ from tests.fakes.discord.payload import (
     MEMBER_PERMISSIONS,
     CommandSync,
     FakeChannel,
+    FakeGuild,
     FakeInteraction,
     FakeMember,
     FakeMessage,
@@ -60,10 +61,20 @@ class FakeDiscord(Gateway, Rest, Interactions, Observed):
         self.channel_id = self.snowflake()
         self.channel_name = "imagine"
         self.extra_channels: dict[str, FakeChannel] = {}
+        self.guilds: dict[str, FakeGuild] = {
+            self.guild_id: FakeGuild(self.guild_id, "Fake Server", self.channel_id)
+        }
+        # Sharding, as GET /gateway/bot tells it and IDENTIFY is held to: the count Discord
+        # recommends, the fewest it accepts (4011 below), identifies allowed per 5 s.
+        self.recommended_shards = 1
+        self.required_shards = 1
+        self.max_concurrency = 1
 
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[RecordedRequest] = []
         self.identifies: list[dict[str, Any]] = []
+        # (shard id, shard count) of each GUILD_CREATE sent, and the guild.
+        self.guild_creates: list[tuple[tuple[int, int], str]] = []
         self.ready_sent = 0
         self.heartbeats = 0
         self.command_syncs: list[CommandSync] = []
@@ -75,6 +86,8 @@ class FakeDiscord(Gateway, Rest, Interactions, Observed):
         self._rejections: list[tuple[str, str, bool, int, int, str]] = []
         # Identified sessions and the last sequence number each was sent.
         self._sessions: dict[web.WebSocketResponse, int] = {}
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        self._ready_gates: dict[int, asyncio.Event] = {}
         self._ws_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
@@ -119,8 +132,35 @@ class FakeDiscord(Gateway, Rest, Interactions, Observed):
             "DISCORD_GATEWAY_URL": self.gateway_url,
         }
         if guild_sync:
-            env["DISCORD_GUILD_IDS"] = self.guild_id
+            env["DISCORD_GUILD_IDS"] = ",".join(self.guilds)
         return env
+
+    # -- servers and shards ---------------------------------------------------------------
+
+    def add_guild(
+        self, name: str | None = None, *, shard: tuple[int, int] | None = None
+    ) -> FakeGuild:
+        """Another server the bot is in, with one text channel (add it before the bot
+        connects). ``shard=(id, count)`` picks an id whose events go to that shard."""
+        guild_id = self.snowflake()
+        if shard is not None:
+            # The shard is the snowflake's timestamp modulo the count: step it back to fit.
+            shard_id, count = shard
+            ms = int(guild_id) >> 22
+            ms -= (ms - shard_id) % count
+            guild_id = str((ms << 22) | (int(guild_id) & ((1 << 22) - 1)))
+        guild = FakeGuild(guild_id, name or f"Server {guild_id[-4:]}", self.snowflake())
+        self.guilds[guild_id] = guild
+        return guild
+
+    def hold_ready(self, shard_id: int) -> None:
+        """Answer the next IDENTIFY of ``shard_id`` only once ``release_ready`` is called."""
+        self._ready_gates[shard_id] = asyncio.Event()
+
+    def release_ready(self, shard_id: int) -> None:
+        gate = self._ready_gates.pop(shard_id, None)
+        if gate is not None:
+            gate.set()
 
     # -- ids, members ---------------------------------------------------------------------
 
