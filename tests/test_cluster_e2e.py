@@ -50,9 +50,7 @@ def _charged(url: str) -> list[tuple[str, int]]:
 
 
 async def test_quota_and_the_provider_cap_hold_across_two_processes(tmp_path: Path) -> None:
-    async with FakeDiscord() as discord, FakeSlack() as slack, FakeImageAPI(
-        latency=0.3
-    ) as api:
+    async with FakeDiscord() as discord, FakeSlack() as slack, FakeImageAPI(latency=0.3) as api:
         env = {
             **discord.env(),
             **slack.env(),
