@@ -143,3 +143,35 @@ async def test_a_member_with_one_job_waits_at_most_one_slot_behind_a_long_queue(
     prompts = [str(c.json["prompt"]) for c in api.generations]
     assert prompts[0] == "busy 0"
     assert prompts.index("newcomer") == 1, prompts
+
+
+async def test_a_job_whose_process_is_killed_is_delivered_by_the_other_once(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord() as discord, FakeImageAPI() as api:
+        env = {**discord.env(), **api.env(), "DEFAULT_IMAGES_PER_DAY": "10"}
+        async with cluster(tmp_path, env) as (bots, url):
+            for bot in bots:
+                discord.watch(bot)
+            await discord.wait_connected(connections=2)
+            await discord.wait_for(lambda: discord.sessions == 2)
+            member = discord.member()
+            with api.stalling():
+                asked = await discord.slash("imagine", {"prompt": "a lighthouse"}, member=member)
+                await api.wait_stalled()
+                [pid] = psql(
+                    "SELECT b.pid FROM queue q JOIN boots b ON b.boot_id = q.runner", url=url
+                ).split()
+                [victim] = [b for b in bots if b.process and b.process.pid == int(pid)]
+                [survivor] = [b for b in bots if b is not victim]
+                assert victim.process is not None
+                victim.process.kill()
+                await victim.process.wait()
+            answer = await discord.wait_response(asked, timeout=40)
+            charged = _charged(url)
+
+    assert answer.attachments, answer.content
+    assert f"<@{member.id}>" not in answer.content or answer.attachments
+    assert charged == [(member.id, 1)]  # one charge, though the image API drew it twice
+    assert [str(c.json["prompt"]) for c in api.generations] == ["a lighthouse"] * 2
+    assert "taken over" in survivor.log()
