@@ -13,7 +13,7 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -42,7 +42,7 @@ class Destination:
     guild_id: int | None = None
     message_id: int | None = None
     app_id: int | None = None
-    token: str = ""
+    token: str = field(default="", repr=False)  # the interaction's: it edits the message
     expires: datetime.datetime | None = None
     limit: int | None = None
 

@@ -283,8 +283,9 @@ def late_text(user_id: str) -> str:
 
 
 def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
-    """What another process needs to edit this job's message after a restart
-    (``adapters.discord.notice``): the interaction's webhook, its expiry, the channel."""
+    """What another process needs to answer about this job: the restart notice
+    (``adapters.discord.notice``) or the job's result (``adapters.discord.courier``). The
+    interaction's webhook and its expiry, the message, the channel, the upload limit."""
     return {
         "app": str(interaction.application_id),
         "token": interaction.token,
