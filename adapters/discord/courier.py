@@ -88,12 +88,13 @@ class DiscordCourier:
 
     async def fail(self, record: JobRecord, reach: Mapping[str, str], error: BotError) -> None:
         """The member's message becomes the error's text, or it is posted to the channel
-        mentioning them. Nothing when they were told already (``notified``)."""
+        mentioning them. Nothing when they were told already (``notified``); when Discord
+        refuses both, only the log has it."""
         if error.notified:
             return
-        await self._tell(
-            Destination.of(reach, record.requester), describe(error, channel_label=channel_mention)
-        )
+        text = describe(error, channel_label=channel_mention)
+        if not await self._tell_quietly(Destination.of(reach, record.requester), text):
+            log.warning("job %s: could not tell its member that it failed", record.job_id)
 
     async def _tell(self, destination: Destination, text: str) -> bool:
         if await destination.edit(self.client, content=text, embeds=[], attachments=[], view=None):
