@@ -19,6 +19,7 @@ import httpx
 
 from bot.admin import QuotaAdmin
 from bot.catalog import ModelCatalog, load_catalog
+from bot.cluster import ClusterScheduler
 from bot.config import Settings
 from bot.health import Health
 from bot.messages import PREVIEW_WARNING
@@ -31,7 +32,7 @@ from bot.provider.imaging import Refitter
 from bot.provider.metrics import InstrumentedProvider, Metrics
 from bot.provider.preview import PreviewProvider
 from bot.retry import RetryPolicy
-from bot.scheduler import Scheduler
+from bot.scheduler import JobScheduler, Scheduler
 from bot.service import ImageService
 from bot.store.database import open_store
 from bot.store.lease import LEASE, renewing
@@ -138,6 +139,25 @@ async def open_runtime(
         )
         metrics = Metrics()
         provider = InstrumentedProvider(provider, metrics)  # provider latency for /metrics
+        scheduler: JobScheduler
+        if store.queue is None:
+            scheduler = Scheduler(
+                max_concurrent=settings.max_concurrent_jobs,
+                max_per_user=settings.max_jobs_per_user,
+                max_queue=settings.max_queued_jobs,
+                retry=retry,
+            )
+        else:
+            # Several processes on one PostgreSQL: one queue, one cap, one turn order.
+            scheduler = ClusterScheduler(
+                store.queue,
+                dsn=settings.database_url,
+                now=ledger.now,
+                max_concurrent=settings.max_concurrent_jobs,
+                max_per_user=settings.max_jobs_per_user,
+                max_queue=settings.max_queued_jobs,
+                retry=retry,
+            )
         service = ImageService(
             catalog=catalog,
             provider=provider,
@@ -146,13 +166,11 @@ async def open_runtime(
             job_timeout=settings.job_timeout,
             moderation=moderation,
             click_debounce=settings.click_debounce,
-            scheduler=Scheduler(
-                max_concurrent=settings.max_concurrent_jobs,
-                max_per_user=settings.max_jobs_per_user,
-                max_queue=settings.max_queued_jobs,
-                retry=retry,
-            ),
+            scheduler=scheduler,
         )
+        if isinstance(scheduler, ClusterScheduler):
+            scheduler.adopt_with(service.run_adopted, lambda: service.platforms)
+            await scheduler.start()
         # Runs before the store closes: whatever is still queued or running is refunded.
         # (`imagine-bot run` has already called `service.shutdown` with the grace period.)
         stack.push_async_callback(service.shutdown, 0.0)

@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bot.errors import (
     JobCancelledError,
@@ -61,7 +61,7 @@ from bot.errors import (
 from bot.models import QueueStatus, Requester
 from bot.retry import RetryPolicy
 
-__all__ = ["Progress", "Scheduler", "Ticket"]
+__all__ = ["JobScheduler", "JobTicket", "Progress", "Scheduler", "Ticket"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,43 @@ _Key = tuple[str, ...]
 _QUEUED = "queued"
 _RUNNING = "running"  # holds a provider slot
 _ADMITTED = "admitted"  # between provider calls: delivering, or before its first call
+
+
+class JobTicket(Protocol):
+    """A job admitted by a ``JobScheduler``: its provider calls wait for their turn."""
+
+    job_id: str
+
+    async def call(
+        self, factory: Callable[[], Awaitable[T]], *, progress: Progress | None = None
+    ) -> T: ...
+
+
+class JobScheduler(Protocol):
+    """What the service needs of a fair queue: this module's ``Scheduler`` (one process) or
+    ``bot.cluster.ClusterScheduler`` (every process on one PostgreSQL)."""
+
+    def admit(
+        self, job_id: str, requester: Requester
+    ) -> contextlib.AbstractAsyncContextManager[JobTicket]: ...
+
+    async def withdraw(self, job_id: str) -> bool:
+        """Cancel a queued job (``Scheduler.cancel``); whether it was queued."""
+        ...
+
+    async def close(self, grace: float) -> None: ...
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def latency_seconds(self) -> float | None: ...
 
 
 @dataclass(eq=False)
@@ -334,6 +371,9 @@ class Scheduler:
         log.info("job %s: cancelled while queued", job_id)
         self._changed()
         return True
+
+    async def withdraw(self, job_id: str) -> bool:
+        return self.cancel(job_id)
 
     def status(self, job_id: str) -> QueueStatus | None:
         ticket = self._tickets.get(job_id)

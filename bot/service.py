@@ -20,6 +20,7 @@ from bot.errors import (
     BotError,
     DuplicateRequestError,
     InvalidRequestError,
+    JobHandedOverError,
     JobTimeoutError,
     PermissionDeniedError,
     ProviderResponseError,
@@ -40,7 +41,7 @@ from bot.models import (
 from bot.moderation.screening import Moderation
 from bot.parsing import MAX_SEED, RequestOptions, parse_request
 from bot.provider.client import ImageProvider
-from bot.scheduler import Progress, Scheduler, Ticket
+from bot.scheduler import JobScheduler, JobTicket, Progress
 from bot.store.lease import INTERRUPTED
 from bot.store.ledger import Interrupted, Ledger
 
@@ -67,7 +68,7 @@ class ImageService:
         ledger: Ledger,
         max_prompt_length: int = 4000,
         job_timeout: float | None = None,
-        scheduler: Scheduler | None = None,
+        scheduler: JobScheduler | None = None,
         moderation: Moderation | None = None,
         click_debounce: float = 5.0,
     ) -> None:
@@ -182,16 +183,33 @@ class ImageService:
             "job %s: %s x%d %s for %s", job_id, spec.id, request.n, request.size, requester.user_id
         )
         log.debug("job %s prompt: %r", job_id, request.prompt)
-        try:
-            async with asyncio.timeout(self._budget), self._admit(job_id, requester) as ticket:
+
+        async def work() -> GenerationResult:
+            async with self._admit(job_id, requester) as ticket:
                 result = await self._draw(job_id, request, spec, requester, cost, ticket, progress)
                 if deliver is not None:
                     await deliver(result)
+                return result
+
+        return await self._run(job_id, work, budget=self._budget)
+
+    async def _run(
+        self, job_id: str, work: Callable[[], Awaitable[GenerationResult]], *, budget: float | None
+    ) -> GenerationResult:
+        """Run a held job's ``work`` (its turn, the provider call, the delivery) within
+        ``budget`` seconds, then charge it for what was delivered; every way out before the
+        charge refunds the hold, except a job handed to another process."""
+        try:
+            async with asyncio.timeout(budget):
+                result = await work()
         except TimeoutError as exc:
             # The job's own budget ran out, whichever step it was at.
-            late = JobTimeoutError(job_id, self._budget)
+            late = JobTimeoutError(job_id, budget)
             await self._refund(job_id, late.refund_reason)
             raise late from exc
+        except JobHandedOverError:
+            self._settle(job_id)  # the process that runs it now settles it
+            raise
         except BotError as exc:
             exc.in_job(job_id)  # the provider and the adapters make theirs not knowing the job
             await self._refund(job_id, exc.refund_reason)
@@ -217,6 +235,42 @@ class ImageService:
         )
         return result
 
+    async def run_adopted(
+        self, ticket: JobTicket, reach: Mapping[str, str], deadline: float | None
+    ) -> None:
+        """Run a job another process accepted and can no longer run (it stopped or died),
+        already holding a provider slot (``ticket``), and answer its member through the
+        platform's courier: charged once delivered, refunded (and the member told) otherwise.
+        ``deadline`` (Unix seconds) is the job's own: past it the sweep would refund it."""
+        job_id = ticket.job_id
+        record = await self.ledger.job(job_id)
+        courier = self._couriers.get(record.requester.platform)
+        if record.state is not JobState.HELD or courier is None:
+            return
+        bind_job(job_id)
+        self._unsettled.add(job_id)
+        self._settled.clear()
+        request = record.request
+        spec = self.catalog.get(request.model)
+        budget = self._budget
+        if deadline is not None:
+            # Settle a little before the job's deadline, as a job run where it was accepted.
+            left = max(0.0, (deadline - self.ledger.now().timestamp()) * 0.9)
+            budget = left if budget is None else min(budget, left)
+
+        async def work() -> GenerationResult:
+            result = await self._draw(
+                job_id, request, spec, record.requester, record.held_micros, ticket
+            )
+            await courier.deliver(record, reach, result)
+            return result
+
+        try:
+            await self._run(job_id, work, budget=budget)
+        except BotError as exc:
+            if not exc.notified:
+                await courier.fail(record, reach, exc)
+
     async def _draw(
         self,
         job_id: str,
@@ -224,7 +278,7 @@ class ImageService:
         spec: ModelSpec,
         requester: Requester,
         cost: int,
-        ticket: Ticket | None = None,
+        ticket: JobTicket | None = None,
         progress: Progress | None = None,
     ) -> GenerationResult:
         def call() -> Awaitable[tuple[GeneratedImage, ...]]:
@@ -328,7 +382,7 @@ class ImageService:
         record = await self.ledger.job(job_id)
         if not may_act_on(requester, record.requester):
             raise PermissionDeniedError("cancel another member's image job")
-        if self.scheduler is not None and self.scheduler.cancel(job_id):
+        if self.scheduler is not None and await self.scheduler.withdraw(job_id):
             log.info("job %s: cancel requested by %s", job_id, requester.user_id)
             return
         # Queued or running in a process that has since stopped: nobody will run it.
@@ -379,7 +433,7 @@ class ImageService:
             log.warning("shutdown: %d answer(s) to members cut short", self._handling)
 
     @contextlib.asynccontextmanager
-    async def _admit(self, job_id: str, requester: Requester) -> AsyncIterator[Ticket | None]:
+    async def _admit(self, job_id: str, requester: Requester) -> AsyncIterator[JobTicket | None]:
         self._unsettled.add(job_id)
         self._settled.clear()
         if self.scheduler is None:

@@ -351,6 +351,10 @@ class FakeImageAPI(Observed):
         self.api_key = api_key
         self.latency = latency
         self.requests: list[RecordedRequest] = []
+        # Generation requests being answered now, and the most at once: what a cluster-wide
+        # cap on concurrent provider calls is checked against.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.release = asyncio.Event()
         self.stalled = asyncio.Event()
         self.release_bodies = asyncio.Event()
@@ -440,6 +444,14 @@ class FakeImageAPI(Observed):
     # -- handlers --------------------------------------------------------------------------
 
     async def _generations(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._generation(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _generation(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body: Any = json.loads(raw)

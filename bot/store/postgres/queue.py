@@ -1,0 +1,498 @@
+"""The cluster-wide job queue's statements (tables: ``bot.store.postgres.queue_schema``).
+
+Every step that changes what may start is one transaction that locks the single
+``queue_state`` row first: admissions, claims, finished calls, requeues and releases are then
+serialised across every process, which is what makes the caps exact (the per-user cap is a
+conditional increment of a counter row in the same transaction; the global cap is the locked
+``running`` count). A claim takes the queued job of the server, then the user, served least
+recently (rate-limited retries and jobs taken over first), with ``FOR UPDATE SKIP LOCKED`` so
+that a row another transaction is moving is passed over rather than waited for. Whoever claims
+names the job's runner: its acceptor while that process lives, else the claiming process
+(``adoptable``: only jobs of platforms it can deliver). The runner hears of it through
+``NOTIFY imagine_queue`` (``start <runner> <job>``), sent at commit; ``cancel <acceptor>
+<job>`` tells a waiting acceptor its job was cancelled elsewhere.
+
+Times: boots' stamps are the ledger's TEXT stamps (``bot.store.row.stamp``); the rate-limit hold
+and start times are Unix seconds, the same on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.models import Requester
+from bot.store.row import parse_stamp, requester_from_row
+
+__all__ = ["CHANNEL", "Admission", "Adoption", "Claim", "PostgresQueue", "QueueFigures"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "imagine_queue"
+
+_SERVER_KEY = "q.platform || ':' || q.workspace_id"
+_USER_KEY = "q.platform || ':' || q.workspace_id || ':' || q.user_id"
+_ALIVE = "(b.boot_id IS NOT NULL AND b.stopped_at IS NULL AND b.expires_at >= $1)"
+
+# The dispatch order (the claim's and the queue positions'): retries and take-overs first,
+# then the server served least recently, its user served least recently, the oldest job.
+_ORDER = "q.front DESC, coalesce(s.turn, 0), coalesce(u.turn, 0), q.seq"
+_TURN_JOINS = f"""
+    LEFT JOIN queue_turns s ON s.key = {_SERVER_KEY}
+    LEFT JOIN queue_turns u ON u.key = {_USER_KEY}
+"""
+
+
+class Admission:
+    """What ``PostgresQueue.admit`` found: admitted, or the cap that refused."""
+
+    ADMITTED = "admitted"
+    USER_CAP = "user_cap"
+    QUEUE_FULL = "queue_full"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job a claim started: ``runner`` runs it (``adopted``: not its acceptor)."""
+
+    job_id: str
+    runner: str
+    adopted: bool
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """What a process needs to run a job it did not accept."""
+
+    job_id: str
+    requester: Requester
+    reach: dict[str, str]
+    deadline: float | None  # Unix seconds; None when the job has none
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """The cluster's queue, for ``/metrics``."""
+
+    queued: int
+    running: int
+    concurrency: int
+    max_concurrent: int
+
+
+def _user_key(requester: Requester) -> str:
+    return f"{requester.platform}:{requester.workspace_id}:{requester.user_id}"
+
+
+class PostgresQueue:
+    """The statements; ``pool`` is an asyncpg pool, ``boot`` this process's boot id (a
+    callable: it changes when the lease was lost and a new boot started)."""
+
+    def __init__(self, pool: Any, boot: Any) -> None:
+        self._pool = pool
+        self._boot = boot
+
+    @property
+    def boot(self) -> str:
+        value: str = self._boot()
+        return value
+
+    async def configure(self, max_concurrent: int) -> None:
+        """Make ``max_concurrent`` the cluster's cap (every process should be given the same
+        ``MAX_CONCURRENT_JOBS``; the last to start wins)."""
+        await self._pool.execute(
+            """
+            UPDATE queue_state SET
+                concurrency = CASE WHEN max_concurrent <> $1 THEN $1 ELSE concurrency END,
+                max_concurrent = $1
+            WHERE id = 1
+            """,
+            max_concurrent,
+        )
+
+    async def admit(
+        self, job_id: str, requester: Requester, *, max_per_user: int, max_queue: int
+    ) -> str:
+        """Queue ``job_id`` unless its user has ``max_per_user`` jobs in the queue already or
+        ``max_queue`` jobs wait (and no slot is free); an ``Admission`` value."""
+        key = _user_key(requester)
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchrow(
+                "SELECT queued, running, concurrency FROM queue_state WHERE id = 1 FOR UPDATE"
+            )
+            free = state["running"] < state["concurrency"] and state["queued"] == 0
+            if state["queued"] >= max_queue and not free:
+                return Admission.QUEUE_FULL
+            await conn.execute(
+                "INSERT INTO queue_counters (key, jobs) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                key,
+            )
+            counted = await conn.fetchval(
+                "UPDATE queue_counters SET jobs = jobs + 1 WHERE key = $1 AND jobs < $2"
+                " RETURNING jobs",
+                key,
+                max_per_user,
+            )
+            if counted is None:
+                return Admission.USER_CAP
+            await conn.execute(
+                """
+                INSERT INTO queue (job_id, platform, workspace_id, user_id, acceptor)
+                VALUES ($1, $2, $3, $4, $5)
+                """,
+                job_id,
+                requester.platform,
+                requester.workspace_id,
+                requester.user_id,
+                self.boot,
+            )
+            await conn.execute("UPDATE queue_state SET queued = queued + 1 WHERE id = 1")
+        return Admission.ADMITTED
+
+    async def claim(
+        self, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int = 64
+    ) -> tuple[list[Claim], float]:
+        """Start queued jobs while the cluster has free slots and no rate-limit hold; returns
+        them and the hold's end (Unix seconds, 0 when none)."""
+        platforms = sorted(set(adoptable))
+        me = self.boot
+        claims: list[Claim] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchrow(
+                """
+                SELECT running, concurrency, hold_until, epoch, turns
+                FROM queue_state WHERE id = 1 FOR UPDATE
+                """
+            )
+            hold_until = float(state["hold_until"])
+            if hold_until > now:
+                return claims, hold_until
+            free = int(state["concurrency"]) - int(state["running"])
+            turn = int(state["turns"])
+            epoch = int(state["epoch"])
+            while free > 0 and len(claims) < limit:
+                row = await conn.fetchrow(
+                    f"""
+                    SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
+                           {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
+                    FROM queue q
+                    LEFT JOIN boots b ON b.boot_id = q.acceptor
+                    {_TURN_JOINS}
+                    WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
+                    ORDER BY {_ORDER}
+                    LIMIT 1
+                    FOR UPDATE OF q SKIP LOCKED
+                    """,
+                    now_stamp,
+                    platforms,
+                )
+                if row is None:
+                    break
+                runner = str(row["acceptor"]) if row["alive"] else me
+                turn += 1
+                free -= 1
+                await conn.execute(
+                    """
+                    UPDATE queue SET state = 'running', runner = $2, epoch = $3,
+                        started_at = $4, front = FALSE
+                    WHERE job_id = $1
+                    """,
+                    row["job_id"],
+                    runner,
+                    epoch,
+                    now,
+                )
+                await conn.execute(
+                    """
+                    INSERT INTO queue_turns (key, turn) VALUES ($1, $3), ($2, $3)
+                    ON CONFLICT (key) DO UPDATE SET turn = excluded.turn
+                    """,
+                    row["server_key"],
+                    row["user_key"],
+                    turn,
+                )
+                if runner != row["acceptor"]:
+                    # The job is this process's now: the orphan sweep must not refund it.
+                    await conn.execute(
+                        "UPDATE jobs SET owner = $2 WHERE job_id = $1", row["job_id"], me
+                    )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"start {runner} {row['job_id']} {epoch}"
+                )
+                claims.append(
+                    Claim(
+                        job_id=str(row["job_id"]),
+                        runner=runner,
+                        adopted=runner != row["acceptor"],
+                        epoch=epoch,
+                    )
+                )
+            if claims:
+                await conn.execute(
+                    """
+                    UPDATE queue_state SET running = running + $1, queued = queued - $1,
+                        turns = $2
+                    WHERE id = 1
+                    """,
+                    len(claims),
+                    turn,
+                )
+        return claims, 0.0
+
+    async def adoption(self, job_id: str) -> Adoption | None:
+        """The job's requester, reach and deadline, for a process that did not accept it."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT platform, workspace_id, channel_id, user_id, role_ids, display_name,
+                   reach, deadline
+            FROM jobs WHERE job_id = $1 AND state = 'held'
+            """,
+            job_id,
+        )
+        if row is None:
+            return None
+        requester = requester_from_row(
+            row["platform"],
+            row["workspace_id"],
+            row["channel_id"],
+            row["user_id"],
+            row["role_ids"],
+            row["display_name"],
+        )
+        reach = json.loads(row["reach"]) if row["reach"] else {}
+        deadline = parse_stamp(row["deadline"]).timestamp() if row["deadline"] else None
+        return Adoption(job_id=job_id, requester=requester, reach=reach, deadline=deadline)
+
+    async def finish_call(
+        self,
+        job_id: str,
+        *,
+        epoch: int,
+        succeeded: bool,
+        rate_limited_for: float | None,
+        now: float,
+    ) -> None:
+        """The provider call of ``job_id`` is over: free its slot (the job stays in the queue,
+        ``delivering``, until it is released). A success started since the last 429 counts
+        towards raising the cap again; a 429 (``rate_limited_for``: the bounded wait) halves
+        it once per epoch and holds every start until the wait is over."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchrow(
+                """
+                SELECT concurrency, max_concurrent, epoch, successes, hold_until
+                FROM queue_state WHERE id = 1 FOR UPDATE
+                """
+            )
+            moved = await conn.fetchval(
+                """
+                UPDATE queue SET state = 'delivering'
+                WHERE job_id = $1 AND state = 'running' AND runner = $2
+                RETURNING job_id
+                """,
+                job_id,
+                self.boot,
+            )
+            concurrency = int(state["concurrency"])
+            successes = int(state["successes"])
+            current = int(state["epoch"])
+            hold_until = float(state["hold_until"])
+            if succeeded and concurrency < int(state["max_concurrent"]) and epoch == current:
+                successes += 1
+                if successes >= concurrency:
+                    concurrency += 1
+                    successes = 0
+                    log.info("provider recovering: cluster concurrency back to %d", concurrency)
+            elif rate_limited_for is not None:
+                if epoch == current:
+                    concurrency = max(1, concurrency // 2)
+                    current += 1
+                    successes = 0
+                hold_until = max(hold_until, now + rate_limited_for)
+            await conn.execute(
+                """
+                UPDATE queue_state SET running = running - $1, concurrency = $2,
+                    successes = $3, epoch = $4, hold_until = $5
+                WHERE id = 1
+                """,
+                1 if moved is not None else 0,
+                concurrency,
+                successes,
+                current,
+                hold_until,
+            )
+
+    async def requeue(self, job_id: str) -> bool:
+        """A rate-limited job back to the front of the queue (its slot already freed)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
+            moved = await conn.fetchval(
+                """
+                UPDATE queue SET state = 'queued', front = TRUE, runner = NULL
+                WHERE job_id = $1 AND state = 'delivering' AND runner = $2
+                RETURNING job_id
+                """,
+                job_id,
+                self.boot,
+            )
+            if moved is not None:
+                await conn.execute("UPDATE queue_state SET queued = queued + 1 WHERE id = 1")
+        return moved is not None
+
+    async def release(self, job_id: str) -> None:
+        """The job is settled (or never ran): out of the queue, its slot and place freed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
+            await self._delete(conn, job_id, None)
+
+    async def cancel(self, job_id: str) -> str | None:
+        """Take a queued job out of the queue; returns its acceptor (``''`` when it was
+        handed over), ``None`` when it is not queued (running, finished or unknown)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
+            acceptor = await self._delete(conn, job_id, "queued")
+            if acceptor:
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"cancel {acceptor} {job_id}"
+                )
+        return acceptor
+
+    async def _delete(self, conn: Any, job_id: str, only_state: str | None) -> str | None:
+        row = await conn.fetchrow(
+            """
+            DELETE FROM queue q WHERE job_id = $1 AND ($2::text IS NULL OR state = $2)
+            RETURNING state, acceptor, platform || ':' || workspace_id || ':' || user_id AS key
+            """,
+            job_id,
+            only_state,
+        )
+        if row is None:
+            return None
+        await conn.execute(
+            "UPDATE queue_counters SET jobs = jobs - 1 WHERE key = $1 AND jobs > 0", row["key"]
+        )
+        await conn.execute(
+            """
+            UPDATE queue_state SET
+                running = running - CASE WHEN $1 = 'running' THEN 1 ELSE 0 END,
+                queued = queued - CASE WHEN $1 = 'queued' THEN 1 ELSE 0 END
+            WHERE id = 1
+            """,
+            row["state"],
+        )
+        return str(row["acceptor"])
+
+    async def hand_over(self, *, now_stamp: str) -> list[str]:
+        """This process is stopping: its queued jobs become anyone's (acceptor ``''``) when
+        another process is alive to take them; returns them (empty when this is the last
+        process: then they are refunded as on one process)."""
+        me = self.boot
+        async with self._pool.acquire() as conn, conn.transaction():
+            others = await conn.fetchval(
+                """
+                SELECT count(*) FROM boots
+                WHERE stopped_at IS NULL AND expires_at >= $1 AND boot_id <> $2
+                """,
+                now_stamp,
+                me,
+            )
+            if not others:
+                return []
+            rows = await conn.fetch(
+                """
+                UPDATE queue SET acceptor = ''
+                WHERE acceptor = $1 AND state = 'queued' RETURNING job_id
+                """,
+                me,
+            )
+        return [str(r["job_id"]) for r in rows]
+
+    async def take_over(self, *, now_stamp: str) -> int:
+        """Rows whose runner stopped or lost its lease go back to the front of the queue (a
+        job no longer held is dropped); returns how many were requeued."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
+            rows = await conn.fetch(
+                """
+                SELECT q.job_id, q.state, j.state AS job_state FROM queue q
+                LEFT JOIN boots b ON b.boot_id = q.runner
+                LEFT JOIN jobs j ON j.job_id = q.job_id
+                WHERE q.state <> 'queued'
+                  AND NOT (b.boot_id IS NOT NULL AND b.stopped_at IS NULL
+                           AND b.expires_at >= $1)
+                FOR UPDATE OF q SKIP LOCKED
+                """,
+                now_stamp,
+            )
+            requeued = 0
+            for row in rows:
+                if row["job_state"] != "held":
+                    await self._delete(conn, row["job_id"], None)
+                    continue
+                await conn.execute(
+                    """
+                    UPDATE queue SET state = 'queued', front = TRUE, runner = NULL,
+                        acceptor = ''
+                    WHERE job_id = $1
+                    """,
+                    row["job_id"],
+                )
+                await conn.execute(
+                    """
+                    UPDATE queue_state SET queued = queued + 1,
+                        running = running - CASE WHEN $1 = 'running' THEN 1 ELSE 0 END
+                    WHERE id = 1
+                    """,
+                    row["state"],
+                )
+                requeued += 1
+            # Queued rows whose job was settled behind the queue's back (its deadline passed).
+            stale = await conn.fetch(
+                """
+                SELECT q.job_id FROM queue q LEFT JOIN jobs j ON j.job_id = q.job_id
+                WHERE q.state = 'queued' AND (j.state IS NULL OR j.state <> 'held')
+                FOR UPDATE OF q SKIP LOCKED
+                """
+            )
+            for row in stale:
+                await self._delete(conn, row["job_id"], None)
+        if requeued:
+            log.warning("took over %d job(s) of a process that stopped or hangs", requeued)
+        return requeued
+
+    async def states(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None, int]]:
+        """(state, runner, epoch) of each of ``job_ids`` still in the queue."""
+        rows = await self._pool.fetch(
+            "SELECT job_id, state, runner, epoch FROM queue WHERE job_id = ANY($1::text[])",
+            list(job_ids),
+        )
+        return {str(r["job_id"]): (str(r["state"]), r["runner"], int(r["epoch"])) for r in rows}
+
+    async def positions(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """How many queued jobs start before each of ``job_ids`` (those still queued)."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT job_id, ahead FROM (
+                SELECT q.job_id, row_number() OVER (ORDER BY {_ORDER}) - 1 AS ahead
+                FROM queue q {_TURN_JOINS}
+                WHERE q.state = 'queued'
+            ) AS ordered
+            WHERE job_id = ANY($1::text[])
+            """,
+            list(job_ids),
+        )
+        return {str(r["job_id"]): int(r["ahead"]) for r in rows}
+
+    async def figures(self) -> QueueFigures:
+        row = await self._pool.fetchrow(
+            "SELECT queued, running, concurrency, max_concurrent FROM queue_state WHERE id = 1"
+        )
+        return QueueFigures(
+            queued=int(row["queued"]),
+            running=int(row["running"]),
+            concurrency=int(row["concurrency"]),
+            max_concurrent=int(row["max_concurrent"]),
+        )

@@ -1,0 +1,238 @@
+"""The cluster-wide fair queue (``bot.cluster``) on a real PostgreSQL: two schedulers, each
+with its own store (its own boot, as two bot processes have), on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.cluster import ClusterScheduler, ClusterTicket
+from bot.errors import JobCancelledError, JobHandedOverError, TooManyJobsError
+from bot.models import Requester
+from bot.store.database import Store, open_store
+from bot.store.postgres.ledger import PostgresLedger
+from bot.store.postgres.queue import PostgresQueue
+from tests.fakes.postgres import database_url
+from tests.ledger_support import request, requester
+
+
+@dataclass
+class Node:
+    """One "process": its store and its scheduler."""
+
+    store: Store
+    scheduler: ClusterScheduler
+    adopted: list[tuple[str, Mapping[str, str]]] = field(default_factory=list)
+    adopting: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def ledger(self) -> PostgresLedger:
+        ledger = self.store.ledger
+        assert isinstance(ledger, PostgresLedger)
+        return ledger
+
+    async def hold(self, who: Requester, reach: Mapping[str, str] | None = None) -> str:
+        held = await self.ledger.hold(
+            requester=who, request=request(), cost_micros=1000, reach=reach
+        )
+        return held.job_id
+
+
+class Provider:
+    """Provider calls that finish when the test says so, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    def call(self, job_id: str) -> Any:
+        async def run() -> str:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.started.append(job_id)
+            self.changed.set()
+            try:
+                await self.release.wait()
+            finally:
+                self.running -= 1
+            return job_id
+
+        return run
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.started) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def node(url: str, **options: Any) -> AsyncIterator[Node]:
+    store = await open_store(url)
+    ledger = store.ledger
+    assert isinstance(ledger, PostgresLedger)
+    scheduler = ClusterScheduler(
+        PostgresQueue(ledger.pool, lambda: ledger.boot_id),
+        dsn=url,
+        now=ledger.now,
+        poll=0.2,
+        **options,
+    )
+    here = Node(store, scheduler)
+
+    async def adopt(
+        ticket: ClusterTicket, reach: Mapping[str, str], deadline: float | None
+    ) -> None:
+        await ledger.charge(ticket.job_id, images=1, cost_micros=1000)
+        here.adopted.append((ticket.job_id, reach))
+        here.adopting.set()
+
+    scheduler.adopt_with(adopt, lambda: ("discord",))
+    await scheduler.start()
+    try:
+        yield here
+    finally:
+        await scheduler.close(0)
+        await store.close()
+
+
+async def run(
+    target: Node,
+    job_id: str,
+    who: Requester,
+    provider: Provider,
+    admitted: asyncio.Event | None = None,
+) -> str:
+    async with target.scheduler.admit(job_id, who) as ticket:
+        if admitted is not None:
+            admitted.set()
+        result: str = await ticket.call(provider.call(job_id))
+        return result
+
+
+async def test_the_cap_holds_across_processes(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    async with (
+        node(url, max_concurrent=3, max_per_user=10) as a,
+        node(url, max_concurrent=3, max_per_user=10) as b,
+    ):
+        tasks = []
+        for i in range(10):
+            target = (a, b)[i % 2]
+            who = requester(f"user{i}")
+            job = await target.hold(who)
+            tasks.append(asyncio.create_task(run(target, job, who, provider)))
+        await provider.until(3)
+        assert provider.running == 3
+        provider.release.set()
+        async with asyncio.timeout(20):
+            done = await asyncio.gather(*tasks)
+        assert len(done) == 10
+        assert provider.peak == 3
+        figures = await a.scheduler._queue.figures()
+        assert (figures.queued, figures.running) == (0, 0)
+
+
+async def test_the_per_user_cap_counts_every_process(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    alice = requester("alice")
+    async with (
+        node(url, max_concurrent=1, max_per_user=2) as a,
+        node(url, max_concurrent=1, max_per_user=2) as b,
+    ):
+        first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
+        second = asyncio.create_task(run(b, await b.hold(alice), alice, provider))
+        await provider.until(1)
+        with pytest.raises(TooManyJobsError):
+            await run(b, await b.hold(alice), alice, provider)
+        provider.release.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, second)
+
+
+async def test_a_newcomer_is_not_stuck_behind_a_queue_of_another_process(
+    tmp_path: Path,
+) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    alice, bob = requester("alice"), requester("bob", workspace="G2")
+    async with (
+        node(url, max_concurrent=1, max_per_user=30) as a,
+        node(url, max_concurrent=1, max_per_user=30) as b,
+    ):
+        admitted = [asyncio.Event() for _ in range(21)]
+        tasks = [
+            asyncio.create_task(run(a, await a.hold(alice), alice, provider, admitted[i]))
+            for i in range(20)
+        ]
+        await provider.until(1)
+        bobs = await b.hold(bob)
+        tasks.append(asyncio.create_task(run(b, bobs, bob, provider, admitted[20])))
+        # Every job in the queue before the first slot frees.
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(event.wait() for event in admitted))
+        provider.release.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*tasks)
+        assert provider.started.index(bobs) == 1
+
+
+async def test_a_queued_job_is_cancelled_from_another_process(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    alice = requester("alice")
+    async with (
+        node(url, max_concurrent=1, max_per_user=5) as a,
+        node(url, max_concurrent=1, max_per_user=5) as b,
+    ):
+        first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
+        await provider.until(1)
+        waiting = await a.hold(alice)
+        admitted = asyncio.Event()
+        second = asyncio.create_task(run(a, waiting, alice, provider, admitted))
+        async with asyncio.timeout(10):
+            await admitted.wait()
+        assert await b.scheduler.withdraw(waiting)
+        with pytest.raises(JobCancelledError):
+            async with asyncio.timeout(10):
+                await second
+        provider.release.set()
+        await first
+
+
+async def test_a_stopping_process_hands_its_queued_jobs_over(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    alice = requester("alice")
+    async with node(url, max_concurrent=1, max_per_user=5) as b:
+        async with node(url, max_concurrent=1, max_per_user=5) as a:
+            first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
+            await provider.until(1)
+            queued = await a.hold(alice, reach={"channel": "C1"})
+            admitted = asyncio.Event()
+            second = asyncio.create_task(run(a, queued, alice, provider, admitted))
+            async with asyncio.timeout(10):
+                await admitted.wait()
+            closing = asyncio.create_task(a.scheduler.close(5))
+            with pytest.raises(JobHandedOverError):
+                async with asyncio.timeout(10):
+                    await second
+            provider.release.set()
+            await first
+            await closing
+        async with asyncio.timeout(10):
+            await b.adopting.wait()
+        assert b.adopted == [(queued, {"channel": "C1"})]
+        record = await b.ledger.job(queued)
+        assert record.state.value == "charged"

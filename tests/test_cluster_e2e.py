@@ -1,0 +1,147 @@
+"""Two ``imagine-bot run`` processes on one real PostgreSQL, serving Discord and Slack together
+(the fakes, with the real discord.py and slack-bolt in each process): quotas, the provider cap
+and the fair order are the cluster's, whichever process took the command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.discord import FakeDiscord, FakeInteraction
+from tests.fakes.image_api import FakeImageAPI
+from tests.fakes.postgres import database_url, psql
+from tests.fakes.process import BotProcess
+from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.e2e
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    tmp_path: Path, env: dict[str, str], *, processes: int = 2
+) -> AsyncIterator[tuple[list[BotProcess], str]]:
+    url = database_url(str(tmp_path))
+    env = {**env, "DATABASE_URL": url, "SHUTDOWN_GRACE": "5"}
+    bots = [BotProcess(env, workdir=tmp_path / f"bot{i}") for i in range(processes)]
+    try:
+        for bot in bots:
+            await bot.start()
+        yield bots, url
+    finally:
+        for bot in bots:
+            await bot.stop()
+    for bot in bots:
+        for noise in ("Traceback", "Task exception was never retrieved"):
+            assert noise not in bot.log(), bot.log()[-6000:]
+
+
+def _charged(url: str) -> list[tuple[str, int]]:
+    rows = psql(
+        "SELECT json_agg(json_build_array(user_id, charged_images)) FROM jobs "
+        "WHERE state = 'charged'",
+        url=url,
+    ).strip()
+    return [(str(u), int(n)) for u, n in json.loads(rows or "null") or []]
+
+
+async def test_quota_and_the_provider_cap_hold_across_two_processes(tmp_path: Path) -> None:
+    async with FakeDiscord() as discord, FakeSlack() as slack, FakeImageAPI(
+        latency=0.3
+    ) as api:
+        env = {
+            **discord.env(),
+            **slack.env(),
+            **api.env(),
+            "DEFAULT_IMAGES_PER_DAY": "3",
+            "MAX_CONCURRENT_JOBS": "2",
+            "MAX_JOBS_PER_USER": "10",
+        }
+        async with cluster(tmp_path, env) as (bots, url):
+            for bot in bots:
+                discord.watch(bot)
+                slack.watch(bot)
+            await discord.wait_connected(connections=2)
+            await discord.wait_for(lambda: discord.sessions == 2)
+            await slack.wait_connected(connections=2)
+            member = discord.member()
+            # One member's 10 commands at once: every session sees each; under a limit of 3
+            # images a day at most 3 are drawn, whichever process answers which.
+            asked = await asyncio.gather(
+                *(
+                    discord.slash("imagine", {"prompt": f"fox {i}"}, member=member)
+                    for i in range(10)
+                )
+            )
+            # Slack members at the same time, on the same provider cap.
+            envelopes = [
+                await slack.slash_command(f"a harbour {i}", user=f"U{i}", channel="C1")
+                for i in range(4)
+            ]
+            answers = [await discord.wait_response(i, timeout=40) for i in asked]
+            uploads = await slack.wait_for(
+                lambda: (found := slack.uploads_in("C1")) and len(found) >= 4 and found,
+                timeout=40,
+            )
+            await slack.wait_all_acked()
+
+    drawn = [a for a in answers if a.attachments]
+    assert len(drawn) == 3, [a.content for a in answers]
+    refused = [a for a in answers if not a.attachments]
+    assert all(a.ephemeral and "limit" in a.content.lower() for a in refused), [
+        a.content for a in refused
+    ]
+    assert all(isinstance(i, FakeInteraction) and len(i.callbacks) == 1 for i in asked)
+    assert len(uploads) == 4
+    assert all(slack.ack_for(e) is not None for e in envelopes)
+    assert api.peak_in_flight == 2  # the cap is the cluster's: 2, not 2 per process
+    assert len(api.generations) == 3 + 4
+    charged = _charged(url)
+    assert sorted(n for _, n in charged) == [1] * 7
+    assert sum(1 for user, _ in charged if user == member.id) == 3
+
+
+async def test_a_member_with_one_job_waits_at_most_one_slot_behind_a_long_queue(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord() as discord, FakeImageAPI() as api:
+        env = {
+            **discord.env(),
+            **api.env(),
+            "DEFAULT_IMAGES_PER_DAY": "100",
+            "MAX_CONCURRENT_JOBS": "1",
+            "MAX_JOBS_PER_USER": "25",
+        }
+        async with cluster(tmp_path, env) as (bots, url):
+            for bot in bots:
+                discord.watch(bot)
+            await discord.wait_connected(connections=2)
+            await discord.wait_for(lambda: discord.sessions == 2)
+            busy, newcomer = discord.member(), discord.member()
+            with api.stalling():
+                first = await discord.slash("imagine", {"prompt": "busy 0"}, member=busy)
+                await api.wait_stalled()
+                queued = [
+                    await discord.slash("imagine", {"prompt": f"busy {i}"}, member=busy)
+                    for i in range(1, 20)
+                ]
+                # Every one of them is in the cluster's queue before the newcomer asks.
+                await discord.wait_for(
+                    lambda: psql("SELECT count(*) FROM queue", url=url).strip() == "20",
+                    timeout=20,
+                )
+                alone = await discord.slash("imagine", {"prompt": "newcomer"}, member=newcomer)
+                await discord.wait_for(
+                    lambda: psql("SELECT count(*) FROM queue", url=url).strip() == "21",
+                    timeout=20,
+                )
+            for interaction in [first, *queued, alone]:
+                await discord.wait_response(interaction, timeout=60)
+
+    prompts = [str(c.json["prompt"]) for c in api.generations]
+    assert prompts[0] == "busy 0"
+    assert prompts.index("newcomer") == 1, prompts
