@@ -22,10 +22,11 @@ from adapters.discord.button import Button, CancelButton, JobButton, ReviewButto
 from adapters.discord.commands import add_commands
 from adapters.discord.config import DiscordSettings
 from adapters.discord.context import ButtonAction
+from adapters.discord.courier import DiscordCourier
 from adapters.discord.identify import IdentifyPacer
 from adapters.discord.moderation_admin import add_moderation_commands
 from adapters.discord.notice import tell_interrupted
-from adapters.discord.render import accepting
+from adapters.discord.render import PLATFORM, accepting
 from adapters.discord.reply import Reply
 from adapters.notice import relay_notices
 from adapters.runtime import Runtime
@@ -214,6 +215,8 @@ class ImagineClient(discord.AutoShardedClient):
         self.tree.add_command(admin)
         self.add_dynamic_items(*BUTTONS)
         await self.sync_commands()
+        # Jobs another process accepted can be delivered from here (REST, from their reach).
+        self.runtime.service.add_courier(PLATFORM, DiscordCourier(self, self.runtime))
         # Members whose job a restart interrupted (REST only: no need to wait for the gateway).
         self._notices = asyncio.create_task(
             relay_notices(self.runtime.service, "discord", self._tell_interrupted),

@@ -1,12 +1,14 @@
 """Converters between discord.py objects and the core's plain values: slash-command options to
 a ``GenerationRequest``, an interaction to a ``Requester``, a result to an embed, files and
-buttons. No I/O except ``fit_images``, which re-encodes through the process's ``Refitter``."""
+buttons. No I/O except ``fit_images`` and ``fitted``, which re-encode through the process's
+``Refitter``."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import discord
 
@@ -24,6 +26,7 @@ __all__ = [
     "accepting",
     "details_embed",
     "fit_images",
+    "fitted",
     "image_files",
     "is_admin",
     "model_suggestions",
@@ -150,6 +153,16 @@ async def fit_images(
     if len(images) > MAX_ATTACHMENTS:
         log.warning("dropping %d image(s) over Discord's 10 attachments", len(images) - 10)
     return tuple([await refitter.fit(image, max_bytes) for image in kept])
+
+
+@contextlib.asynccontextmanager
+async def fitted(
+    result: GenerationResult, max_bytes: int, refitter: Refitter
+) -> AsyncIterator[tuple[GeneratedImage, ...]]:
+    """``fit_images`` for a result about to be posted, its images counted by ``refitter``
+    until the block ends (the upload)."""
+    with refitter.holding(result.images, max_bytes):
+        yield await fit_images(result.images, max_bytes, refitter)
 
 
 def image_files(

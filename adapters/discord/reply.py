@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +23,8 @@ import discord
 
 from adapters.discord.button import result_view
 from adapters.discord.context import context_of
-from adapters.discord.render import fit_images, image_files, result_embed, to_requester
+from adapters.discord.destination import TOKEN_GONE_CODES, TOKEN_MARGIN, Destination
+from adapters.discord.render import fitted, image_files, result_embed, to_requester
 from adapters.discord.spoiler import spoiler_for
 from bot.errors import BotError, DeliveryError, InvalidRequestError
 from bot.messages import (
@@ -48,20 +48,16 @@ __all__ = [
     "acknowledge",
     "answer_admin",
     "channel_mention",
+    "late_text",
     "reach",
 ]
 
 log = logging.getLogger(__name__)
 
-# Unknown Message (the loading message was deleted), Unknown Webhook, Unknown Interaction,
-# Invalid Webhook Token (expired).
-TOKEN_GONE_CODES = frozenset({10008, 10015, 10062, 50027})
 ALREADY_ACKNOWLEDGED = 40060
 UNKNOWN_INTERACTION = 10062
 # How long Discord keeps an interaction's token, and so its reply, open.
 REPLY_MINUTES = 15
-# Uploads take time: do not start one on a token about to expire.
-TOKEN_MARGIN = datetime.timedelta(seconds=30)
 MAX_CONTENT = 2000  # characters in one Discord message
 
 # An admin command's work, run as the caller: the answer's text, and a file to attach if any.
@@ -200,9 +196,8 @@ class Reply:
         """One message: the images (each within the interaction's upload limit), the embed
         and the buttons. Falls back to the channel when the token is gone. When Discord
         refuses it, tells the user and raises ``DeliveryError`` so the job is refunded."""
-        limit = self.interaction.filesize_limit
-        with self.refitter.holding(result.images, limit):
-            await self._deliver(result, await fit_images(result.images, limit, self.refitter))
+        async with fitted(result, self.interaction.filesize_limit, self.refitter) as images:
+            await self._deliver(result, images)
 
     async def _deliver(self, result: GenerationResult, images: Sequence[GeneratedImage]) -> None:
         interaction = self.interaction
@@ -213,9 +208,7 @@ class Reply:
             if await self._edit_into_result(result, images, embed):
                 return
             await self._post_to_channel(
-                content=late_delivery_text(
-                    f"<@{interaction.user.id}>", platform="Discord", reply_minutes=REPLY_MINUTES
-                ),
+                content=late_text(str(interaction.user.id)),
                 embed=embed,
                 files=image_files(result, images, spoiler=self.spoiler),
                 view=result_view(result.job_id),
@@ -271,37 +264,28 @@ class Reply:
         """With the bot token, mentioning (and pinging) only the requester; then remove the
         stale loading message if Discord still shows it."""
         interaction = self.interaction
-        if interaction.channel_id is None:
-            log.error("interaction %s: no channel to post the late answer to", interaction.id)
-            return
-        client = interaction.client
-        channel = client.get_partial_messageable(
-            interaction.channel_id, guild_id=interaction.guild_id
+        destination = Destination(
+            user_id=str(interaction.user.id),
+            channel_id=interaction.channel_id,
+            guild_id=interaction.guild_id,
+            message_id=None if self.ephemeral else self.loading_message_id,
         )
-        mentions = discord.AllowedMentions(
-            everyone=False, roles=False, users=[discord.Object(interaction.user.id)]
-        )
-        try:
-            await channel.send(allowed_mentions=mentions, **fields)
-        except discord.Forbidden:
-            log.error(
-                "cannot post in channel %s: give the bot View Channel, Send Messages, Embed Links "
-                "and Attach Files there",
-                interaction.channel_id,
-            )
-            raise
-        if self.loading_message_id is not None and not self.ephemeral:
-            with contextlib.suppress(discord.HTTPException):
-                await channel.get_partial_message(self.loading_message_id).delete()
+        await destination.post(interaction.client, **fields)
 
 
 def channel_mention(channel_id: str) -> str:
     return f"<#{channel_id}>"
 
 
+def late_text(user_id: str) -> str:
+    """What a result posted to the channel says, once the member's reply has closed."""
+    return late_delivery_text(f"<@{user_id}>", platform="Discord", reply_minutes=REPLY_MINUTES)
+
+
 def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
-    """What another process needs to edit this job's message after a restart
-    (``adapters.discord.notice``): the interaction's webhook, its expiry, the channel."""
+    """What another process needs to answer about this job: the restart notice
+    (``adapters.discord.notice``) or the job's result (``adapters.discord.courier``). The
+    interaction's webhook and its expiry, the message, the channel, the upload limit."""
     return {
         "app": str(interaction.application_id),
         "token": interaction.token,
@@ -310,6 +294,7 @@ def reach(interaction: discord.Interaction, reply: Reply) -> dict[str, str]:
         "guild": str(interaction.guild_id or ""),
         "message": str(reply.loading_message_id or ""),
         "user": str(interaction.user.id),
+        "limit": str(interaction.filesize_limit),  # what its uploads may weigh
     }
 
 

@@ -34,6 +34,8 @@ def reach(origin: Origin) -> dict[str, str]:
         found["response_url"] = origin.response_url  # the note went there: replace it
     if origin.note_thread_ts:
         found["thread"] = origin.note_thread_ts
+    if origin.thread_ts:
+        found["post_thread"] = origin.thread_ts  # where results go (a mention's own thread)
     return found
 
 

@@ -21,6 +21,7 @@ async def respond(
     *,
     blocks: list[dict[str, Any]] | None = None,
     replace_original: bool | None = None,
+    delete_original: bool | None = None,
 ) -> bool:
     """Post an ephemeral ``text`` (already escaped or mrkdwn) to ``url``; False when Slack
     did not take it (``respond()`` never raises for a status), so the caller can fall back."""
@@ -31,6 +32,7 @@ async def respond(
             blocks=blocks,
             response_type="ephemeral",
             replace_original=replace_original,
+            delete_original=delete_original,
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("response_url failed (%s)", exc)

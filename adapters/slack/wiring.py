@@ -11,10 +11,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.admin_command import AdminCommands
 from adapters.slack.chat import SlackChat
+from adapters.slack.courier import SlackCourier
 from adapters.slack.job import JobRunner
 from adapters.slack.listener import RequestListener, on_error, on_unknown_action
 from adapters.slack.moderation_admin import ModerationCommands
 from adapters.slack.progress import QueueNotes
+from adapters.slack.render import PLATFORM
 from adapters.slack.review import ReviewListener
 from bot.admin import QuotaAdmin
 from bot.moderation.admin import ModerationAdmin
@@ -35,6 +37,7 @@ def wire(
 ) -> SlackChat:
     """The chat object, for the caller to identify the bot on and close at the end."""
     chat = SlackChat(service=service, client=client, session=session, admin_user_ids=admin_user_ids)
+    service.add_courier(PLATFORM, SlackCourier(chat))  # jobs another process accepted
     # Queued jobs' notes (position, ETA, Cancel) and the Cancel click.
     notes = QueueNotes(chat)
     moderation = service.moderation
