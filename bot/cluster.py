@@ -344,8 +344,7 @@ class ClusterScheduler:
         (``JobHandedOverError`` here: neither refunded nor answered); on the last process they
         keep their turns for ``grace`` seconds as on one process. Running jobs get ``grace``;
         then whatever is left is cancelled (and refunded by the service)."""
-        self._closing = True
-        await self._hand_over()
+        await self.hand_over()
         if not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -363,6 +362,12 @@ class ClusterScheduler:
                 task.cancel()
             await self._idle.wait()
         await self._stop()
+
+    async def hand_over(self) -> None:
+        """Stop adopting other processes' jobs, and give this process's queued jobs to the
+        others at once (when one is alive): their members hear from whichever runs them."""
+        self._closing = True
+        await self._hand_over()
 
     async def _hand_over(self) -> None:
         try:

@@ -100,6 +100,11 @@ class JobScheduler(Protocol):
         """Cancel a queued job (``Scheduler.cancel``); whether it was queued."""
         ...
 
+    async def hand_over(self) -> None:
+        """This process is about to stop: give its queued jobs to the other processes that
+        share the queue, if any (``Scheduler``: there are none)."""
+        ...
+
     async def close(self, grace: float) -> None: ...
 
     @property
@@ -384,6 +389,9 @@ class Scheduler:
 
     async def withdraw(self, job_id: str) -> bool:
         return self.cancel(job_id)
+
+    async def hand_over(self) -> None:
+        """Nobody to hand queued jobs to: they keep their turns for the shutdown grace."""
 
     def status(self, job_id: str) -> QueueStatus | None:
         ticket = self._tickets.get(job_id)

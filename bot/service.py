@@ -411,6 +411,9 @@ class ImageService:
         once every job has been charged or refunded."""
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
+        if self.scheduler is not None:
+            # Queued jobs go to the other processes sharing the queue now, not after the grace.
+            await self.scheduler.hand_over()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._quiet.wait()

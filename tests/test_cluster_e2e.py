@@ -175,3 +175,55 @@ async def test_a_job_whose_process_is_killed_is_delivered_by_the_other_once(
     assert charged == [(member.id, 1)]  # one charge, though the image API drew it twice
     assert [str(c.json["prompt"]) for c in api.generations] == ["a lighthouse"] * 2
     assert "taken over" in survivor.log()
+
+
+async def test_a_stopping_process_hands_its_queued_jobs_to_the_other(tmp_path: Path) -> None:
+    async with FakeDiscord() as discord, FakeImageAPI() as api:
+        env = {
+            **discord.env(),
+            **api.env(),
+            "DEFAULT_IMAGES_PER_DAY": "10",
+            "MAX_CONCURRENT_JOBS": "1",
+            "MAX_JOBS_PER_USER": "10",
+        }
+        async with cluster(tmp_path, env) as (bots, url):
+            for bot in bots:
+                discord.watch(bot)
+            await discord.wait_connected(connections=2)
+            await discord.wait_for(lambda: discord.sessions == 2)
+            members = [discord.member() for _ in range(6)]
+            with api.stalling():
+                asked = [
+                    await discord.slash("imagine", {"prompt": f"boat {i}"}, member=m)
+                    for i, m in enumerate(members)
+                ]
+                await api.wait_stalled()
+                await discord.wait_for(
+                    lambda: psql("SELECT count(*) FROM queue", url=url).strip() == "6",
+                    timeout=20,
+                )
+                # The process that accepted the most of the queued jobs stops.
+                acceptors = psql(
+                    "SELECT b.pid FROM queue q JOIN boots b ON b.boot_id = q.acceptor "
+                    "WHERE q.state = 'queued'",
+                    url=url,
+                ).split()
+                pid = max(set(acceptors), key=acceptors.count)
+                [stopping] = [b for b in bots if b.process and b.process.pid == int(pid)]
+                assert stopping.process is not None
+                stopping.process.terminate()
+                await discord.wait_for(
+                    lambda: (
+                        psql("SELECT count(*) FROM queue WHERE acceptor = ''", url=url).strip()
+                        != "0"
+                    ),
+                    timeout=20,
+                )
+            assert await asyncio.wait_for(stopping.process.wait(), 30) == 0, stopping.log()
+            answers = [await discord.wait_response(i, timeout=40) for i in asked]
+            charged = _charged(url)
+
+    assert all(a.attachments for a in answers), [a.content for a in answers]
+    assert not [a.content for a in answers if "restarting" in a.content.lower()]
+    assert sorted(charged) == sorted((m.id, 1) for m in members)
+    assert "handed to the other processes" in stopping.log()
