@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 
 from bot.cluster import ClusterScheduler, ClusterTicket
-from bot.errors import JobCancelledError, JobHandedOverError, TooManyJobsError
-from bot.models import Requester
+from bot.errors import (
+    JobCancelledError,
+    JobHandedOverError,
+    ProviderRateLimitedError,
+    TooManyJobsError,
+)
+from bot.models import QueueStatus, Requester
 from bot.store.database import Store, open_store
 from bot.store.postgres.ledger import PostgresLedger
 from bot.store.postgres.queue import PostgresQueue
@@ -236,3 +241,79 @@ async def test_a_stopping_process_hands_its_queued_jobs_over(tmp_path: Path) -> 
         assert b.adopted == [(queued, {"channel": "C1"})]
         record = await b.ledger.job(queued)
         assert record.state.value == "charged"
+
+
+async def test_a_waiting_member_sees_their_place_move_up_across_processes(
+    tmp_path: Path,
+) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    places: list[int] = []
+    moved = asyncio.Event()
+
+    async def progress(status: QueueStatus) -> None:
+        places.append(status.ahead)
+        moved.set()
+
+    async with (
+        node(url, max_concurrent=1, max_per_user=5) as a,
+        node(url, max_concurrent=1, max_per_user=5) as b,
+    ):
+        first = asyncio.create_task(
+            run(a, await a.hold(requester("u0")), requester("u0"), provider)
+        )
+        await provider.until(1)
+        ahead = [
+            asyncio.create_task(
+                run(a, await a.hold(requester(f"u{i}")), requester(f"u{i}"), provider)
+            )
+            for i in (1, 2)
+        ]
+        carol = requester("carol", workspace="G9")
+        job = await b.hold(carol)
+
+        async def watched() -> str:
+            async with b.scheduler.admit(job, carol) as ticket:
+                result: str = await ticket.call(provider.call(job), progress=progress)
+                return result
+
+        mine = asyncio.create_task(watched())
+        async with asyncio.timeout(10):
+            while not places:
+                moved.clear()
+                await moved.wait()
+        provider.release.set()
+        async with asyncio.timeout(20):
+            await asyncio.gather(first, *ahead, mine)
+    # Queued behind the two others (a server never served goes first, so at most 2 ahead),
+    # then running: the places only go down.
+    assert places[0] <= 2
+    assert places == sorted(places, reverse=True)
+    assert places[-1] == 0
+
+
+async def test_a_rate_limit_in_one_process_slows_every_process(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    alice, bob = requester("alice"), requester("bob")
+    async with (
+        node(url, max_concurrent=4, max_per_user=5) as a,
+        node(url, max_concurrent=4, max_per_user=5) as b,
+    ):
+        job = await a.hold(alice)
+        calls: list[str] = []
+
+        async def limited_once() -> str:
+            calls.append("call")
+            if len(calls) == 1:
+                raise ProviderRateLimitedError("slow down", retry_after=0.2)
+            return "drawn"
+
+        async with a.scheduler.admit(job, alice) as ticket:
+            assert await ticket.call(limited_once) == "drawn"  # retried after the hold
+        assert calls == ["call", "call"]
+        figures = await b.scheduler._queue.figures()
+        assert figures.concurrency == 2  # halved for the whole cluster, not only for A
+        provider = Provider()
+        provider.release.set()
+        later = await b.hold(bob)
+        assert await run(b, later, bob, provider) == later
