@@ -144,6 +144,7 @@ async def open_runtime(
             scheduler = Scheduler(
                 max_concurrent=settings.max_concurrent_jobs,
                 max_per_user=settings.max_jobs_per_user,
+                max_per_server=settings.max_jobs_per_server,
                 max_queue=settings.max_queued_jobs,
                 retry=retry,
             )
@@ -155,6 +156,7 @@ async def open_runtime(
                 now=ledger.now,
                 max_concurrent=settings.max_concurrent_jobs,
                 max_per_user=settings.max_jobs_per_user,
+                max_per_server=settings.max_jobs_per_server,
                 max_queue=settings.max_queued_jobs,
                 retry=retry,
             )

@@ -1,11 +1,11 @@
 """The fair queue shared by every bot process on one PostgreSQL database.
 
 ``ClusterScheduler`` is ``bot.scheduler.Scheduler``'s counterpart for several processes: the
-same admission caps (``MAX_JOBS_PER_USER`` jobs queued or running per member, a bounded
-queue), the same round-robin across servers and then users, the same rate-limit
-back-pressure, but all of it kept in the database (``bot.store.postgres.queue``), so that the
-caps are the cluster's and not each process's, and a member's turn does not depend on which
-process took the command.
+same admission caps (``MAX_JOBS_PER_USER`` jobs queued or running per member,
+``MAX_JOBS_PER_SERVER`` per server, a bounded queue), the same round-robin across servers and
+then users, the same rate-limit back-pressure, but all of it kept in the database
+(``bot.store.postgres.queue``), so that the caps are the cluster's and not each process's,
+and a member's turn does not depend on which process took the command.
 
 How a job runs: the process that accepted it waits in ``Ticket.call`` until a claim (made by
 whichever process saw a slot free up) names it the runner, then calls the provider and
@@ -42,6 +42,7 @@ from bot.errors import (
     ProviderRateLimitedError,
     ProviderWaitTooLongError,
     QueueFullError,
+    ServerBusyError,
     ShuttingDownError,
     TooManyJobsError,
 )
@@ -185,6 +186,7 @@ class ClusterScheduler:
         max_concurrent: int = 4,
         max_per_user: int = 2,
         max_queue: int = 100,
+        max_per_server: int | None = None,
         retry: RetryPolicy | None = None,
         poll: float = 1.0,
         take_over_every: float = 5.0,
@@ -197,6 +199,7 @@ class ClusterScheduler:
         self._now = now
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
+        self.max_per_server = max_per_server
         self.max_queue = max_queue
         self.retry = retry or RetryPolicy()
         self._poll = poll
@@ -302,10 +305,16 @@ class ClusterScheduler:
         if self._closed:
             raise ShuttingDownError()
         found = await self._queue.admit(
-            job_id, requester, max_per_user=self.max_per_user, max_queue=self.max_queue
+            job_id,
+            requester,
+            max_per_user=self.max_per_user,
+            max_queue=self.max_queue,
+            max_per_server=self.max_per_server,
         )
         if found == Admission.USER_CAP:
             raise TooManyJobsError(self.max_per_user)
+        if found == Admission.SERVER_CAP and self.max_per_server is not None:
+            raise ServerBusyError(self.max_per_server)
         if found == Admission.QUEUE_FULL:
             raise QueueFullError(self.max_queue)
         ticket = ClusterTicket(

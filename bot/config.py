@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=900.0, gt=0)
     max_concurrent_jobs: int = Field(default=4, ge=1)
     max_jobs_per_user: int = Field(default=2, ge=1)
+    # Jobs one server (workspace) may have queued or running; unset: no cap but the queue's.
+    max_jobs_per_server: int | None = Field(default=None, ge=1)
     max_queued_jobs: int = Field(default=100, ge=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
     # A second click on the same button of the same result by the same member within this

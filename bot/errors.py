@@ -21,6 +21,7 @@ as "temporarily unavailable", logged in full)::
     ├─ JobStoppedError                  the job stopped before it was charged; refunded
     │  ├─ QueueFullError(capacity)        queue_full: the scheduler's queue is full
     │  ├─ TooManyJobsError(limit)         too_many_jobs: `limit` jobs already queued or running
+    │  ├─ ServerBusyError(limit)          server_busy: the server has `limit` jobs on the way
     │  ├─ JobCancelledError(job_id)       cancelled: cancelled while queued
     │  ├─ ShuttingDownError               shutdown: the process is stopping
     │  ├─ JobHandedOverError(job_id)      not refunded: another process runs the queued job
@@ -80,6 +81,7 @@ __all__ = [
     "QuotaExceededError",
     "ReviewNotYoursError",
     "ReviewStateError",
+    "ServerBusyError",
     "ServerRulesError",
     "ShuttingDownError",
     "TooManyJobsError",
@@ -231,6 +233,18 @@ class TooManyJobsError(JobStoppedError):
 
     def __init__(self, limit: int, *, job_id: str | None = None) -> None:
         super().__init__(f"already {limit} job(s) queued or running")
+        self.limit = limit
+        self.job_id = job_id
+
+
+class ServerBusyError(JobStoppedError):
+    """The member's server already has ``limit`` jobs queued or running
+    (``MAX_JOBS_PER_SERVER``)."""
+
+    refund_as = "server_busy"
+
+    def __init__(self, limit: int, *, job_id: str | None = None) -> None:
+        super().__init__(f"the server already has {limit} job(s) queued or running")
         self.limit = limit
         self.job_id = job_id
 

@@ -32,6 +32,7 @@ from bot.errors import (
     QueueFullError,
     QuotaExceededError,
     ReviewNotYoursError,
+    ServerBusyError,
     ShuttingDownError,
     TooManyJobsError,
 )
@@ -304,6 +305,10 @@ _DESCRIPTIONS: dict[type[BaseException], _Text] = {
     PermissionDeniedError: lambda err, *_: f"Only admins can {err.action}.",
     DeliveryError: lambda *_: DELIVERY_FAILED,
     TooManyJobsError: _too_many_text,
+    ServerBusyError: lambda err, *_: (
+        f"This server already has {err.limit} image job{'s' if err.limit != 1 else ''} on "
+        "the way; try again when one has finished. Nothing was charged."
+    ),
     QueueFullError: lambda *_: (
         "I'm very busy right now and my queue is full. Nothing was charged; please try "
         "again in a few minutes."

@@ -1,6 +1,7 @@
 """The fair queue between the service and the provider.
 
-``Scheduler`` admits jobs (a per-user cap on jobs queued or running, a bounded queue), starts
+``Scheduler`` admits jobs (a per-user and an optional per-server cap on jobs queued or
+running, a bounded queue), starts
 them in a fair order under a global cap on concurrent provider calls, reports each job's queue
 position and an ETA, cancels queued jobs, backs off when the provider rate-limits, and shuts
 down gracefully.
@@ -55,6 +56,7 @@ from bot.errors import (
     ProviderRateLimitedError,
     ProviderWaitTooLongError,
     QueueFullError,
+    ServerBusyError,
     ShuttingDownError,
     TooManyJobsError,
 )
@@ -253,6 +255,7 @@ class Scheduler:
         max_concurrent: int = 4,
         max_per_user: int = 2,
         max_queue: int = 100,
+        max_per_server: int | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         latency_weight: float = 0.3,
@@ -260,8 +263,11 @@ class Scheduler:
     ) -> None:
         if max_concurrent < 1 or max_per_user < 1 or max_queue < 0:
             raise ValueError("max_concurrent and max_per_user must be >= 1, max_queue >= 0")
+        if max_per_server is not None and max_per_server < 1:
+            raise ValueError("max_per_server must be >= 1 (or None: no cap)")
         self.max_concurrent = max_concurrent
         self.max_per_user = max_per_user
+        self.max_per_server = max_per_server
         self.max_queue = max_queue
         self.retry = retry or RetryPolicy()
         self._clock = clock
@@ -357,6 +363,10 @@ class Scheduler:
         user = (requester.platform, requester.workspace_id, requester.user_id)
         if self._per_user.get(user, 0) >= self.max_per_user:
             raise TooManyJobsError(self.max_per_user)
+        space = (requester.platform, requester.workspace_id)
+        cap = self.max_per_server
+        if cap is not None and self._per_space.get(space, 0) >= cap:
+            raise ServerBusyError(cap)
         if self._queued >= self.max_queue and not self._can_start_now():
             raise QueueFullError(self.max_queue)
         self._seq += 1

@@ -51,7 +51,14 @@ class Admission:
 
     ADMITTED = "admitted"
     USER_CAP = "user_cap"
+    SERVER_CAP = "server_cap"
     QUEUE_FULL = "queue_full"
+
+
+class _Refused(Exception):
+    def __init__(self, admission: str) -> None:
+        super().__init__(admission)
+        self.admission = admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,14 @@ class Adoption:
     deadline: float | None  # Unix seconds; None when the job has none
 
 
-def _user_key(requester: Requester) -> str:
-    return f"{requester.platform}:{requester.workspace_id}:{requester.user_id}"
+# The counter rows of a job's user and server (``queue_counters.key``).
+_USER_COUNTER = "'user:' || platform || ':' || workspace_id || ':' || user_id"
+_SERVER_COUNTER = "'server:' || platform || ':' || workspace_id"
+
+
+def _counter_keys(requester: Requester) -> tuple[str, str]:
+    server = f"server:{requester.platform}:{requester.workspace_id}"
+    return f"user:{requester.platform}:{requester.workspace_id}:{requester.user_id}", server
 
 
 class PostgresQueue:
@@ -105,30 +118,61 @@ class PostgresQueue:
         )
 
     async def admit(
-        self, job_id: str, requester: Requester, *, max_per_user: int, max_queue: int
+        self,
+        job_id: str,
+        requester: Requester,
+        *,
+        max_per_user: int,
+        max_queue: int,
+        max_per_server: int | None = None,
     ) -> str:
-        """Queue ``job_id`` unless its user has ``max_per_user`` jobs in the queue already or
-        ``max_queue`` jobs wait (and no slot is free); an ``Admission`` value."""
-        key = _user_key(requester)
+        """Queue ``job_id`` unless its user has ``max_per_user`` jobs in the queue already,
+        its server ``max_per_server``, or ``max_queue`` jobs wait (and no slot is free); an
+        ``Admission`` value. The caps are conditional increments of counter rows, so two
+        processes admitting at once cannot both pass a cap with one place left."""
+        user_key, server_key = _counter_keys(requester)
+        try:
+            await self._admit(
+                job_id, requester, user_key, server_key, max_per_user, max_queue, max_per_server
+            )
+        except _Refused as refused:
+            return refused.admission
+        return Admission.ADMITTED
+
+    async def _admit(
+        self,
+        job_id: str,
+        requester: Requester,
+        user_key: str,
+        server_key: str,
+        max_per_user: int,
+        max_queue: int,
+        max_per_server: int | None,
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             state = await conn.fetchrow(
                 "SELECT queued, running, concurrency FROM queue_state WHERE id = 1 FOR UPDATE"
             )
             free = state["running"] < state["concurrency"] and state["queued"] == 0
             if state["queued"] >= max_queue and not free:
-                return Admission.QUEUE_FULL
-            await conn.execute(
-                "INSERT INTO queue_counters (key, jobs) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-                key,
-            )
-            counted = await conn.fetchval(
-                "UPDATE queue_counters SET jobs = jobs + 1 WHERE key = $1 AND jobs < $2"
-                " RETURNING jobs",
-                key,
-                max_per_user,
-            )
-            if counted is None:
-                return Admission.USER_CAP
+                raise _Refused(Admission.QUEUE_FULL)
+            for key, cap, refusal in (
+                (user_key, max_per_user, Admission.USER_CAP),
+                (server_key, max_per_server, Admission.SERVER_CAP),
+            ):
+                await conn.execute(
+                    "INSERT INTO queue_counters (key, jobs) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                    key,
+                )
+                counted = await conn.fetchval(
+                    "UPDATE queue_counters SET jobs = jobs + 1"
+                    " WHERE key = $1 AND ($2::bigint IS NULL OR jobs < $2) RETURNING jobs",
+                    key,
+                    cap,
+                )
+                if counted is None:
+                    # Raised inside the transaction, which rolls back: no counter moved.
+                    raise _Refused(refusal)
             await conn.execute(
                 """
                 INSERT INTO queue (job_id, platform, workspace_id, user_id, acceptor)
@@ -141,7 +185,6 @@ class PostgresQueue:
                 self.boot,
             )
             await conn.execute("UPDATE queue_state SET queued = queued + 1 WHERE id = 1")
-        return Admission.ADMITTED
 
     async def claim(
         self, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int = 64
@@ -352,9 +395,10 @@ class PostgresQueue:
 
     async def _delete(self, conn: Any, job_id: str, only_state: str | None) -> str | None:
         row = await conn.fetchrow(
-            """
+            f"""
             DELETE FROM queue q WHERE job_id = $1 AND ($2::text IS NULL OR state = $2)
-            RETURNING state, acceptor, platform || ':' || workspace_id || ':' || user_id AS key
+            RETURNING state, acceptor, {_USER_COUNTER} AS user_key,
+                {_SERVER_COUNTER} AS server_key
             """,
             job_id,
             only_state,
@@ -362,7 +406,8 @@ class PostgresQueue:
         if row is None:
             return None
         await conn.execute(
-            "UPDATE queue_counters SET jobs = jobs - 1 WHERE key = $1 AND jobs > 0", row["key"]
+            "UPDATE queue_counters SET jobs = jobs - 1 WHERE key = ANY($1::text[]) AND jobs > 0",
+            [row["user_key"], row["server_key"]],
         )
         await conn.execute(
             """
