@@ -77,6 +77,8 @@ __all__ = [
     "PATTERN_POSSESSIVE",
     "PATTERN_TOO_COMPLEX",
     "PATTERN_UPPER_Z",
+    "POSTGRES_BACKUP",
+    "POSTGRES_DRIVER_MISSING",
     "PREVIEW_WARNING",
     "REROLL_HINT",
     "REVIEW_ALREADY_DECIDED",
@@ -112,6 +114,7 @@ __all__ = [
     "copy_source_version_text",
     "copy_table_missing_text",
     "count_amount_error",
+    "database_newer_text",
     "database_path_text",
     "describe",
     "format_eta",
@@ -132,6 +135,7 @@ __all__ = [
     "operator_text",
     "option_refused_text",
     "out_directory_text",
+    "postgres_unreachable_text",
     "progress_text",
     "prompt_too_long_to_check_text",
     "queue_text",
@@ -1041,3 +1045,28 @@ def unreachable_text(service: str, url: str, err: BaseException, variable: str) 
 def healthcheck_unreachable_text(url: str, reason: str) -> str:
     return f"nothing answers at {url} ({reason}); is imagine-bot run up, on this HTTP_PORT?"
 
+
+POSTGRES_DRIVER_MISSING = (
+    "DATABASE_URL is a PostgreSQL URL but asyncpg is not installed: "
+    "pip install 'imagine-bot[postgres]'"
+)
+
+POSTGRES_BACKUP = (
+    "backups of a PostgreSQL database are taken with imagine-bot db backup "
+    "(or the server's own pg_dump)"
+)
+
+
+def postgres_unreachable_text(host: str, port: int, database: str, reason: str) -> str:
+    """Why the PostgreSQL server of ``DATABASE_URL`` could not be used; never its password."""
+    return (
+        f"cannot connect to PostgreSQL at {host}:{port} (database {database}): {reason}; "
+        "check DATABASE_URL and that the server is running"
+    )
+
+
+def database_newer_text(found: int, supported: int) -> str:
+    return (
+        f"the database is at schema version {found}, newer than this imagine-bot "
+        f"(version {supported}); upgrade imagine-bot or restore a backup"
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.models import GenerationRequest, Limits, Requester
 from bot.store.database import Store, open_store
 from bot.store.ledger import Ledger
+from tests.fakes import postgres
 from tests.fakes.clock import FakeClock
 
 __all__ = [
@@ -30,9 +31,11 @@ __all__ = [
 _URLS: dict[str, Callable[[Path], str]] = {
     "sqlite-memory": lambda tmp: "sqlite://:memory:",
     "sqlite-file": lambda tmp: f"sqlite:///{tmp / 'ledger.db'}",
+    "postgres": lambda tmp: postgres.database_url(str(tmp)),
 }
-STORE_KINDS = tuple(_URLS)
-LEDGER_KINDS = STORE_KINDS
+# The moderation store joins the PostgreSQL kind once it is written; the ledger already has.
+STORE_KINDS: tuple[str, ...] = ("sqlite-memory", "sqlite-file")
+LEDGER_KINDS: tuple[str, ...] = (*STORE_KINDS, "postgres")
 
 
 async def open_store_of(
@@ -42,7 +45,7 @@ async def open_store_of(
     defaults: Limits | None = None,
     clock: FakeClock | None = None,
 ) -> Store:
-    """A store of ``kind`` (one of ``STORE_KINDS``); a second call with the same
+    """A store of ``kind`` (one of ``STORE_KINDS`` or ``LEDGER_KINDS``); a second call with the same
     ``tmp_path`` opens the same database, except in memory."""
     if kind not in _URLS:
         raise ValueError(kind)

@@ -13,12 +13,15 @@ from bot.store.database import open_store
 
 @pytest.mark.parametrize(
     ("url", "scheme"),
-    [("postgresql://bot:secret@db/imagine", "postgresql"), ("data/imagine.db", "data/imagine.db")],
+    [("mysql://bot:secret@db/imagine", "mysql"), ("data/imagine.db", "data/imagine.db")],
 )
 async def test_a_url_no_backend_takes_is_a_config_error(url: str, scheme: str) -> None:
     with pytest.raises(ConfigError) as caught:
         await open_store(url)
-    assert str(caught.value) == f"DATABASE_URL must start with sqlite:// (got a {scheme} URL)"
+    assert str(caught.value) == (
+        "DATABASE_URL must start with sqlite:// or postgresql:// or postgres:// "
+        f"(got a {scheme} URL)"
+    )
     assert "secret" not in str(caught.value)
 
 

@@ -26,6 +26,8 @@ from bot.models import Limits
 from bot.store.lease import LEASE
 from bot.store.ledger import DEFAULT_JOB_TIMEOUT, Clock, Ledger, SqliteLedger
 from bot.store.moderation import ModerationStore, SqliteModerationStore
+from bot.store.postgres.ledger import PostgresLedger
+from bot.store.postgres.moderation import PostgresModerationStore
 
 __all__ = ["Store", "open_store"]
 
@@ -105,7 +107,22 @@ async def _open_sqlite(database_url: str, options: _Options) -> Store:
     return Store(ledger=ledger, moderation=SqliteModerationStore.on(ledger))
 
 
-_BACKENDS: dict[str, _Opener] = {"sqlite": _open_sqlite}
+async def _open_postgres(database_url: str, options: _Options) -> Store:
+    ledger = await PostgresLedger.open(
+        database_url,
+        defaults=options.defaults,
+        clock=options.clock,
+        job_timeout=options.job_timeout,
+        lease=options.lease,
+    )
+    return Store(ledger=ledger, moderation=PostgresModerationStore.on(ledger))
+
+
+_BACKENDS: dict[str, _Opener] = {
+    "sqlite": _open_sqlite,
+    "postgresql": _open_postgres,
+    "postgres": _open_postgres,
+}
 
 
 def _check_database_path(path: Path) -> None:

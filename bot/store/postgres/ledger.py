@@ -1,0 +1,857 @@
+"""The ``Ledger`` on PostgreSQL (``PostgresLedger``), for several bot processes on one database.
+
+The rules are ``bot.store.ledger``'s (its module docstring), and so are the row encodings and
+the refusal logic, which this module reuses. What differs is how writers are kept apart:
+
+Holds
+    PostgreSQL does not serialise writers the way SQLite does: two processes checking a limit
+    at once would both see room, and both insert. So a hold is one transaction that first takes
+    a transaction-scoped advisory lock on its workspace (every limit, the server cap included,
+    counts usage within one workspace), then inserts the job only if it fits, and when nothing
+    was inserted reads the known event or the broken limit in that same transaction. Under READ
+    COMMITTED each statement after the lock sees every hold committed before it. Settling takes
+    no workspace lock: it only gives usage back.
+
+Claims
+    The orphan sweep and the notice claims pick rows with ``FOR UPDATE SKIP LOCKED``, so
+    processes sweeping at once never wait on or repeat each other's rows. The sweep refunds one
+    job per statement: a statement refunding several jobs would lock several users' counters
+    and then the workspace's, in an order a concurrent hold could cross (``schema`` keeps each
+    job's own counter locks in one order).
+
+The moderation store and the cluster job queue share the pool: ``pool``, ``execute`` and
+``transaction``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from bot.errors import ConfigError, JobNotFoundError
+from bot.limit import LimitName
+from bot.messages import POSTGRES_BACKUP
+from bot.models import (
+    Allowance,
+    GenerationRequest,
+    Hold,
+    JobRecord,
+    JobState,
+    Limits,
+    LimitUsage,
+    Requester,
+    Scope,
+    ScopeKind,
+    UsageReport,
+    UsageRow,
+)
+from bot.store.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
+from bot.store.ledger import (
+    _JOB_COLUMNS,
+    DEFAULT_JOB_TIMEOUT,
+    AuditEntry,
+    Clock,
+    Interrupted,
+    JobStats,
+    _check_amount,
+    _check_limits,
+    _check_scope,
+    _job_record,
+    _limits_json,
+    _log_limits,
+    _refusal,
+    _State,
+    _system_clock,
+    _unique,
+    _utc,
+)
+from bot.store.postgres.connection import Connection, Pool, open_pool, redact_url
+from bot.store.postgres.schema import migrate
+from bot.store.row import parse_stamp, stamp
+
+__all__ = ["PostgresLedger"]
+
+log = logging.getLogger(__name__)
+
+# The parameters every state query starts with ($1-$9): who, the window keys, the defaults.
+_IN_WORKSPACE = "platform = $1 AND workspace_id = $2"
+
+
+def _effective(field: str) -> str:
+    """One field's effective limit: user > most generous role > workspace > global."""
+    default = {"images_per_day": "$7", "images_per_month": "$8", "usd_micros_per_month": "$9"}
+    return f"""coalesce(
+        (SELECT {field} FROM limits WHERE {_IN_WORKSPACE}
+            AND kind = 'user' AND subject_id = $3),
+        (SELECT max({field}) FROM limits WHERE {_IN_WORKSPACE}
+            AND kind = 'role' AND subject_id = ANY($4::text[])),
+        (SELECT {field} FROM limits WHERE {_IN_WORKSPACE}
+            AND kind = 'workspace' AND subject_id = ''),
+        {default[field]}::bigint
+    ) AS {field}"""
+
+
+def _counter(column: str, period: str) -> str:
+    return f"""coalesce((SELECT {column} FROM usage_counters WHERE {_IN_WORKSPACE}
+        AND user_id = $3 AND period = {period}::text), 0)"""
+
+
+_STATE = f"""
+    SELECT
+        {_effective("images_per_day")},
+        {_effective("images_per_month")},
+        {_effective("usd_micros_per_month")},
+        (SELECT usd_micros_per_month FROM spend_caps WHERE {_IN_WORKSPACE}) AS server_cap,
+        {_counter("images", "$5")} AS day_images,
+        {_counter("images", "$6")} AS month_images,
+        {_counter("micros", "$6")} AS month_micros,
+        coalesce((SELECT micros FROM workspace_counters WHERE {_IN_WORKSPACE}
+                  AND period = $6::text), 0) AS server_micros
+"""
+
+# $18 is the number of images, $21 the cost.
+_HOLD = f"""
+    INSERT INTO jobs (
+        job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids,
+        display_name, prompt, model, size, n, seed, negative_prompt,
+        held_images, held_micros, day, month, created_at, owner, deadline, reach
+    )
+    SELECT
+        $10::text, $11::text, $1::text, $2::text, $12::text, $3::text, $13::text,
+        $14::text, $15::text, $16::text, $17::text, $18::bigint, $19::bigint, $20::text,
+        $18::bigint, $21::bigint, $22::text, $23::text, $24::text, $25::text, $26::text,
+        $27::text
+    FROM ({_STATE}) AS s
+    WHERE (s.images_per_day IS NULL OR s.day_images + $18::bigint <= s.images_per_day)
+      AND (s.images_per_month IS NULL OR s.month_images + $18::bigint <= s.images_per_month)
+      AND ($21::bigint = 0 OR s.usd_micros_per_month IS NULL
+           OR s.month_micros + $21::bigint <= s.usd_micros_per_month)
+      AND ($21::bigint = 0 OR s.server_cap IS NULL
+           OR s.server_micros + $21::bigint <= s.server_cap)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING job_id
+"""
+
+# A held job no process will settle ($1: now, $2: this boot): no owner, past its own deadline,
+# or owned by a boot that stopped or whose lease ran out (never the sweeping process's own).
+_ORPHAN = """
+    state = 'held' AND (
+        owner IS NULL
+        OR deadline < $1::text
+        OR owner IN (
+            SELECT boot_id FROM boots
+            WHERE (stopped_at IS NOT NULL OR expires_at < $1::text) AND boot_id <> $2::text
+        )
+    )
+"""
+
+# Any text names one bigint lock key; the prefix keeps these apart from other advisory locks.
+_LOCK_WORKSPACE = "SELECT pg_advisory_xact_lock(hashtextextended('imagine-bot:quota:' || $1, 0))"
+
+
+class PostgresLedger:
+    """The ``Ledger`` on PostgreSQL through an asyncpg pool shared with the other stores.
+
+    Create it with ``await PostgresLedger.open(url, defaults=...)``; ``clock`` returns the
+    current aware UTC time (tests inject one).
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        defaults: Limits,
+        clock: Clock,
+        location: str,
+        job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
+        lease: timedelta = LEASE,
+    ) -> None:
+        self.pool = pool
+        self.defaults = defaults
+        self._clock = clock
+        self._location = location
+        self.job_timeout = job_timeout
+        self.lease = lease
+        self.boot_id = uuid.uuid4().hex
+        self.process = this_process()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        defaults: Limits | None = None,
+        clock: Clock | None = None,
+        job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
+        lease: timedelta = LEASE,
+        max_connections: int = 10,
+    ) -> PostgresLedger:
+        """Connect, migrate as needed and record this process's boot."""
+        defaults = defaults or Limits()
+        _check_limits(defaults)
+        location = redact_url(url)
+        pool = await open_pool(url, max_size=max_connections)
+        try:
+            found = await migrate(pool)
+            log.info("ledger open at %s (schema version %d found)", location, found)
+            ledger = cls(
+                pool,
+                defaults=defaults,
+                clock=clock or _system_clock,
+                location=location,
+                job_timeout=job_timeout,
+                lease=lease,
+            )
+            await ledger._start_boot()
+        except BaseException:
+            await pool.close()
+            raise
+        return ledger
+
+    async def __aenter__(self) -> PostgresLedger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # A clean exit: whatever this process still held is an orphan at once.
+            await self.pool.execute(
+                "UPDATE boots SET stopped_at = $1 WHERE boot_id = $2",
+                stamp(self.now()),
+                self.boot_id,
+            )
+        except Exception as exc:  # the server may be gone already; closing goes on
+            log.warning("could not record this process's exit (%s)", type(exc).__name__)
+        await self.pool.close()
+
+    # --- the pool, shared with the moderation store and the job queue -----------------------
+
+    async def execute(self, sql: str, *args: Any) -> list[Any]:
+        """One statement on a connection of the pool; its rows (``asyncpg.Record``)."""
+        return await self.pool.fetch(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection of the pool inside one transaction (committed when the block ends,
+        rolled back when it raises)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield connection
+
+    # --- leases (bot.store.lease) -----------------------------------------------------------
+
+    async def _start_boot(self) -> None:
+        now = self.now()
+        await self.pool.execute(
+            """
+            INSERT INTO boots (boot_id, host, pid, started, started_at, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """,
+            self.boot_id,
+            self.process.host,
+            self.process.pid,
+            self.process.started,
+            stamp(now),
+            stamp(now + self.lease),
+        )
+
+    async def renew_lease(self) -> bool:
+        """Push this process's lease forward. ``False`` if another process had already found
+        it expired: this process then starts a new boot, so that the jobs it holds from now on
+        are its own again."""
+        renewed = await self.pool.fetchval(
+            """
+            UPDATE boots SET expires_at = $1
+            WHERE boot_id = $2 AND stopped_at IS NULL
+            RETURNING boot_id
+            """,
+            stamp(self.now() + self.lease),
+            self.boot_id,
+        )
+        if renewed is not None:
+            return True
+        self.boot_id = uuid.uuid4().hex
+        await self._start_boot()
+        return False
+
+    async def _bury_dead_neighbours(self, now: datetime) -> None:
+        """Mark stopped the boots of processes on this machine that no longer run."""
+        if not self.process.host:
+            return
+        rows = await self.pool.fetch(
+            """
+            SELECT boot_id, pid, started FROM boots
+            WHERE host = $1 AND stopped_at IS NULL AND boot_id <> $2
+            """,
+            self.process.host,
+            self.boot_id,
+        )
+        dead = [
+            str(row[0])
+            for row in rows
+            if not ProcessIdentity(self.process.host, int(row[1]), str(row[2])).alive()
+        ]
+        if dead:
+            await self.pool.execute(
+                "UPDATE boots SET stopped_at = $1 WHERE boot_id = ANY($2) AND stopped_at IS NULL",
+                stamp(now),
+                dead,
+            )
+            log.info("found %d earlier process(es) on this machine gone", len(dead))
+
+    async def refund_orphans(self) -> int:
+        """Refund the holds no process will settle (owner stopped, lease lapsed, or past their
+        own deadline), with a pending notice where the adapter left a way to reach the
+        member. Returns how many."""
+        now = stamp(self.now())
+        await self._bury_dead_neighbours(self.now())
+        # A lapsed lease is final: its process, should it wake up, starts a new boot.
+        await self.pool.execute(
+            """
+            UPDATE boots SET stopped_at = $1
+            WHERE stopped_at IS NULL AND expires_at < $1 AND boot_id <> $2
+            """,
+            now,
+            self.boot_id,
+        )
+        refunded: list[str] = []
+        while True:
+            job_id = await self.pool.fetchval(
+                f"""
+                UPDATE jobs SET state = 'refunded', finished_at = $1,
+                    refund_reason = CASE WHEN deadline < $1 THEN 'expired' ELSE $3 END,
+                    notice = CASE WHEN reach IS NOT NULL THEN 'pending' END
+                WHERE state = 'held' AND job_id = (
+                    SELECT job_id FROM jobs WHERE {_ORPHAN}
+                    LIMIT 1 FOR UPDATE SKIP LOCKED
+                )
+                RETURNING job_id
+                """,
+                now,
+                self.boot_id,
+                INTERRUPTED,
+            )
+            if job_id is None:
+                break
+            refunded.append(str(job_id))
+        if refunded:
+            log.info("refunded %d orphaned hold(s): %s", len(refunded), ", ".join(refunded[:20]))
+        return len(refunded)
+
+    async def refund_orphan(self, job_id: str) -> bool:
+        """Refund ``job_id`` if it is held by a process that no longer runs (or overdue)."""
+        now = self.now()
+        await self._bury_dead_neighbours(now)
+        refunded = await self.pool.fetchval(
+            f"""
+            UPDATE jobs SET state = 'refunded', finished_at = $1, refund_reason = $3
+            WHERE job_id = $4 AND {_ORPHAN}
+            RETURNING job_id
+            """,
+            stamp(now),
+            self.boot_id,
+            INTERRUPTED,
+            job_id,
+        )
+        return refunded is not None
+
+    async def claim_notices(self, platform: str, *, limit: int = 50) -> list[Interrupted]:
+        """Interrupted jobs of ``platform`` whose member has not been told yet, claimed by
+        this process (rows another process is claiming are skipped, not waited for)."""
+        rows = await self.pool.fetch(
+            f"""
+            UPDATE jobs SET notice = $1
+            WHERE job_id IN (
+                SELECT job_id FROM jobs
+                WHERE notice = 'pending' AND platform = $2
+                LIMIT $3 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING {_JOB_COLUMNS}, reach
+            """,
+            f"claimed:{self.boot_id}",
+            platform,
+            limit,
+        )
+        return [Interrupted(_job_record(tuple(row)[:-1]), json.loads(row[-1])) for row in rows]
+
+    async def notice_sent(self, job_id: str) -> None:
+        await self.pool.execute("UPDATE jobs SET notice = 'sent' WHERE job_id = $1", job_id)
+
+    async def first_click(self, key: str, *, window: timedelta) -> bool:
+        """Whether this press of a button is the first within ``window``, whichever process
+        got it."""
+        now = self.now()
+        first = await self.pool.fetchval(
+            """
+            INSERT INTO clicks AS c (click_key, at) VALUES ($1, $2)
+            ON CONFLICT (click_key) DO UPDATE SET at = excluded.at WHERE c.at < $3
+            RETURNING click_key
+            """,
+            key,
+            stamp(now),
+            stamp(now - window),
+        )
+        return first is not None
+
+    def now(self) -> datetime:
+        """The ledger's clock, as an aware UTC datetime."""
+        return _utc(self._clock())
+
+    @property
+    def location(self) -> str:
+        """The URL without its password."""
+        return self._location
+
+    # --- holds and settling ---------------------------------------------------------------
+
+    def _state_args(self, requester: Requester, now: datetime) -> list[Any]:
+        return [
+            requester.platform,
+            requester.workspace_id,
+            requester.user_id,
+            _unique(requester.role_ids),
+            "D" + now.strftime("%Y-%m-%d"),
+            "M" + now.strftime("%Y-%m"),
+            self.defaults.images_per_day,
+            self.defaults.images_per_month,
+            self.defaults.usd_micros_per_month,
+        ]
+
+    async def _state(self, connection: Connection, requester: Requester, now: datetime) -> _State:
+        row = await connection.fetchrow(_STATE, *self._state_args(requester, now))
+        if row is None:  # pragma: no cover - a SELECT without FROM always gives one row
+            raise AssertionError("the state query returned no row")
+        return _State(
+            limits=Limits(
+                images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2]
+            ),
+            server_cap=row[3],
+            day_images=row[4],
+            month_images=row[5],
+            month_micros=row[6],
+            server_micros=row[7],
+        )
+
+    async def hold(
+        self,
+        *,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None = None,
+        reach: Mapping[str, str] | None = None,
+    ) -> Hold:
+        if request.n < 1:
+            raise ValueError("a job needs at least one image")
+        _check_amount(cost_micros, "cost_micros")
+        event_id = event_id or None
+        now = self.now()
+        job_id = uuid.uuid4().hex
+        args = [
+            *self._state_args(requester, now),
+            job_id,
+            event_id,
+            requester.channel_id,
+            json.dumps(_unique(requester.role_ids)),
+            requester.display_name,
+            request.prompt,
+            request.model,
+            request.size,
+            request.n,
+            request.seed,
+            request.negative_prompt,
+            cost_micros,
+            now.strftime("%Y-%m-%d"),
+            now.strftime("%Y-%m"),
+            stamp(now),
+            self.boot_id,
+            stamp(now + self.job_timeout),
+            None if reach is None else json.dumps(dict(reach)),
+        ]
+        async with self.transaction() as connection:
+            workspace = f"{requester.platform}:{requester.workspace_id}"
+            await connection.execute(_LOCK_WORKSPACE, workspace)
+            if await connection.fetchval(_HOLD, *args) is not None:
+                log.debug(
+                    "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
+                    job_id,
+                    request.n,
+                    cost_micros,
+                    requester.platform,
+                    requester.workspace_id,
+                    requester.user_id,
+                    extra={"job_id": job_id},  # logged before the service binds the job
+                )
+                return Hold(job_id)
+            known = None
+            if event_id is not None:
+                known = await connection.fetchval(
+                    "SELECT job_id FROM jobs WHERE event_id = $1", event_id
+                )
+            if known is not None:
+                log.info("event %s already has job %s", event_id, known)
+                return Hold(str(known), duplicate=True)
+            # Read under the same lock: the reason is the one the insert was refused for.
+            state = await self._state(connection, requester, now)
+        raise _refusal(state, request, cost_micros, now)
+
+    async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
+        _check_amount(images, "images")
+        _check_amount(cost_micros, "cost_micros")
+        charged = await self.pool.fetchval(
+            """
+            UPDATE jobs SET state = 'charged', charged_images = $2,
+                charged_micros = $3, finished_at = $4
+            WHERE job_id = $1 AND state = 'held'
+              AND $2 <= held_images AND $3 <= held_micros
+            RETURNING job_id
+            """,
+            job_id,
+            images,
+            cost_micros,
+            stamp(self.now()),
+        )
+        if charged is not None:
+            return
+        found = await self.pool.fetchrow(
+            "SELECT state, held_images, held_micros FROM jobs WHERE job_id = $1", job_id
+        )
+        if found is None:
+            raise JobNotFoundError(job_id)
+        state, held_images, held_micros = found[0], found[1], found[2]
+        if state == JobState.HELD:
+            raise ValueError(
+                f"job {job_id}: cannot charge {images} image(s) / {cost_micros} micro-USD; "
+                f"only {held_images} / {held_micros} were held"
+            )
+        log.warning("job %s is already %s; charge of %d image(s) ignored", job_id, state, images)
+
+    async def refund(self, job_id: str, *, reason: str) -> None:
+        refunded = await self.pool.fetchval(
+            """
+            UPDATE jobs SET state = 'refunded', refund_reason = $2, finished_at = $3
+            WHERE job_id = $1 AND state = 'held'
+            RETURNING job_id
+            """,
+            job_id,
+            reason,
+            stamp(self.now()),
+        )
+        if refunded is not None:
+            log.debug("job %s refunded (%s)", job_id, reason)
+            return
+        state = await self.pool.fetchval("SELECT state FROM jobs WHERE job_id = $1", job_id)
+        if state is None:
+            raise JobNotFoundError(job_id)
+        log.info("job %s is already %s; refund (%s) ignored", job_id, state, reason)
+
+    async def job(self, job_id: str) -> JobRecord:
+        row = await self.pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return _job_record(tuple(row))
+
+    # --- reading limits and usage ---------------------------------------------------------
+
+    async def allowance(self, requester: Requester) -> Allowance:
+        now = self.now()
+        async with self.pool.acquire() as connection:
+            state = await self._state(connection, requester, now)
+        return Allowance(
+            tuple(
+                LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
+                for name, allowed, used, resets_at in state.usages(now)
+            )
+        )
+
+    async def limits(self, scope: Scope) -> Limits:
+        """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
+        if scope.kind is ScopeKind.GLOBAL:
+            return self.defaults
+        row = await self.pool.fetchrow(
+            """
+            SELECT images_per_day, images_per_month, usd_micros_per_month FROM limits
+            WHERE platform = $1 AND workspace_id = $2 AND kind = $3 AND subject_id = $4
+            """,
+            *_scope_args(scope),
+        )
+        if row is None:
+            return Limits()
+        return Limits(images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2])
+
+    async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
+        cap = await self.pool.fetchval(
+            "SELECT usd_micros_per_month FROM spend_caps WHERE platform = $1 AND workspace_id = $2",
+            platform,
+            workspace_id,
+        )
+        return None if cap is None else int(cap)
+
+    async def usage(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+    ) -> UsageReport:
+        """Charged jobs created in ``[since, until)`` (no upper bound when ``until`` is
+        ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
+        user and model."""
+        since = _utc(since)
+        until_stamp = None if until is None else stamp(until)
+        until = self.now() if until is None else _utc(until)
+        rows = await self.pool.fetch(
+            """
+            SELECT day, platform, workspace_id, user_id, model,
+                   sum(charged_images)::bigint, sum(charged_micros)::bigint
+            FROM jobs
+            WHERE state = 'charged' AND created_at >= $1::text
+              AND ($2::text IS NULL OR created_at < $2::text)
+              AND ($3::text IS NULL OR platform = $3::text)
+              AND ($4::text IS NULL OR workspace_id = $4::text)
+            GROUP BY day, platform, workspace_id, user_id, model
+            ORDER BY day, platform, workspace_id, user_id, model
+            """,
+            stamp(since),
+            until_stamp,
+            platform,
+            workspace_id,
+        )
+        return UsageReport(
+            since=since,
+            until=until,
+            rows=tuple(
+                UsageRow(
+                    day=r[0],
+                    platform=r[1],
+                    workspace_id=r[2],
+                    user_id=r[3],
+                    model=r[4],
+                    images=r[5],
+                    usd_micros=r[6],
+                )
+                for r in rows
+            ),
+        )
+
+    # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
+
+    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
+        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
+        _check_scope(scope)
+        _check_limits(limits)
+        if limits.empty:
+            await self.clear_limits(scope, actor=actor)
+            return
+        await self.pool.execute(
+            """
+            INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
+                                images_per_month, usd_micros_per_month, updated_at, updated_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (platform, workspace_id, kind, subject_id) DO UPDATE SET
+                images_per_day = excluded.images_per_day,
+                images_per_month = excluded.images_per_month,
+                usd_micros_per_month = excluded.usd_micros_per_month,
+                updated_at = excluded.updated_at,
+                updated_by = excluded.updated_by
+            """,
+            *_scope_args(scope),
+            limits.images_per_day,
+            limits.images_per_month,
+            limits.usd_micros_per_month,
+            stamp(self.now()),
+            actor,
+        )
+        _log_limits(actor, scope, limits)
+
+    async def change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
+    ) -> Limits:
+        _check_scope(scope)
+        settable = LimitName.settable()
+        unknown = [name for name in changes if name not in settable]
+        if unknown:
+            raise ValueError(f"not a limit set per scope: {', '.join(unknown)}")
+        _check_limits(Limits(**{str(name): value for name, value in changes.items()}))
+        day, month, usd = (
+            LimitName.IMAGES_PER_DAY,
+            LimitName.IMAGES_PER_MONTH,
+            LimitName.USD_MICROS_PER_MONTH,
+        )
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO limits AS l (platform, workspace_id, kind, subject_id, images_per_day,
+                                     images_per_month, usd_micros_per_month, updated_at,
+                                     updated_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (platform, workspace_id, kind, subject_id) DO UPDATE SET
+                images_per_day = CASE WHEN $10::boolean
+                    THEN excluded.images_per_day ELSE l.images_per_day END,
+                images_per_month = CASE WHEN $11::boolean
+                    THEN excluded.images_per_month ELSE l.images_per_month END,
+                usd_micros_per_month = CASE WHEN $12::boolean
+                    THEN excluded.usd_micros_per_month ELSE l.usd_micros_per_month END,
+                updated_at = excluded.updated_at,
+                updated_by = excluded.updated_by
+            RETURNING images_per_day, images_per_month, usd_micros_per_month
+            """,
+            *_scope_args(scope),
+            changes.get(day),
+            changes.get(month),
+            changes.get(usd),
+            stamp(self.now()),
+            actor,
+            day in changes,
+            month in changes,
+            usd in changes,
+        )
+        if row is None:  # pragma: no cover - an upsert always returns its row
+            raise AssertionError("change_limits wrote no row")
+        now = Limits(images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2])
+        _log_limits(actor, scope, now)
+        return now
+
+    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
+        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
+        _check_scope(scope)
+        await self.pool.execute(
+            """
+            UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
+                usd_micros_per_month = NULL, updated_at = $5, updated_by = $6
+            WHERE platform = $1 AND workspace_id = $2 AND kind = $3 AND subject_id = $4
+              AND NOT (images_per_day IS NULL AND images_per_month IS NULL
+                       AND usd_micros_per_month IS NULL)
+            """,
+            *_scope_args(scope),
+            stamp(self.now()),
+            actor,
+        )
+        log.info(
+            "%s cleared limits at %s %s in %s:%s",
+            actor,
+            scope.kind,
+            scope.subject_id or "default",
+            scope.platform,
+            scope.workspace_id or "-",
+        )
+
+    async def set_spend_cap(
+        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    ) -> None:
+        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
+        _check_amount(usd_micros, "usd_micros")
+        at = stamp(self.now())
+        if usd_micros is None:
+            await self.pool.execute(
+                """
+                UPDATE spend_caps SET usd_micros_per_month = NULL, updated_at = $3,
+                    updated_by = $4
+                WHERE platform = $1 AND workspace_id = $2
+                  AND usd_micros_per_month IS NOT NULL
+                """,
+                platform,
+                workspace_id,
+                at,
+                actor,
+            )
+        else:
+            await self.pool.execute(
+                """
+                INSERT INTO spend_caps (platform, workspace_id, usd_micros_per_month,
+                                        updated_at, updated_by)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (platform, workspace_id) DO UPDATE SET
+                    usd_micros_per_month = excluded.usd_micros_per_month,
+                    updated_at = excluded.updated_at,
+                    updated_by = excluded.updated_by
+                """,
+                platform,
+                workspace_id,
+                usd_micros,
+                at,
+                actor,
+            )
+        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
+
+    async def audit_log(
+        self,
+        *,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 50,
+    ) -> tuple[AuditEntry, ...]:
+        rows = await self.pool.fetch(
+            """
+            SELECT at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new
+            FROM audit
+            WHERE ($1::text IS NULL OR platform = $1::text)
+              AND ($2::text IS NULL OR workspace_id = $2::text)
+            ORDER BY id DESC LIMIT $3
+            """,
+            platform,
+            workspace_id,
+            limit,
+        )
+        return tuple(
+            AuditEntry(
+                at=parse_stamp(r[0]),
+                actor=r[1],
+                action=r[2],
+                scope=Scope(
+                    kind=ScopeKind(r[3]), platform=r[4], workspace_id=r[5], subject_id=r[6]
+                ),
+                old=_limits_json(r[7]),
+                new=_limits_json(r[8]),
+            )
+            for r in rows
+        )
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A trivial query on a connection of the pool: raises when the server does not
+        answer."""
+        await self.pool.fetchval("SELECT 1")
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+        states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        charged = await self.pool.fetch(
+            """
+            SELECT model, sum(charged_images)::bigint, sum(charged_micros)::bigint FROM jobs
+            WHERE state = 'charged' GROUP BY model ORDER BY model
+            """
+        )
+        by_state = dict.fromkeys(("held", "charged", "refunded"), 0)
+        by_state.update({str(row[0]): int(row[1]) for row in states})
+        return JobStats(
+            by_state=by_state,
+            charged={str(row[0]): (int(row[1]), int(row[2])) for row in charged},
+        )
+
+    async def backup(self, target: str | os.PathLike[str]) -> None:
+        """Not taken by the ledger on PostgreSQL: the server's data is dumped by its own
+        tools."""
+        raise ConfigError(POSTGRES_BACKUP)
+
+
+def _scope_args(scope: Scope) -> tuple[str, str, str, str]:
+    return (scope.platform, scope.workspace_id, str(scope.kind), scope.subject_id)
