@@ -77,7 +77,6 @@ __all__ = [
     "PATTERN_POSSESSIVE",
     "PATTERN_TOO_COMPLEX",
     "PATTERN_UPPER_Z",
-    "POSTGRES_BACKUP",
     "POSTGRES_DRIVER_MISSING",
     "PREVIEW_WARNING",
     "REROLL_HINT",
@@ -959,10 +958,7 @@ def copy_not_empty_text(location: str, table: str, count: int) -> str:
 
 def copy_source_version_text(location: str, found: int, latest: int) -> str:
     if found > latest:
-        return (
-            f"{location} is at schema version {found}, newer than this imagine-bot (version "
-            f"{latest}); copy it with the imagine-bot that wrote it (nothing was copied)"
-        )
+        return f"{location}: {database_newer_text(found, latest)} (nothing was copied)"
     return (
         f"{location} is at schema version {found}, this imagine-bot copies version {latest}: "
         f"run imagine-bot db migrate --url <its DATABASE_URL> first (nothing was copied)"
@@ -1049,11 +1045,6 @@ def healthcheck_unreachable_text(url: str, reason: str) -> str:
 POSTGRES_DRIVER_MISSING = (
     "DATABASE_URL is a PostgreSQL URL but asyncpg is not installed: "
     "pip install 'imagine-bot[postgres]'"
-)
-
-POSTGRES_BACKUP = (
-    "backups of a PostgreSQL database are taken with imagine-bot db backup "
-    "(or the server's own pg_dump)"
 )
 
 
