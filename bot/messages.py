@@ -115,6 +115,7 @@ __all__ = [
     "count_amount_error",
     "database_newer_text",
     "database_path_text",
+    "database_url_scheme_text",
     "describe",
     "format_eta",
     "format_reset",
@@ -941,6 +942,10 @@ COPY_IN_MEMORY = (
     "an in-memory database (sqlite://:memory:) has nothing to copy or keep; give a file, "
     "e.g. sqlite:///data/imagine.db"
 )
+
+
+def database_url_scheme_text(scheme: str) -> str:
+    return f"a database URL starts with sqlite:// or postgresql:// (got a {scheme} URL)"
 
 
 def no_database_text(path: str) -> str:

@@ -318,6 +318,11 @@ def test_db_copy_says_in_one_line_what_it_cannot_copy(tmp_path: Path) -> None:
     done = imagine_bot(tmp_path, "db", "copy", "--from", "sqlite://:memory:", "--to", target)
     assert done.returncode == 1
     assert "in-memory" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    done = imagine_bot(tmp_path, "db", "copy", "--from", "mysql://u:pw@h/db", "--to", target)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "imagine-bot: a database URL starts with sqlite:// or postgresql:// (got a mysql URL)"
+    ]
 
 
 def test_sqlite_to_sqlite_copy_keeps_the_triggers(tmp_path: Path) -> None:
@@ -349,3 +354,26 @@ def test_every_table_of_the_schema_is_copied(tmp_path: Path) -> None:
             )
         }
     assert names == set(TABLES)
+
+
+def test_an_older_source_is_migrated_first_not_copied_half(tmp_path: Path) -> None:
+    from bot.store.schema import MIGRATIONS
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        for statement in (s for migration in MIGRATIONS[:2] for s in migration):
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+    target = tmp_path / "new.db"
+    copy = ("db", "copy", "--from", f"sqlite:///{old}", "--to", f"sqlite:///{target}")
+    done = imagine_bot(tmp_path, *copy)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"imagine-bot: {old} is at schema version 2, this imagine-bot copies version "
+        f"{SQLITE_VERSION}: run imagine-bot db migrate --url <its DATABASE_URL> first "
+        "(nothing was copied)"
+    ]
+    assert imagine_bot(tmp_path, "db", "migrate", "--url", f"sqlite:///{old}").stdout == (
+        f"{old}: schema version 2 -> {SQLITE_VERSION}\n"
+    )
+    assert imagine_bot(tmp_path, *copy).returncode == 0

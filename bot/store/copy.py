@@ -48,6 +48,7 @@ from bot.messages import (
     copy_not_empty_text,
     copy_source_version_text,
     copy_table_missing_text,
+    database_url_scheme_text,
     no_database_text,
 )
 from bot.store import schema as sqlite_schema
@@ -413,6 +414,8 @@ async def _open(url: str, *, source: bool) -> _Database:
     scheme = url.split(":", 1)[0].lower()
     if scheme in ("postgresql", "postgres"):
         return await _Postgres.open(url)
+    if scheme != "sqlite":
+        raise ConfigError(database_url_scheme_text(scheme))
     return await _Sqlite.open(sqlite_path(url), source=source)
 
 
