@@ -116,27 +116,34 @@ _STATE = f"""
                   AND period = $6::text), 0) AS server_micros
 """
 
-# $18 is the number of images, $21 the cost.
+# The check, the insert and the state it was decided on, in one statement (one snapshot): a
+# settlement committing meanwhile (settling takes no workspace lock) cannot make the refusal's
+# reason disagree with the decision. $18 is the number of images, $21 the cost.
 _HOLD = f"""
-    INSERT INTO jobs (
-        job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids,
-        display_name, prompt, model, size, n, seed, negative_prompt,
-        held_images, held_micros, day, month, created_at, owner, deadline, reach
+    WITH s AS ({_STATE}),
+    inserted AS (
+        INSERT INTO jobs (
+            job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids,
+            display_name, prompt, model, size, n, seed, negative_prompt,
+            held_images, held_micros, day, month, created_at, owner, deadline, reach
+        )
+        SELECT
+            $10::text, $11::text, $1::text, $2::text, $12::text, $3::text, $13::text,
+            $14::text, $15::text, $16::text, $17::text, $18::bigint, $19::bigint, $20::text,
+            $18::bigint, $21::bigint, $22::text, $23::text, $24::text, $25::text, $26::text,
+            $27::text
+        FROM s
+        WHERE (s.images_per_day IS NULL OR s.day_images + $18::bigint <= s.images_per_day)
+          AND (s.images_per_month IS NULL
+               OR s.month_images + $18::bigint <= s.images_per_month)
+          AND ($21::bigint = 0 OR s.usd_micros_per_month IS NULL
+               OR s.month_micros + $21::bigint <= s.usd_micros_per_month)
+          AND ($21::bigint = 0 OR s.server_cap IS NULL
+               OR s.server_micros + $21::bigint <= s.server_cap)
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING job_id
     )
-    SELECT
-        $10::text, $11::text, $1::text, $2::text, $12::text, $3::text, $13::text,
-        $14::text, $15::text, $16::text, $17::text, $18::bigint, $19::bigint, $20::text,
-        $18::bigint, $21::bigint, $22::text, $23::text, $24::text, $25::text, $26::text,
-        $27::text
-    FROM ({_STATE}) AS s
-    WHERE (s.images_per_day IS NULL OR s.day_images + $18::bigint <= s.images_per_day)
-      AND (s.images_per_month IS NULL OR s.month_images + $18::bigint <= s.images_per_month)
-      AND ($21::bigint = 0 OR s.usd_micros_per_month IS NULL
-           OR s.month_micros + $21::bigint <= s.usd_micros_per_month)
-      AND ($21::bigint = 0 OR s.server_cap IS NULL
-           OR s.server_micros + $21::bigint <= s.server_cap)
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING job_id
+    SELECT s.*, (SELECT job_id FROM inserted) AS job_id FROM s
 """
 
 # A held job no process will settle ($1: now, $2: this boot): no owner, past its own deadline,
@@ -438,16 +445,7 @@ class PostgresLedger:
         row = await connection.fetchrow(_STATE, *self._state_args(requester, now))
         if row is None:  # pragma: no cover - a SELECT without FROM always gives one row
             raise AssertionError("the state query returned no row")
-        return _State(
-            limits=Limits(
-                images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2]
-            ),
-            server_cap=row[3],
-            day_images=row[4],
-            month_images=row[5],
-            month_micros=row[6],
-            server_micros=row[7],
-        )
+        return _state_of(row)
 
     async def hold(
         self,
@@ -488,7 +486,10 @@ class PostgresLedger:
         async with self.transaction() as connection:
             workspace = f"{requester.platform}:{requester.workspace_id}"
             await connection.execute(_LOCK_WORKSPACE, workspace)
-            if await connection.fetchval(_HOLD, *args) is not None:
+            decided = await connection.fetchrow(_HOLD, *args)
+            if decided is None:  # pragma: no cover - the statement always gives one row
+                raise AssertionError("the hold statement returned no row")
+            if decided["job_id"] is not None:
                 log.debug(
                     "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
                     job_id,
@@ -505,12 +506,10 @@ class PostgresLedger:
                 known = await connection.fetchval(
                     "SELECT job_id FROM jobs WHERE event_id = $1", event_id
                 )
-            if known is not None:
-                log.info("event %s already has job %s", event_id, known)
-                return Hold(str(known), duplicate=True)
-            # Read under the same lock: the reason is the one the insert was refused for.
-            state = await self._state(connection, requester, now)
-        raise _refusal(state, request, cost_micros, now)
+        if known is not None:
+            log.info("event %s already has job %s", event_id, known)
+            return Hold(str(known), duplicate=True)
+        raise _refusal(_state_of(decided), request, cost_micros, now)
 
     async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
         _check_amount(images, "images")
@@ -852,6 +851,22 @@ class PostgresLedger:
         SQLite file at ``target``, by ``bot.store.copy``: ``imagine-bot db copy --from
         sqlite:///FILE --to postgresql://...`` restores it. ``pg_dump`` works too."""
         await backup_postgres(self.pool, target, location=self._location)
+
+
+def _state_of(row: Any) -> _State:
+    """A state query's row (``asyncpg.Record``), by column name."""
+    return _State(
+        limits=Limits(
+            images_per_day=row["images_per_day"],
+            images_per_month=row["images_per_month"],
+            usd_micros_per_month=row["usd_micros_per_month"],
+        ),
+        server_cap=row["server_cap"],
+        day_images=row["day_images"],
+        month_images=row["month_images"],
+        month_micros=row["month_micros"],
+        server_micros=row["server_micros"],
+    )
 
 
 def _scope_args(scope: Scope) -> tuple[str, str, str, str]:
