@@ -33,9 +33,8 @@ _URLS: dict[str, Callable[[Path], str]] = {
     "sqlite-file": lambda tmp: f"sqlite:///{tmp / 'ledger.db'}",
     "postgres": lambda tmp: postgres.database_url(str(tmp)),
 }
-# The moderation store joins the PostgreSQL kind once it is written; the ledger already has.
-STORE_KINDS: tuple[str, ...] = ("sqlite-memory", "sqlite-file")
-LEDGER_KINDS: tuple[str, ...] = (*STORE_KINDS, "postgres")
+STORE_KINDS: tuple[str, ...] = ("sqlite-memory", "sqlite-file", "postgres")
+LEDGER_KINDS: tuple[str, ...] = STORE_KINDS
 
 
 async def open_store_of(

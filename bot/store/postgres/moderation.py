@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bot.models import (
     GenerationRequest,
@@ -26,7 +25,10 @@ from bot.models import (
     ReviewState,
     ServerRules,
 )
+from bot.store.ledger import Clock
 from bot.store.moderation import RuleKind
+from bot.store.postgres.connection import Pool
+from bot.store.postgres.ledger import PostgresLedger
 from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
 
 __all__ = ["PostgresModerationStore"]
@@ -41,26 +43,17 @@ _REVIEW_COLUMNS = """
 """
 
 
-class _Host(Protocol):
-    """What the store takes from the ledger it lives beside (``PostgresLedger``)."""
-
-    @property
-    def pool(self) -> Any: ...
-
-    def now(self) -> datetime: ...
-
-
 class PostgresModerationStore:
     """The ``ModerationStore`` in the ledger's PostgreSQL database. ``pool`` is the ledger's
     asyncpg pool (closed with the ledger), ``clock`` the ledger's clock. Built by
     ``bot.store.database.open_store`` through ``on``."""
 
-    def __init__(self, pool: Any, clock: Callable[[], datetime]) -> None:
+    def __init__(self, pool: Pool, clock: Clock) -> None:
         self._pool = pool
         self._clock = clock
 
     @classmethod
-    def on(cls, ledger: _Host) -> PostgresModerationStore:
+    def on(cls, ledger: PostgresLedger) -> PostgresModerationStore:
         """The moderation store in ``ledger``'s database, on its pool and clock."""
         return cls(ledger.pool, ledger.now)
 
