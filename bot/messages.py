@@ -62,6 +62,7 @@ __all__ = [
     "CANCEL_CONFIRMED",
     "CANCEL_NOT_ALLOWED",
     "CANCEL_TOO_LATE",
+    "COPY_IN_MEMORY",
     "DELETE_NOT_ALLOWED",
     "DELIVERY_FAILED",
     "GENERATING",
@@ -77,7 +78,6 @@ __all__ = [
     "PATTERN_POSSESSIVE",
     "PATTERN_TOO_COMPLEX",
     "PATTERN_UPPER_Z",
-    "POSTGRES_BACKUP",
     "POSTGRES_DRIVER_MISSING",
     "PREVIEW_WARNING",
     "REROLL_HINT",
@@ -99,6 +99,7 @@ __all__ = [
     "admin_mistake_text",
     "admin_usage_error",
     "allowance_text",
+    "backed_up_text",
     "block_added_text",
     "block_list_text",
     "block_removed_text",
@@ -106,9 +107,16 @@ __all__ = [
     "channel_allowed_text",
     "channel_disallowed_text",
     "channels_list_text",
+    "copied_text",
+    "copy_columns_missing_text",
+    "copy_failed_text",
+    "copy_not_empty_text",
+    "copy_source_version_text",
+    "copy_table_missing_text",
     "count_amount_error",
     "database_newer_text",
     "database_path_text",
+    "database_url_scheme_text",
     "describe",
     "format_eta",
     "format_reset",
@@ -120,8 +128,10 @@ __all__ = [
     "late_delivery_text",
     "limit_label",
     "limit_value_text",
+    "migrated_text",
     "models_table",
     "moderation_log_text",
+    "no_database_text",
     "not_in_channel_text",
     "operator_text",
     "option_refused_text",
@@ -931,6 +941,70 @@ def database_path_text(
     return f"the {what} {path} cannot be used ({err.strerror or err}); fix DATABASE_URL"
 
 
+# --- db migrate, db copy, db backup (``bot.store.copy``, ``adapters.shell.database``) -------
+
+COPY_IN_MEMORY = (
+    "an in-memory database (sqlite://:memory:) has nothing to copy or keep; give a file, "
+    "e.g. sqlite:///data/imagine.db"
+)
+
+
+def database_url_scheme_text(scheme: str) -> str:
+    return f"a database URL starts with sqlite:// or postgresql:// (got a {scheme} URL)"
+
+
+def no_database_text(path: str) -> str:
+    return f"there is no database at {path}; check the path (sqlite:///relative or sqlite:////abs)"
+
+
+def copy_not_empty_text(location: str, table: str, count: int) -> str:
+    """A second copy into the same database, or a copy into one already in use."""
+    what = f"{count} job(s)" if table == "jobs" else f"{count} row(s) in {table}"
+    return (
+        f"{location} already holds {what}; db copy only fills a new, empty database "
+        "(nothing was copied)"
+    )
+
+
+def copy_source_version_text(location: str, found: int, latest: int) -> str:
+    if found > latest:
+        return f"{location}: {database_newer_text(found, latest)} (nothing was copied)"
+    return (
+        f"{location} is at schema version {found}, this imagine-bot copies version {latest}: "
+        f"run imagine-bot db migrate --url <its DATABASE_URL> first (nothing was copied)"
+    )
+
+
+def copy_table_missing_text(table: str, location: str) -> str:
+    return f"{location} has no table {table}; is it an imagine-bot database? (nothing was copied)"
+
+
+def copy_columns_missing_text(table: str, columns: Iterable[str], location: str) -> str:
+    names = ", ".join(columns)
+    return (
+        f"{location} has no column(s) {names} in {table}; migrate it with the same "
+        "imagine-bot as the source (nothing was copied)"
+    )
+
+
+def copy_failed_text(table: str, location: str, reason: str) -> str:
+    return f"copying {table} into {location} failed: {reason} (nothing was copied)"
+
+
+def copied_text(source: str, target: str, total: int) -> str:
+    return f"copied {total} row(s) from {source} to {target}"
+
+
+def migrated_text(location: str, found: int, reached: int) -> str:
+    if found == reached:
+        return f"{location}: schema version {reached}, already current"
+    return f"{location}: schema version {found} -> {reached}"
+
+
+def backed_up_text(location: str, target: str, size: int) -> str:
+    return f"backed up {location} to {target} ({size} bytes)"
+
+
 def out_directory_text(path: str, err: OSError, *, uid: int) -> str:
     """``--out`` cannot take the images; said before anything is generated or charged."""
     if _denied(err):
@@ -981,11 +1055,6 @@ def healthcheck_unreachable_text(url: str, reason: str) -> str:
 POSTGRES_DRIVER_MISSING = (
     "DATABASE_URL is a PostgreSQL URL but asyncpg is not installed: "
     "pip install 'imagine-bot[postgres]'"
-)
-
-POSTGRES_BACKUP = (
-    "backups of a PostgreSQL database are taken with imagine-bot db backup "
-    "(or the server's own pg_dump)"
 )
 
 

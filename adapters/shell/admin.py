@@ -15,6 +15,7 @@ Examples::
     imagine-bot quota audit --platform discord --server 123
     imagine-bot usage --platform discord --server 123 --since 2026-06-01 --csv usage.csv
     imagine-bot db backup backups/imagine-2026-06-16.db
+    imagine-bot db migrate | db copy --from URL --to URL       (adapters.shell.database)
 
 ``quota set`` changes only the limits it is given (``none`` unsets one, so it is inherited
 again); ``quota clear`` unsets all of them at that scope.
@@ -33,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from adapters.runtime import Runtime
+from adapters.shell import database
 from bot.admin import to_csv
 from bot.amount import parse_count, parse_usd
 from bot.errors import BotError, InvalidRequestError
 from bot.limit import LimitName
-from bot.messages import format_reset, limit_label, limit_value_text, server_required_text
+from bot.messages import (
+    backed_up_text,
+    format_reset,
+    limit_label,
+    limit_value_text,
+    server_required_text,
+)
 from bot.models import Limits, Requester, Scope, ScopeKind
 from bot.money import format_usd
 from bot.store.ledger import month_start
@@ -166,9 +174,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
     db = subparsers.add_parser("db", help="database maintenance")
     db_actions = db.add_subparsers(dest="db_action", required=True, metavar="ACTION")
-    backup = db_actions.add_parser("backup", help="copy the live database (online backup)")
+    backup = db_actions.add_parser(
+        "backup",
+        help="a consistent copy of the live database in a new SQLite file (SQLite: its online "
+        "backup; PostgreSQL: a snapshot copied table by table)",
+    )
     backup.add_argument("file", type=Path, help="where to write the copy (must not exist)")
     backup.set_defaults(handler=_handle(_db_backup))
+    database.add_actions(db_actions)
 
 
 def check_args(args: argparse.Namespace) -> str | None:
@@ -436,7 +449,7 @@ async def _db_backup(args: argparse.Namespace, runtime: Runtime) -> int:
     target: Path = args.file
     _check_new_file(target)
     await runtime.ledger.backup(target)
-    print(f"backed up {runtime.ledger.location} to {target} ({_size(target)} bytes)")
+    print(backed_up_text(runtime.ledger.location, str(target), _size(target)))
     return 0
 
 

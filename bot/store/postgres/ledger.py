@@ -35,9 +35,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from bot.errors import ConfigError, JobNotFoundError
+from bot.errors import JobNotFoundError
 from bot.limit import LimitName
-from bot.messages import POSTGRES_BACKUP
 from bot.models import (
     Allowance,
     GenerationRequest,
@@ -52,6 +51,7 @@ from bot.models import (
     UsageReport,
     UsageRow,
 )
+from bot.store.copy import backup_postgres
 from bot.store.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
 from bot.store.ledger import (
     _JOB_COLUMNS,
@@ -855,9 +855,10 @@ class PostgresLedger:
         )
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
-        """Not taken by the ledger on PostgreSQL: the server's data is dumped by its own
-        tools."""
-        raise ConfigError(POSTGRES_BACKUP)
+        """A consistent logical copy (one ``REPEATABLE READ`` read-only snapshot) in a new
+        SQLite file at ``target``, by ``bot.store.copy``: ``imagine-bot db copy --from
+        sqlite:///FILE --to postgresql://...`` restores it. ``pg_dump`` works too."""
+        await backup_postgres(self.pool, target, location=self._location)
 
 
 def _state_of(row: Any) -> _State:
