@@ -17,6 +17,7 @@ from bot.errors import (
     JobCancelledError,
     JobHandedOverError,
     ProviderRateLimitedError,
+    ServerBusyError,
     TooManyJobsError,
 )
 from bot.models import QueueStatus, Requester
@@ -317,3 +318,25 @@ async def test_a_rate_limit_in_one_process_slows_every_process(tmp_path: Path) -
         provider.release.set()
         later = await b.hold(bob)
         assert await run(b, later, bob, provider) == later
+
+
+async def test_the_per_server_cap_counts_every_process(tmp_path: Path) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    options = {"max_concurrent": 1, "max_per_user": 5, "max_per_server": 2}
+    async with node(url, **options) as a, node(url, **options) as b:
+        ann, bob, cy = requester("ann"), requester("bob"), requester("cy")
+        first = asyncio.create_task(run(a, await a.hold(ann), ann, provider))
+        admitted = asyncio.Event()
+        second = asyncio.create_task(run(b, await b.hold(bob), bob, provider, admitted))
+        async with asyncio.timeout(10):
+            await admitted.wait()
+        with pytest.raises(ServerBusyError):
+            await run(b, await b.hold(cy), cy, provider)
+        dee = requester("dee", workspace="G2")
+        provider.release.set()
+        assert await run(a, await a.hold(dee), dee, provider)  # another server is not capped
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, second)
+        # Both places are free again.
+        assert await run(b, await b.hold(cy), cy, provider)

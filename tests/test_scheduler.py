@@ -14,6 +14,7 @@ from bot.errors import (
     ProviderRateLimitedError,
     ProviderWaitTooLongError,
     QueueFullError,
+    ServerBusyError,
     ShuttingDownError,
     TooManyJobsError,
 )
@@ -146,6 +147,29 @@ async def test_concurrency_cap_limits_calls_in_flight() -> None:
         jobs.finish(job_id)
     assert [await t for t in tasks[1:]] == ["j1", "j2", "j3", "j4"]
     assert (jobs.scheduler.running, jobs.scheduler.queued, jobs.scheduler.active) == (0, 0, 0)
+
+
+async def test_a_server_over_its_cap_is_refused_while_other_servers_are_not() -> None:
+    jobs = Jobs(Scheduler(max_concurrent=1, max_per_user=5, max_per_server=2))
+    first = await jobs.submit("a0", member("ann"))
+    second = await jobs.submit("b0", member("bob"))  # another member of the same server
+    third = await jobs.submit("c0", member("cy"))
+    with pytest.raises(ServerBusyError) as refused:
+        await third
+    assert refused.value.limit == 2
+    elsewhere = await jobs.submit("d0", member("dee", server="G2"))
+    assert not elsewhere.done()
+
+    await jobs.wait_started(1)
+    jobs.finish("a0")
+    assert await first == "a0"
+    again = await jobs.submit("c1", member("cy"))  # a place freed on the server
+    assert not again.done()
+    for count, job_id in enumerate(("d0", "b0", "c1"), start=2):
+        await jobs.wait_started(count)
+        jobs.finish(job_id)
+    assert [await t for t in (second, elsewhere, again)] == ["b0", "d0", "c1"]
+    assert jobs.started == ["a0", "d0", "b0", "c1"]  # the other server's one job went next
 
 
 async def test_a_user_over_the_per_user_cap_is_refused_until_a_job_finishes() -> None:
