@@ -24,6 +24,7 @@ __all__ = [
     "Limits",
     "ModelSpec",
     "ModerationEntry",
+    "QueueFigures",
     "QueueStatus",
     "Requester",
     "Review",
