@@ -465,6 +465,10 @@ class ClusterScheduler:
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
         boot, _, rest = rest.partition(" ")
+        if kind == "handover":
+            if boot != self._queue.boot:
+                self._kick()  # jobs to adopt
+            return
         job_id = rest.split(" ", 1)[0]
         if boot != self._queue.boot:
             return

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
         "image_api_key",
         "models_file",
         "http_port",
+        "max_jobs_per_server",
         "default_images_per_day",
         "default_images_per_month",
         "default_usd_per_month",

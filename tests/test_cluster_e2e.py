@@ -10,8 +10,10 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from bot.store.postgres.queue import CHANNEL
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.fakes.image_api import FakeImageAPI
 from tests.fakes.postgres import database_url, psql
@@ -38,6 +40,24 @@ async def cluster(
     for bot in bots:
         for noise in ("Traceback", "Task exception was never retrieved"):
             assert noise not in bot.log(), bot.log()[-6000:]
+
+
+@contextlib.asynccontextmanager
+async def handover_heard(url: str) -> AsyncIterator[asyncio.Event]:
+    """Set when a stopping process announces that it handed queued jobs over (the queue's
+    own notification, heard as the other processes hear it)."""
+    heard = asyncio.Event()
+
+    def listener(conn: object, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith("handover "):
+            heard.set()
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.add_listener(CHANNEL, listener)
+        yield heard
+    finally:
+        await conn.close()
 
 
 def _charged(url: str) -> list[tuple[str, int]]:
@@ -165,6 +185,7 @@ async def test_a_job_whose_process_is_killed_is_delivered_by_the_other_once(
                 [victim] = [b for b in bots if b.process and b.process.pid == int(pid)]
                 [survivor] = [b for b in bots if b is not victim]
                 assert victim.process is not None
+                discord.watch(survivor)  # the one whose exit would be a failure now
                 victim.process.kill()
                 await victim.process.wait()
             answer = await discord.wait_response(asked, timeout=40)

@@ -23,6 +23,7 @@ from bot.store.ledger import JobStats
 __all__ = [
     "CONTENT_TYPE",
     "LATENCY_BUCKETS",
+    "ClusterGauges",
     "Histogram",
     "InstrumentedProvider",
     "Metrics",

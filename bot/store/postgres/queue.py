@@ -9,8 +9,9 @@ recently (rate-limited retries and jobs taken over first), with ``FOR UPDATE SKI
 that a row another transaction is moving is passed over rather than waited for. Whoever claims
 names the job's runner: its acceptor while that process lives, else the claiming process
 (``adoptable``: only jobs of platforms it can deliver). The runner hears of it through
-``NOTIFY imagine_queue`` (``start <runner> <job>``), sent at commit; ``cancel <acceptor>
-<job>`` tells a waiting acceptor its job was cancelled elsewhere.
+``NOTIFY imagine_queue`` (``start <runner> <job> <epoch>``), sent at commit; ``cancel
+<acceptor> <job>`` tells a waiting acceptor its job was cancelled elsewhere, and ``handover
+<boot> <count>`` tells every process that a stopping one left jobs to adopt.
 
 Times: boots' stamps are the ledger's TEXT stamps (``bot.store.row.stamp``); the rate-limit hold
 and start times are Unix seconds, the same on every machine.
@@ -443,6 +444,11 @@ class PostgresQueue:
                 """,
                 me,
             )
+            if rows:
+                # The others claim them now rather than at their next poll.
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"handover {me} {len(rows)}"
+                )
         return [str(r["job_id"]) for r in rows]
 
     async def take_over(self, *, now_stamp: str) -> int:
