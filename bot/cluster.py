@@ -48,7 +48,7 @@ from bot.errors import (
 )
 from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
-from bot.scheduler import Progress
+from bot.scheduler import Progress, Withdrawal
 from bot.store.postgres.queue import CHANNEL, Admission, Claim, PostgresQueue
 from bot.store.row import stamp
 
@@ -332,19 +332,18 @@ class ClusterScheduler:
         finally:
             await asyncio.shield(self._release(ticket))
 
-    async def withdraw(self, job_id: str) -> bool:
+    async def withdraw(self, job_id: str) -> Withdrawal:
         """Cancel a queued job, whichever process accepted it: its waiting ``call`` raises
-        ``JobCancelledError`` (the accepting process refunds it). ``False`` when it is not
-        queued. A job no process waits for any more (handed over, not yet adopted) is refunded
-        by the caller: ``ImageService.cancel`` asks the ledger for orphans next."""
+        ``JobCancelledError`` and the accepting process refunds it. A job no process waits
+        for (handed over or taken over, not yet adopted) is the caller's to refund."""
         acceptor = await self._queue.cancel(job_id)
         if acceptor is None:
-            return False
+            return Withdrawal.NOT_QUEUED
         local = self._tickets.get(job_id)
         if local is not None:
             local._fail(JobCancelledError(job_id))
         log.info("job %s: cancelled while queued", job_id)
-        return bool(acceptor)
+        return Withdrawal.WAITER_REFUNDS if acceptor else Withdrawal.CALLER_REFUNDS
 
     # -- shutdown ------------------------------------------------------------------------
 

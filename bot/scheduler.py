@@ -49,6 +49,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, TypeVar
 
 from bot.errors import (
@@ -63,7 +64,7 @@ from bot.errors import (
 from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
 
-__all__ = ["JobScheduler", "JobTicket", "Progress", "Scheduler", "Ticket"]
+__all__ = ["JobScheduler", "JobTicket", "Progress", "Scheduler", "Ticket", "Withdrawal"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,16 @@ _Key = tuple[str, ...]
 _QUEUED = "queued"
 _RUNNING = "running"  # holds a provider slot
 _ADMITTED = "admitted"  # between provider calls: delivering, or before its first call
+
+
+class Withdrawal(Enum):
+    """What cancelling a job found: not queued (running, finished or unknown); queued, and the
+    coroutine waiting for it refunds it; queued with nobody waiting for it (its process
+    handed it over or died), so the caller refunds it."""
+
+    NOT_QUEUED = "not_queued"
+    WAITER_REFUNDS = "waiter_refunds"
+    CALLER_REFUNDS = "caller_refunds"
 
 
 class JobTicket(Protocol):
@@ -98,8 +109,8 @@ class JobScheduler(Protocol):
         self, job_id: str, requester: Requester
     ) -> contextlib.AbstractAsyncContextManager[JobTicket]: ...
 
-    async def withdraw(self, job_id: str) -> bool:
-        """Cancel a queued job (``Scheduler.cancel``); whether it was queued."""
+    async def withdraw(self, job_id: str) -> Withdrawal:
+        """Cancel a queued job (``Scheduler.cancel``)."""
         ...
 
     async def hand_over(self) -> None:
@@ -397,8 +408,8 @@ class Scheduler:
         self._changed()
         return True
 
-    async def withdraw(self, job_id: str) -> bool:
-        return self.cancel(job_id)
+    async def withdraw(self, job_id: str) -> Withdrawal:
+        return Withdrawal.WAITER_REFUNDS if self.cancel(job_id) else Withdrawal.NOT_QUEUED
 
     async def hand_over(self) -> None:
         """Nobody to hand queued jobs to: they keep their turns for the shutdown grace."""

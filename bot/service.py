@@ -20,6 +20,7 @@ from bot.errors import (
     BotError,
     DuplicateRequestError,
     InvalidRequestError,
+    JobCancelledError,
     JobHandedOverError,
     JobTimeoutError,
     PermissionDeniedError,
@@ -41,7 +42,7 @@ from bot.models import (
 from bot.moderation.screening import Moderation
 from bot.parsing import MAX_SEED, RequestOptions, parse_request
 from bot.provider.client import ImageProvider
-from bot.scheduler import JobScheduler, JobTicket, Progress
+from bot.scheduler import JobScheduler, JobTicket, Progress, Withdrawal
 from bot.store.lease import INTERRUPTED
 from bot.store.ledger import Interrupted, Ledger
 
@@ -382,8 +383,15 @@ class ImageService:
         record = await self.ledger.job(job_id)
         if not may_act_on(requester, record.requester):
             raise PermissionDeniedError("cancel another member's image job")
-        if self.scheduler is not None and await self.scheduler.withdraw(job_id):
+        found = Withdrawal.NOT_QUEUED
+        if self.scheduler is not None:
+            found = await self.scheduler.withdraw(job_id)
+        if found is Withdrawal.WAITER_REFUNDS:
             log.info("job %s: cancel requested by %s", job_id, requester.user_id)
+            return
+        if found is Withdrawal.CALLER_REFUNDS:
+            log.info("job %s: cancelled by %s; no process waited for it", job_id, requester.user_id)
+            await self.ledger.refund(job_id, reason=JobCancelledError(job_id).refund_reason)
             return
         # Queued or running in a process that has since stopped: nobody will run it.
         if await self.ledger.refund_orphan(job_id):

@@ -21,6 +21,7 @@ from bot.errors import (
     TooManyJobsError,
 )
 from bot.models import QueueStatus, Requester
+from bot.scheduler import Withdrawal
 from bot.store.database import Store, open_store
 from bot.store.postgres.ledger import PostgresLedger
 from bot.store.postgres.queue import PostgresQueue
@@ -82,7 +83,9 @@ class Provider:
 
 
 @contextlib.asynccontextmanager
-async def node(url: str, **options: Any) -> AsyncIterator[Node]:
+async def node(
+    url: str, *, platforms: tuple[str, ...] = ("discord",), **options: Any
+) -> AsyncIterator[Node]:
     store = await open_store(url)
     ledger = store.ledger
     assert isinstance(ledger, PostgresLedger)
@@ -102,7 +105,7 @@ async def node(url: str, **options: Any) -> AsyncIterator[Node]:
         here.adopted.append((ticket.job_id, reach))
         here.adopting.set()
 
-    scheduler.adopt_with(adopt, lambda: ("discord",))
+    scheduler.adopt_with(adopt, lambda: platforms)
     await scheduler.start()
     try:
         yield here
@@ -209,7 +212,7 @@ async def test_a_queued_job_is_cancelled_from_another_process(tmp_path: Path) ->
         second = asyncio.create_task(run(a, waiting, alice, provider, admitted))
         async with asyncio.timeout(10):
             await admitted.wait()
-        assert await b.scheduler.withdraw(waiting)
+        assert await b.scheduler.withdraw(waiting) is Withdrawal.WAITER_REFUNDS
         with pytest.raises(JobCancelledError):
             async with asyncio.timeout(10):
                 await second
@@ -340,3 +343,28 @@ async def test_the_per_server_cap_counts_every_process(tmp_path: Path) -> None:
             await asyncio.gather(first, second)
         # Both places are free again.
         assert await run(b, await b.hold(cy), cy, provider)
+
+
+async def test_a_handed_over_job_nobody_waits_for_is_the_canceller_s_to_refund(
+    tmp_path: Path,
+) -> None:
+    url = database_url(str(tmp_path))
+    provider = Provider()
+    alice = requester("alice")
+    # B runs no platform, so it adopts nothing: the handed-over job stays queued.
+    async with node(url, max_concurrent=1, max_per_user=5, platforms=()) as b:
+        async with node(url, max_concurrent=1, max_per_user=5) as a:
+            first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
+            await provider.until(1)
+            queued = await a.hold(alice)
+            admitted = asyncio.Event()
+            second = asyncio.create_task(run(a, queued, alice, provider, admitted))
+            async with asyncio.timeout(10):
+                await admitted.wait()
+            await a.scheduler.hand_over()
+            with pytest.raises(JobHandedOverError):
+                await second
+            assert await b.scheduler.withdraw(queued) is Withdrawal.CALLER_REFUNDS
+            assert await b.scheduler.withdraw(queued) is Withdrawal.NOT_QUEUED
+            provider.release.set()
+            await first

@@ -377,10 +377,11 @@ class PostgresQueue:
         return moved is not None
 
     async def release(self, job_id: str) -> None:
-        """The job is settled (or never ran): out of the queue, its slot and place freed."""
+        """The job is settled (or never ran): out of the queue, its slot and place freed;
+        left alone when another process runs it now (this one lost its lease meanwhile)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
-            await self._delete(conn, job_id, None)
+            await self._delete(conn, job_id, None, runner=self.boot)
 
     async def cancel(self, job_id: str) -> str | None:
         """Take a queued job out of the queue; returns its acceptor (``''`` when it was
@@ -394,15 +395,19 @@ class PostgresQueue:
                 )
         return acceptor
 
-    async def _delete(self, conn: Any, job_id: str, only_state: str | None) -> str | None:
+    async def _delete(
+        self, conn: Any, job_id: str, only_state: str | None, *, runner: str | None = None
+    ) -> str | None:
         row = await conn.fetchrow(
             f"""
             DELETE FROM queue q WHERE job_id = $1 AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR runner IS NULL OR runner = $3)
             RETURNING state, acceptor, {_USER_COUNTER} AS user_key,
                 {_SERVER_COUNTER} AS server_key
             """,
             job_id,
             only_state,
+            runner,
         )
         if row is None:
             return None
