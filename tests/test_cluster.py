@@ -352,19 +352,21 @@ async def test_a_handed_over_job_nobody_waits_for_is_the_canceller_s_to_refund(
     provider = Provider()
     alice = requester("alice")
     # B runs no platform, so it adopts nothing: the handed-over job stays queued.
-    async with node(url, max_concurrent=1, max_per_user=5, platforms=()) as b:
-        async with node(url, max_concurrent=1, max_per_user=5) as a:
-            first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
-            await provider.until(1)
-            queued = await a.hold(alice)
-            admitted = asyncio.Event()
-            second = asyncio.create_task(run(a, queued, alice, provider, admitted))
-            async with asyncio.timeout(10):
-                await admitted.wait()
-            await a.scheduler.hand_over()
-            with pytest.raises(JobHandedOverError):
-                await second
-            assert await b.scheduler.withdraw(queued) is Withdrawal.CALLER_REFUNDS
-            assert await b.scheduler.withdraw(queued) is Withdrawal.NOT_QUEUED
-            provider.release.set()
-            await first
+    async with (
+        node(url, max_concurrent=1, max_per_user=5, platforms=()) as b,
+        node(url, max_concurrent=1, max_per_user=5) as a,
+    ):
+        first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
+        await provider.until(1)
+        queued = await a.hold(alice)
+        admitted = asyncio.Event()
+        second = asyncio.create_task(run(a, queued, alice, provider, admitted))
+        async with asyncio.timeout(10):
+            await admitted.wait()
+        await a.scheduler.hand_over()
+        with pytest.raises(JobHandedOverError):
+            await second
+        assert await b.scheduler.withdraw(queued) is Withdrawal.CALLER_REFUNDS
+        assert await b.scheduler.withdraw(queued) is Withdrawal.NOT_QUEUED
+        provider.release.set()
+        await first

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -248,3 +249,67 @@ async def test_a_stopping_process_hands_its_queued_jobs_to_the_other(tmp_path: P
     assert not [a.content for a in answers if "restarting" in a.content.lower()]
     assert sorted(charged) == sorted((m.id, 1) for m in members)
     assert "handed to the other processes" in stopping.log()
+
+
+async def test_slack_http_mode_behind_a_load_balancer_charges_a_redelivery_once(
+    tmp_path: Path,
+) -> None:
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    ports = [_free_port(), _free_port()]
+    async with FakeSlack() as slack, FakeImageAPI() as api:
+        env = {
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": secret,
+            "SLACK_API_BASE_URL": slack.base_url,
+            **api.env(),
+            "DEFAULT_IMAGES_PER_DAY": "2",
+            "MAX_JOBS_PER_USER": "10",
+        }
+        url = database_url(str(tmp_path))
+        bots = [
+            BotProcess(
+                {**env, "DATABASE_URL": url, "HTTP_PORT": str(port)},
+                workdir=tmp_path / f"bot{i}",
+            )
+            for i, port in enumerate(ports)
+        ]
+        try:
+            for bot in bots:
+                await bot.start()
+            await slack.wait_for(lambda: len(slack.calls("auth.test")) >= 2, timeout=20)
+            events = [f"http://127.0.0.1:{port}/slack/events" for port in ports]
+            # A round-robin balancer: one member's four commands, two to each process.
+            for i in range(4):
+                form = slack.slash_payload(f"a tall ship {i}", user="U7", channel="C1")
+                status, _, _ = await slack.post_signed(events[i % 2], secret=secret, form=form)
+                assert status == 200
+            # Slack redelivers an event the first process was slow to answer; the balancer
+            # sends the retry to the other one.
+            mention = slack.mention_payload("a red kite", user="U8", channel="C1", event_id="Ev1")
+            for target in events:
+                status, _, _ = await slack.post_signed(target, secret=secret, json_body=mention)
+                assert status == 200
+            thread = mention["event"]["ts"]
+            await slack.wait_for(lambda: slack.uploads_in("C1", thread_ts=thread), timeout=30)
+            await slack.wait_for(lambda: len(slack.uploads_in("C1")) >= 3, timeout=30)
+
+            def refused() -> list[object] | None:
+                found = [r for r in slack.responses if "limit" in r.text.lower()]
+                return found if len(found) >= 2 else None
+
+            refusals = await slack.wait_for(refused, timeout=30)
+            charged = _charged(url)
+        finally:
+            for bot in bots:
+                await bot.stop()
+    assert len(refusals) == 2  # 2 a day: the other two commands were refused
+    assert sorted(user for user, _ in charged) == ["U7", "U7", "U8"]
+    assert len(slack.uploads_in("C1", thread_ts=thread)) == 1
+    for bot in bots:
+        assert "Traceback" not in bot.log(), bot.log()[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
