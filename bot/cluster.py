@@ -40,7 +40,6 @@ from bot.errors import (
     JobCancelledError,
     JobHandedOverError,
     ProviderRateLimitedError,
-    ProviderWaitTooLongError,
     QueueFullError,
     ServerBusyError,
     ShuttingDownError,
@@ -48,7 +47,7 @@ from bot.errors import (
 )
 from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
-from bot.scheduler import Progress, Withdrawal
+from bot.scheduler import Progress, Withdrawal, report_progress
 from bot.store.postgres.queue import CHANNEL, Admission, Claim, PostgresQueue
 from bot.store.row import stamp
 
@@ -106,19 +105,11 @@ class ClusterTicket:
             try:
                 result = await factory()
             except ProviderRateLimitedError as exc:
-                wait = exc.retry_after
-                bounded = min(
-                    cluster.retry.default_hold if wait is None else wait, cluster.retry.max_wait
-                )
-                await asyncio.shield(cluster._finish(self, started, rate_limited_for=bounded))
-                if wait is not None and wait > cluster.retry.max_wait:
-                    raise ProviderWaitTooLongError(
-                        exc.detail,
-                        wait=wait,
-                        hold=cluster.retry.max_wait,
-                        status=exc.status,
-                        request_id=exc.request_id,
-                    ) from exc
+                hold = cluster.retry.queue_hold(exc)
+                await asyncio.shield(cluster._finish(self, started, rate_limited_for=hold))
+                too_long = cluster.retry.too_long(exc, self.job_id)
+                if too_long is not None:
+                    raise too_long from exc
                 if retries >= cluster.retry.requeues or cluster.closed:
                     raise
                 retries += 1
@@ -144,14 +135,14 @@ class ClusterTicket:
                     break
                 if progress is not None and self._ahead not in (None, self._reported):
                     self._reported = self._ahead
-                    await _report(progress, self.status())
+                    await report_progress(progress, self.status())
                     continue
                 cluster._kick()
                 await self._wakeup.wait()
         finally:
             self._watching = False
         if progress is not None:
-            await _report(progress, self.status())
+            await report_progress(progress, self.status())
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -162,13 +153,6 @@ class ClusterTicket:
         if self._task is not None and not self._task.done():
             self._aborted = True
             self._task.cancel()
-
-
-async def _report(progress: Progress, status: QueueStatus) -> None:
-    try:
-        await progress(status)
-    except Exception:
-        log.warning("job %s: progress callback failed; ignored", status.job_id, exc_info=True)
 
 
 class ClusterScheduler:

@@ -4,11 +4,14 @@ provider client (``bot.provider.client.OpenAIImageClient``) and to the fair queu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ProviderRateLimitedError, ProviderWaitTooLongError
 
 __all__ = ["RetryPolicy"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,35 @@ class RetryPolicy:
     def backoff(self, retry: int) -> float:
         """The wait before retry ``retry + 1`` when the provider did not say, before jitter."""
         return float(min(self.backoff_base * 2**retry, self.backoff_cap, self.max_wait))
+
+    def queue_hold(self, rate_limited: ProviderRateLimitedError) -> float:
+        """How long a call that ended rate-limited holds every new start: what the provider
+        asked (``default_hold`` when it did not say), never more than ``max_wait``."""
+        asked = rate_limited.retry_after
+        return min(self.default_hold if asked is None else asked, self.max_wait)
+
+    def too_long(
+        self, rate_limited: ProviderRateLimitedError, job_id: str
+    ) -> ProviderWaitTooLongError | None:
+        """The error a job fails with at once when the provider asks it to wait longer than
+        the queue may be held (``None``: it goes back to the queue, within ``requeues``)."""
+        wait = rate_limited.retry_after
+        if wait is None or wait <= self.max_wait:
+            return None
+        log.warning(
+            "job %s: the provider asks to wait %.0f s, more than the %.0f s the queue is held; "
+            "the job fails",
+            job_id,
+            wait,
+            self.max_wait,
+        )
+        return ProviderWaitTooLongError(
+            rate_limited.detail,
+            wait=wait,
+            hold=self.max_wait,
+            status=rate_limited.status,
+            request_id=rate_limited.request_id,
+        )
 
     def one_off(self) -> RetryPolicy:
         """The policy for a one-off command: a 429 is reported at once, after the client's own

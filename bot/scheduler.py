@@ -55,7 +55,6 @@ from typing import Protocol, TypeVar
 from bot.errors import (
     JobCancelledError,
     ProviderRateLimitedError,
-    ProviderWaitTooLongError,
     QueueFullError,
     ServerBusyError,
     ShuttingDownError,
@@ -64,7 +63,15 @@ from bot.errors import (
 from bot.models import QueueFigures, QueueStatus, Requester
 from bot.retry import RetryPolicy
 
-__all__ = ["JobScheduler", "JobTicket", "Progress", "Scheduler", "Ticket", "Withdrawal"]
+__all__ = [
+    "JobScheduler",
+    "JobTicket",
+    "Progress",
+    "Scheduler",
+    "Ticket",
+    "Withdrawal",
+    "report_progress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -187,22 +194,9 @@ class Ticket:
                 result = await factory()
             except ProviderRateLimitedError as exc:
                 scheduler._finish_call(self, started, rate_limited=exc)
-                wait = exc.retry_after
-                if wait is not None and wait > scheduler.retry.max_wait:
-                    log.warning(
-                        "job %s: the provider asks to wait %.0f s, more than the %.0f s the "
-                        "queue is held; the job fails",
-                        self.job_id,
-                        wait,
-                        scheduler.retry.max_wait,
-                    )
-                    raise ProviderWaitTooLongError(
-                        exc.detail,
-                        wait=wait,
-                        hold=scheduler.retry.max_wait,
-                        status=exc.status,
-                        request_id=exc.request_id,
-                    ) from exc
+                too_long = scheduler.retry.too_long(exc, self.job_id)
+                if too_long is not None:
+                    raise too_long from exc
                 if retries >= scheduler.retry.requeues or scheduler.closed:
                     raise
                 retries += 1
@@ -231,13 +225,13 @@ class Ticket:
                     status = self.status()
                     if status.ahead != self._reported:
                         self._reported = status.ahead
-                        await _report(progress, status)
+                        await report_progress(progress, status)
                         continue
                 await self._wakeup.wait()
         finally:
             scheduler._watchers.discard(self)
         if progress is not None:
-            await _report(progress, self.status())
+            await report_progress(progress, self.status())
 
     def _abort(self) -> None:
         if self._task is not None and not self._task.done():
@@ -245,7 +239,9 @@ class Ticket:
             self._task.cancel()
 
 
-async def _report(progress: Progress, status: QueueStatus) -> None:
+async def report_progress(progress: Progress, status: QueueStatus) -> None:
+    """Tell ``progress`` where a job stands; a failing callback is logged, never raised into
+    the job."""
     try:
         await progress(status)
     except Exception:
@@ -556,10 +552,8 @@ class Scheduler:
                     self._successes = 0
                     log.info("provider recovering: concurrency back to %d", self._concurrency)
         elif rate_limited is not None:
-            asked = rate_limited.retry_after
-            if asked is None:
-                asked = self.retry.default_hold
-            wait = min(asked, self.retry.max_wait)
+            wait = self.retry.queue_hold(rate_limited)
+            asked = wait if rate_limited.retry_after is None else rate_limited.retry_after
             if ticket._epoch == self._epoch:
                 # Calls already in flight when the cap was lowered do not lower it again.
                 self._concurrency = max(1, self._concurrency // 2)

@@ -232,15 +232,13 @@ async def test_a_stopping_process_hands_its_queued_jobs_to_the_other(tmp_path: P
                 ).split()
                 pid = max(set(acceptors), key=acceptors.count)
                 [stopping] = [b for b in bots if b.process and b.process.pid == int(pid)]
+                [staying] = [b for b in bots if b is not stopping]
                 assert stopping.process is not None
-                stopping.process.terminate()
-                await discord.wait_for(
-                    lambda: (
-                        psql("SELECT count(*) FROM queue WHERE acceptor = ''", url=url).strip()
-                        != "0"
-                    ),
-                    timeout=20,
-                )
+                discord.watch(staying)  # the one whose exit would be a failure now
+                async with handover_heard(url) as heard:
+                    stopping.process.terminate()
+                    async with asyncio.timeout(20):
+                        await heard.wait()
             assert await asyncio.wait_for(stopping.process.wait(), 30) == 0, stopping.log()
             answers = [await discord.wait_response(i, timeout=40) for i in asked]
             charged = _charged(url)
