@@ -640,21 +640,6 @@ def _log_orphans(job_ids: Sequence[str]) -> None:
         log.info("refunded %d orphaned hold(s): %s", len(job_ids), ", ".join(job_ids[:20]))
 
 
-def _log_cleared(actor: str, scope: Scope) -> None:
-    log.info(
-        "%s cleared limits at %s %s in %s:%s",
-        actor,
-        scope.kind,
-        scope.subject_id or "default",
-        scope.platform,
-        scope.workspace_id or "-",
-    )
-
-
-def _log_spend_cap(actor: str, platform: str, workspace_id: str, usd_micros: int | None) -> None:
-    log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
-
-
 # The columns ``audit_log`` reads, in ``_audit_entry``'s order.
 _AUDIT_COLUMNS = "at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new"
 
@@ -771,6 +756,41 @@ class _LedgerBase(Closing, abc.ABC):
             await self._mark_stopped(dead, stamp(now))
             log.info("found %d earlier process(es) on this machine gone", len(dead))
 
+    # --- holds ------------------------------------------------------------------------------
+
+    async def hold(
+        self,
+        *,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None = None,
+        reach: Mapping[str, str] | None = None,
+    ) -> Hold:
+        _check_hold(request, cost_micros)
+        return await self._hold(requester, request, cost_micros, event_id or None, reach)
+
+    def _new_job(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
+        now: datetime,
+    ) -> _NewJob:
+        """The row of a job held ``now`` by this process's boot."""
+        return _NewJob.of(
+            requester,
+            request,
+            cost_micros,
+            event_id,
+            reach,
+            now=now,
+            owner=self.boot_id,
+            job_timeout=self.job_timeout,
+        )
+
     # --- reading ---------------------------------------------------------------------------
 
     async def job(self, job_id: str) -> JobRecord:
@@ -807,6 +827,63 @@ class _LedgerBase(Closing, abc.ABC):
         rows = await self._usage_rows(stamp(since), until_stamp, platform, workspace_id)
         return UsageReport(since=since, until=until, rows=tuple(UsageRow(*row) for row in rows))
 
+    # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
+
+    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
+        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
+        _check_scope(scope)
+        _check_limits(limits)
+        if limits.empty:
+            await self.clear_limits(scope, actor=actor)
+            return
+        await self._write_limits(scope, limits, stamp(self.now()), actor)
+        _log_limits(actor, scope, limits)
+
+    async def change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
+    ) -> Limits:
+        _check_changes(scope, changes)
+        row = await self._change_limits(scope, changes, stamp(self.now()), actor)
+        now = limits_from_row(row)
+        _log_limits(actor, scope, now)
+        return now
+
+    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
+        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
+        _check_scope(scope)
+        await self._clear_limits(scope, stamp(self.now()), actor)
+        log.info(
+            "%s cleared limits at %s %s in %s:%s",
+            actor,
+            scope.kind,
+            scope.subject_id or "default",
+            scope.platform,
+            scope.workspace_id or "-",
+        )
+
+    async def set_spend_cap(
+        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    ) -> None:
+        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
+        _check_amount(usd_micros, "usd_micros")
+        await self._write_spend_cap(platform, workspace_id, usd_micros, stamp(self.now()), actor)
+        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
+
+    async def audit_log(
+        self,
+        *,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 50,
+    ) -> tuple[AuditEntry, ...]:
+        rows = await self._audit_rows(platform, workspace_id, limit)
+        return tuple(_audit_entry(row) for row in rows)
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+        states, charged = await self._stats_rows()
+        return _job_stats(states, charged)
+
     # --- the statements, in each backend's dialect -----------------------------------------
 
     @abc.abstractmethod
@@ -832,6 +909,17 @@ class _LedgerBase(Closing, abc.ABC):
     async def _mark_stopped(self, boot_ids: list[str], at: str) -> None: ...
 
     @abc.abstractmethod
+    async def _hold(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
+    ) -> Hold:
+        """``hold`` once its arguments are checked (``event_id``: ``None`` when empty)."""
+
+    @abc.abstractmethod
     async def _job_row(self, job_id: str) -> Sequence[Any] | None:
         """The job's ``JOB_COLUMNS``."""
 
@@ -847,6 +935,38 @@ class _LedgerBase(Closing, abc.ABC):
         self, since: str, until: str | None, platform: str | None, workspace_id: str | None
     ) -> Sequence[Sequence[Any]]:
         """``UsageRow``'s columns, in its order, grouped and ordered by all but the sums."""
+
+    @abc.abstractmethod
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
+        """Upsert every limit of ``scope`` (audited by trigger)."""
+
+    @abc.abstractmethod
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
+        """Upsert only the limits in ``changes`` in one statement; the scope's limits after
+        it (``limits_from_row``'s columns)."""
+
+    @abc.abstractmethod
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
+        """Unset every limit of ``scope``, unless nothing is set there."""
+
+    @abc.abstractmethod
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
+    ) -> None:
+        """Set the cap, or unset it (``None``) where one is set."""
+
+    @abc.abstractmethod
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> Sequence[Sequence[Any]]:
+        """The latest ``_AUDIT_COLUMNS`` rows, newest first, of a platform or workspace when
+        named."""
+
+    @abc.abstractmethod
+    async def _stats_rows(self) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
+        """``state, count`` per state; ``model, images, micros`` charged per model."""
 
 
 class SqliteLedger(_LedgerBase):
@@ -1111,17 +1231,14 @@ class SqliteLedger(_LedgerBase):
         (row,) = await self._rows(_state_sql(roles), self._state_params(requester, now))
         return _State.of(row)
 
-    async def hold(
+    async def _hold(
         self,
-        *,
         requester: Requester,
         request: GenerationRequest,
         cost_micros: int,
-        event_id: str | None = None,
-        reach: Mapping[str, str] | None = None,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
     ) -> Hold:
-        _check_hold(request, cost_micros)
-        event_id = event_id or None
         roles = len(_unique(requester.role_ids))
         now = self.now()
         job, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
@@ -1169,16 +1286,7 @@ class SqliteLedger(_LedgerBase):
         reach: Mapping[str, str] | None,
         now: datetime,
     ) -> tuple[_NewJob, dict[str, Any]]:
-        job = _NewJob.of(
-            requester,
-            request,
-            cost_micros,
-            event_id,
-            reach,
-            now=now,
-            owner=self.boot_id,
-            job_timeout=self.job_timeout,
-        )
+        job = self._new_job(requester, request, cost_micros, event_id, reach, now)
         return job, {**self._state_params(requester, now), **job.params()}
 
     async def _known_event(self, event_id: str | None) -> str | None:
@@ -1265,13 +1373,7 @@ class SqliteLedger(_LedgerBase):
 
     # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
 
-    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
-        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
-        _check_scope(scope)
-        _check_limits(limits)
-        if limits.empty:
-            await self.clear_limits(scope, actor=actor)
-            return
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
         await self._rows(
             """
             INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
@@ -1289,17 +1391,15 @@ class SqliteLedger(_LedgerBase):
                 "day": limits.images_per_day,
                 "month": limits.images_per_month,
                 "usd": limits.usd_micros_per_month,
-                "at": stamp(self.now()),
+                "at": at,
                 "actor": actor,
             },
         )
-        _log_limits(actor, scope, limits)
 
-    async def change_limits(
-        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
-    ) -> Limits:
-        _check_changes(scope, changes)
-        params: dict[str, Any] = {**_scope_params(scope), "at": stamp(self.now()), "actor": actor}
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
+        params: dict[str, Any] = {**_scope_params(scope), "at": at, "actor": actor}
         for name in LimitName.settable():
             params[f"set_{name}"] = name in changes
             params[str(name)] = changes.get(name)
@@ -1322,13 +1422,10 @@ class SqliteLedger(_LedgerBase):
             """,
             params,
         )
-        now = limits_from_row(rows[0])
-        _log_limits(actor, scope, now)
-        return now
+        changed: Sequence[Any] = rows[0]
+        return changed
 
-    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
-        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
-        _check_scope(scope)
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
         await self._rows(
             """
             UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
@@ -1338,20 +1435,17 @@ class SqliteLedger(_LedgerBase):
               AND NOT (images_per_day IS NULL AND images_per_month IS NULL
                        AND usd_micros_per_month IS NULL)
             """,
-            {**_scope_params(scope), "at": stamp(self.now()), "actor": actor},
+            {**_scope_params(scope), "at": at, "actor": actor},
         )
-        _log_cleared(actor, scope)
 
-    async def set_spend_cap(
-        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
     ) -> None:
-        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
-        _check_amount(usd_micros, "usd_micros")
         params = {
             "platform": platform,
             "workspace": workspace_id,
             "usd": usd_micros,
-            "at": stamp(self.now()),
+            "at": at,
             "actor": actor,
         }
         if usd_micros is None:
@@ -1377,16 +1471,11 @@ class SqliteLedger(_LedgerBase):
                 """,
                 params,
             )
-        _log_spend_cap(actor, platform, workspace_id, usd_micros)
 
-    async def audit_log(
-        self,
-        *,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-        limit: int = 50,
-    ) -> tuple[AuditEntry, ...]:
-        rows = await self._rows(
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> list[Any]:
+        return await self._rows(
             f"""
             SELECT {_AUDIT_COLUMNS}
             FROM audit
@@ -1396,7 +1485,6 @@ class SqliteLedger(_LedgerBase):
             """,
             {"platform": platform, "workspace": workspace_id, "limit": limit},
         )
-        return tuple(_audit_entry(row) for row in rows)
 
     # --- operations -----------------------------------------------------------------------
 
@@ -1404,8 +1492,7 @@ class SqliteLedger(_LedgerBase):
         """A trivial query on the connection: raises when the database does not answer."""
         await self._rows("SELECT 1")
 
-    async def job_stats(self) -> JobStats:
-        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+    async def _stats_rows(self) -> tuple[list[Any], list[Any]]:
         states = await self._rows("SELECT state, count(*) FROM jobs GROUP BY state")
         charged = await self._rows(
             """
@@ -1413,7 +1500,7 @@ class SqliteLedger(_LedgerBase):
             WHERE state = 'charged' GROUP BY model ORDER BY model
             """
         )
-        return _job_stats(states, charged)
+        return states, charged
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """Copy the live database to ``target`` with SQLite's online backup API (consistent

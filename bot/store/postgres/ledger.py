@@ -40,28 +40,16 @@ from bot.store.lease import INTERRUPTED, LEASE
 from bot.store.ledger import (
     _AUDIT_COLUMNS,
     DEFAULT_JOB_TIMEOUT,
-    AuditEntry,
     Clock,
     Interrupted,
-    JobStats,
-    _audit_entry,
-    _check_amount,
-    _check_changes,
     _check_charge,
-    _check_hold,
     _check_limits,
-    _check_scope,
     _duplicate,
     _held,
     _interrupted,
-    _job_stats,
     _LedgerBase,
-    _log_cleared,
-    _log_limits,
     _log_open,
     _log_orphans,
-    _log_spend_cap,
-    _NewJob,
     _not_charged,
     _not_refunded,
     _periods,
@@ -73,7 +61,7 @@ from bot.store.ledger import (
 )
 from bot.store.postgres.connection import Connection, Pool, open_pool, redact_url
 from bot.store.postgres.schema import migrate
-from bot.store.row import JOB_COLUMNS, limits_from_row, stamp
+from bot.store.row import JOB_COLUMNS, stamp
 
 __all__ = ["PostgresLedger"]
 
@@ -401,28 +389,16 @@ class PostgresLedger(_LedgerBase):
             raise AssertionError("the state query returned no row")
         return _State.of(tuple(row))
 
-    async def hold(
+    async def _hold(
         self,
-        *,
         requester: Requester,
         request: GenerationRequest,
         cost_micros: int,
-        event_id: str | None = None,
-        reach: Mapping[str, str] | None = None,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
     ) -> Hold:
-        _check_hold(request, cost_micros)
-        event_id = event_id or None
         now = self.now()
-        job = _NewJob.of(
-            requester,
-            request,
-            cost_micros,
-            event_id,
-            reach,
-            now=now,
-            owner=self.boot_id,
-            job_timeout=self.job_timeout,
-        )
+        job = self._new_job(requester, request, cost_micros, event_id, reach, now)
         async with self.transaction() as connection:
             workspace = f"{requester.platform}:{requester.workspace_id}"
             await connection.execute(_LOCK_WORKSPACE, workspace)
@@ -528,13 +504,7 @@ class PostgresLedger(_LedgerBase):
 
     # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
 
-    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
-        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
-        _check_scope(scope)
-        _check_limits(limits)
-        if limits.empty:
-            await self.clear_limits(scope, actor=actor)
-            return
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
         await self.pool.execute(
             """
             INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
@@ -551,15 +521,13 @@ class PostgresLedger(_LedgerBase):
             limits.images_per_day,
             limits.images_per_month,
             limits.usd_micros_per_month,
-            stamp(self.now()),
+            at,
             actor,
         )
-        _log_limits(actor, scope, limits)
 
-    async def change_limits(
-        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
-    ) -> Limits:
-        _check_changes(scope, changes)
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
         day, month, usd = (
             LimitName.IMAGES_PER_DAY,
             LimitName.IMAGES_PER_MONTH,
@@ -586,7 +554,7 @@ class PostgresLedger(_LedgerBase):
             changes.get(day),
             changes.get(month),
             changes.get(usd),
-            stamp(self.now()),
+            at,
             actor,
             day in changes,
             month in changes,
@@ -594,13 +562,9 @@ class PostgresLedger(_LedgerBase):
         )
         if row is None:  # pragma: no cover - an upsert always returns its row
             raise AssertionError("change_limits wrote no row")
-        now = limits_from_row(tuple(row))
-        _log_limits(actor, scope, now)
-        return now
+        return tuple(row)
 
-    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
-        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
-        _check_scope(scope)
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
         await self.pool.execute(
             """
             UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
@@ -610,17 +574,13 @@ class PostgresLedger(_LedgerBase):
                        AND usd_micros_per_month IS NULL)
             """,
             *_scope_args(scope),
-            stamp(self.now()),
+            at,
             actor,
         )
-        _log_cleared(actor, scope)
 
-    async def set_spend_cap(
-        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
     ) -> None:
-        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
-        _check_amount(usd_micros, "usd_micros")
-        at = stamp(self.now())
         if usd_micros is None:
             await self.pool.execute(
                 """
@@ -651,16 +611,11 @@ class PostgresLedger(_LedgerBase):
                 at,
                 actor,
             )
-        _log_spend_cap(actor, platform, workspace_id, usd_micros)
 
-    async def audit_log(
-        self,
-        *,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-        limit: int = 50,
-    ) -> tuple[AuditEntry, ...]:
-        rows = await self.pool.fetch(
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> list[Any]:
+        return await self.pool.fetch(
             f"""
             SELECT {_AUDIT_COLUMNS}
             FROM audit
@@ -672,7 +627,6 @@ class PostgresLedger(_LedgerBase):
             workspace_id,
             limit,
         )
-        return tuple(_audit_entry(row) for row in rows)
 
     # --- operations -----------------------------------------------------------------------
 
@@ -681,8 +635,7 @@ class PostgresLedger(_LedgerBase):
         answer."""
         await self.pool.fetchval("SELECT 1")
 
-    async def job_stats(self) -> JobStats:
-        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+    async def _stats_rows(self) -> tuple[list[Any], list[Any]]:
         states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
         charged = await self.pool.fetch(
             """
@@ -690,7 +643,7 @@ class PostgresLedger(_LedgerBase):
             WHERE state = 'charged' GROUP BY model ORDER BY model
             """
         )
-        return _job_stats(states, charged)
+        return states, charged
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """A consistent logical copy (one ``REPEATABLE READ`` read-only snapshot) in a new
