@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
 
 from bot.config import sqlite_path
 from bot.directory import probe_directory
 from bot.errors import ConfigError
 from bot.messages import database_path_text
 from bot.models import Limits
+from bot.store.closing import Closing
 from bot.store.lease import LEASE
 from bot.store.ledger import DEFAULT_JOB_TIMEOUT, Clock, Ledger, SqliteLedger
 from bot.store.moderation import ModerationStore, SqliteModerationStore
@@ -34,7 +34,7 @@ __all__ = ["Store", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
-class Store:
+class Store(Closing):
     """One open database. ``close`` once, when the process stops (``async with`` does it)."""
 
     ledger: Ledger
@@ -47,17 +47,6 @@ class Store:
         # The moderation store shares the ledger's connection (or pool): closing the ledger
         # closes the database.
         await self.ledger.close()
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 @dataclass(frozen=True, slots=True)

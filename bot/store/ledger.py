@@ -45,6 +45,7 @@ Idempotency
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
@@ -54,10 +55,9 @@ import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import aiosqlite
@@ -78,8 +78,16 @@ from bot.models import (
     UsageReport,
     UsageRow,
 )
+from bot.store.closing import Closing
 from bot.store.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
-from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
+from bot.store.row import (
+    JOB_COLUMNS,
+    job_record,
+    limits_from_row,
+    parse_stamp,
+    role_ids_text,
+    stamp,
+)
 from bot.store.schema import migrate
 
 __all__ = [
@@ -317,12 +325,6 @@ _ORPHAN = """
     )
 """
 
-_JOB_COLUMNS = """
-    job_id, event_id, platform, workspace_id, channel_id, user_id, role_ids, display_name,
-    prompt, model, size, n, seed, negative_prompt, state, held_images, held_micros,
-    charged_images, charged_micros, created_at, finished_at, refund_reason
-"""
-
 _IN_WORKSPACE = "platform = :platform AND workspace_id = :workspace"
 
 
@@ -395,6 +397,27 @@ class _State:
     month_images: int
     month_micros: int
     server_micros: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> _State:
+        """A state query's row, its columns in this class's order (a hold's may follow)."""
+        day, month, usd, server_cap, day_images, month_images, month_micros, server_micros = row[:8]
+        return cls(
+            limits=Limits(images_per_day=day, images_per_month=month, usd_micros_per_month=usd),
+            server_cap=server_cap,
+            day_images=day_images,
+            month_images=month_images,
+            month_micros=month_micros,
+            server_micros=server_micros,
+        )
+
+    def allowance(self, now: datetime) -> Allowance:
+        return Allowance(
+            tuple(
+                LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
+                for name, allowed, used, resets_at in self.usages(now)
+            )
+        )
 
     def usages(self, now: datetime) -> list[tuple[LimitName, int, int, datetime]]:
         """(name, allowed, used, resets_at) for each limit that is set, in the order a refusal
@@ -472,13 +495,489 @@ def _limits_json(text: str | None) -> dict[str, int | None] | None:
     return loaded
 
 
-class SqliteLedger:
+# --- what both backends share around their SQL ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _NewJob:
+    """The columns a hold writes besides its state query's keys, in the order both backends'
+    ``INSERT INTO jobs`` names them (SQLite binds them by these names)."""
+
+    job_id: str
+    event_id: str | None
+    channel: str
+    role_ids: str
+    display_name: str
+    prompt: str
+    model: str
+    size: str
+    n: int
+    seed: int | None
+    negative_prompt: str | None
+    cost: int
+    day: str
+    month: str
+    created_at: str
+    owner: str
+    deadline: str
+    reach: str | None
+
+    @classmethod
+    def of(
+        cls,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
+        *,
+        now: datetime,
+        owner: str,
+        job_timeout: timedelta,
+    ) -> _NewJob:
+        return cls(
+            job_id=uuid.uuid4().hex,
+            event_id=event_id,
+            channel=requester.channel_id,
+            role_ids=role_ids_text(_unique(requester.role_ids)),
+            display_name=requester.display_name,
+            prompt=request.prompt,
+            model=request.model,
+            size=request.size,
+            n=request.n,
+            seed=request.seed,
+            negative_prompt=request.negative_prompt,
+            cost=cost_micros,
+            day=now.strftime("%Y-%m-%d"),
+            month=now.strftime("%Y-%m"),
+            created_at=stamp(now),
+            owner=owner,
+            deadline=stamp(now + job_timeout),
+            reach=None if reach is None else json.dumps(dict(reach)),
+        )
+
+    def values(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _periods(now: datetime) -> tuple[str, str]:
+    """The usage counters' keys of ``now``'s day and month."""
+    return "D" + now.strftime("%Y-%m-%d"), "M" + now.strftime("%Y-%m")
+
+
+def _check_hold(request: GenerationRequest, cost_micros: int) -> None:
+    if request.n < 1:
+        raise ValueError("a job needs at least one image")
+    _check_amount(cost_micros, "cost_micros")
+
+
+def _check_charge(images: int, cost_micros: int) -> None:
+    _check_amount(images, "images")
+    _check_amount(cost_micros, "cost_micros")
+
+
+def _check_changes(scope: Scope, changes: Mapping[LimitName, int | None]) -> None:
+    """``change_limits``'s arguments: a scope admins set, and only limits set per scope."""
+    _check_scope(scope)
+    settable = LimitName.settable()
+    unknown = [name for name in changes if name not in settable]
+    if unknown:
+        raise ValueError(f"not a limit set per scope: {', '.join(unknown)}")
+    _check_limits(Limits(**{str(name): value for name, value in changes.items()}))
+
+
+def _held(job_id: str, requester: Requester, request: GenerationRequest, cost_micros: int) -> Hold:
+    log.debug(
+        "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
+        job_id,
+        request.n,
+        cost_micros,
+        requester.platform,
+        requester.workspace_id,
+        requester.user_id,
+        extra={"job_id": job_id},  # logged before the service binds the job
+    )
+    return Hold(job_id)
+
+
+def _duplicate(event_id: str | None, job_id: object) -> Hold:
+    """The answer to a hold whose event already made ``job_id``."""
+    log.info("event %s already has job %s", event_id, job_id)
+    return Hold(str(job_id), duplicate=True)
+
+
+def _not_charged(job_id: str, images: int, cost_micros: int, found: Sequence[Any] | None) -> None:
+    """Why a charge moved nothing, from the job's ``state, held_images, held_micros``
+    (``None``: no such job): too much for what was held is an error, a settled job is left
+    alone."""
+    if found is None:
+        raise JobNotFoundError(job_id)
+    state, held_images, held_micros = found
+    if state == JobState.HELD:
+        raise ValueError(
+            f"job {job_id}: cannot charge {images} image(s) / {cost_micros} micro-USD; "
+            f"only {held_images} / {held_micros} were held"
+        )
+    log.warning("job %s is already %s; charge of %d image(s) ignored", job_id, state, images)
+
+
+def _refunded(job_id: str, reason: str) -> None:
+    log.debug("job %s refunded (%s)", job_id, reason)
+
+
+def _not_refunded(job_id: str, reason: str, state: object | None) -> None:
+    """Why a refund moved nothing (``state``: the job's, ``None`` when there is no such job)."""
+    if state is None:
+        raise JobNotFoundError(job_id)
+    log.info("job %s is already %s; refund (%s) ignored", job_id, state, reason)
+
+
+def _log_orphans(job_ids: Sequence[str]) -> None:
+    if job_ids:
+        log.info("refunded %d orphaned hold(s): %s", len(job_ids), ", ".join(job_ids[:20]))
+
+
+# The columns ``audit_log`` reads, in ``_audit_entry``'s order.
+_AUDIT_COLUMNS = "at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new"
+
+
+def _audit_entry(row: Sequence[Any]) -> AuditEntry:
+    at, actor, action, kind, platform, workspace_id, subject_id, old, new = row
+    return AuditEntry(
+        at=parse_stamp(at),
+        actor=actor,
+        action=action,
+        scope=Scope(
+            kind=ScopeKind(kind),
+            platform=platform,
+            workspace_id=workspace_id,
+            subject_id=subject_id,
+        ),
+        old=_limits_json(old),
+        new=_limits_json(new),
+    )
+
+
+def _job_stats(states: Iterable[Sequence[Any]], charged: Iterable[Sequence[Any]]) -> JobStats:
+    """From rows of ``state, count`` and of ``model, images, micros``."""
+    by_state = dict.fromkeys(("held", "charged", "refunded"), 0)
+    by_state.update({str(state): int(count) for state, count in states})
+    return JobStats(
+        by_state=by_state,
+        charged={str(m): (int(images), int(micros)) for m, images, micros in charged},
+    )
+
+
+def _interrupted(row: Sequence[Any]) -> Interrupted:
+    """A row of ``JOB_COLUMNS`` and then ``reach``."""
+    *job, reach = row
+    return Interrupted(job_record(job), json.loads(reach))
+
+
+class _LedgerBase(Closing, abc.ABC):
+    """What a ledger does around its SQL, on either backend: the clock, this process's boot
+    and its lease (``bot.store.lease``), closing once, and the operations whose rules do not
+    depend on the dialect. Each backend writes the statements (the abstract methods)."""
+
+    # What ``close`` lets pass while recording the exit: the database may be gone already.
+    _EXIT_ERRORS: tuple[type[Exception], ...] = (Exception,)
+
+    def __init__(
+        self, *, defaults: Limits, clock: Clock, job_timeout: timedelta, lease: timedelta
+    ) -> None:
+        self.defaults = defaults
+        self._clock = clock
+        self.job_timeout = job_timeout
+        self.lease = lease
+        self.boot_id = uuid.uuid4().hex
+        self.process = this_process()
+        self._closed = False
+
+    def now(self) -> datetime:
+        """The ledger's clock, as an aware UTC datetime."""
+        return _utc(self._clock())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # A clean exit: whatever this process still held is an orphan at once.
+            await self._record_exit(stamp(self.now()))
+        except self._EXIT_ERRORS as exc:
+            log.warning("could not record this process's exit (%s)", self._exit_failure(exc))
+        await self._disconnect()
+
+    @staticmethod
+    def _exit_failure(exc: Exception) -> str:
+        """How ``close``'s warning names the failure: its type (a backend whose errors are
+        safe and useful to quote says more)."""
+        return type(exc).__name__
+
+    # --- leases (bot.store.lease) ----------------------------------------------------------
+
+    async def _start_boot(self) -> None:
+        now = self.now()
+        process = self.process
+        await self._insert_boot(
+            (
+                self.boot_id,
+                process.host,
+                process.pid,
+                process.started,
+                stamp(now),
+                stamp(now + self.lease),
+            )
+        )
+
+    async def renew_lease(self) -> bool:
+        """Push this process's lease forward. ``False`` if another process had already found
+        it expired (its jobs until now are orphans): this process then starts a new boot, so
+        that the jobs it holds from now on are its own again."""
+        if await self._extend_lease(stamp(self.now() + self.lease)):
+            return True
+        self.boot_id = uuid.uuid4().hex
+        await self._start_boot()
+        return False
+
+    async def _bury_dead_neighbours(self, now: datetime) -> None:
+        """Mark stopped the boots of processes on this machine that no longer run."""
+        if not self.process.host:
+            return
+        dead = [
+            str(boot_id)
+            for boot_id, pid, started in await self._neighbours()
+            if not ProcessIdentity(self.process.host, int(pid), str(started)).alive()
+        ]
+        if dead:
+            await self._mark_stopped(dead, stamp(now))
+            log.info("found %d earlier process(es) on this machine gone", len(dead))
+
+    # --- holds ------------------------------------------------------------------------------
+
+    async def hold(
+        self,
+        *,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None = None,
+        reach: Mapping[str, str] | None = None,
+    ) -> Hold:
+        _check_hold(request, cost_micros)
+        return await self._hold(requester, request, cost_micros, event_id or None, reach)
+
+    def _new_job(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
+        now: datetime,
+    ) -> _NewJob:
+        """The row of a job held ``now`` by this process's boot."""
+        return _NewJob.of(
+            requester,
+            request,
+            cost_micros,
+            event_id,
+            reach,
+            now=now,
+            owner=self.boot_id,
+            job_timeout=self.job_timeout,
+        )
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> JobRecord:
+        row = await self._job_row(job_id)
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return job_record(row)
+
+    async def allowance(self, requester: Requester) -> Allowance:
+        now = self.now()
+        return (await self._state(requester, now)).allowance(now)
+
+    async def limits(self, scope: Scope) -> Limits:
+        """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
+        if scope.kind is ScopeKind.GLOBAL:
+            return self.defaults
+        row = await self._limits_row(scope)
+        return Limits() if row is None else limits_from_row(row)
+
+    async def usage(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+    ) -> UsageReport:
+        """Charged jobs created in ``[since, until)`` (no upper bound when ``until`` is
+        ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
+        user and model."""
+        since = _utc(since)
+        until_stamp = None if until is None else stamp(until)
+        until = self.now() if until is None else _utc(until)
+        rows = await self._usage_rows(stamp(since), until_stamp, platform, workspace_id)
+        return UsageReport(since=since, until=until, rows=tuple(UsageRow(*row) for row in rows))
+
+    # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
+
+    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
+        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
+        _check_scope(scope)
+        _check_limits(limits)
+        if limits.empty:
+            await self.clear_limits(scope, actor=actor)
+            return
+        await self._write_limits(scope, limits, stamp(self.now()), actor)
+        _log_limits(actor, scope, limits)
+
+    async def change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
+    ) -> Limits:
+        _check_changes(scope, changes)
+        row = await self._change_limits(scope, changes, stamp(self.now()), actor)
+        now = limits_from_row(row)
+        _log_limits(actor, scope, now)
+        return now
+
+    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
+        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
+        _check_scope(scope)
+        await self._clear_limits(scope, stamp(self.now()), actor)
+        log.info(
+            "%s cleared limits at %s %s in %s:%s",
+            actor,
+            scope.kind,
+            scope.subject_id or "default",
+            scope.platform,
+            scope.workspace_id or "-",
+        )
+
+    async def set_spend_cap(
+        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    ) -> None:
+        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
+        _check_amount(usd_micros, "usd_micros")
+        await self._write_spend_cap(platform, workspace_id, usd_micros, stamp(self.now()), actor)
+        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
+
+    async def audit_log(
+        self,
+        *,
+        platform: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 50,
+    ) -> tuple[AuditEntry, ...]:
+        rows = await self._audit_rows(platform, workspace_id, limit)
+        return tuple(_audit_entry(row) for row in rows)
+
+    async def job_stats(self) -> JobStats:
+        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+        states, charged = await self._stats_rows()
+        return _job_stats(states, charged)
+
+    # --- the statements, in each backend's dialect -----------------------------------------
+
+    @abc.abstractmethod
+    async def _record_exit(self, at: str) -> None:
+        """Mark this process's boot stopped at ``at``."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _insert_boot(self, values: tuple[Any, ...]) -> None:
+        """A new ``boots`` row: ``boot_id, host, pid, started, started_at, expires_at``."""
+
+    @abc.abstractmethod
+    async def _extend_lease(self, expires: str) -> bool:
+        """Move this boot's ``expires_at``; ``False`` when it is stopped (or gone)."""
+
+    @abc.abstractmethod
+    async def _neighbours(self) -> Sequence[Sequence[Any]]:
+        """``boot_id, pid, started`` of the other running boots on this process's host."""
+
+    @abc.abstractmethod
+    async def _mark_stopped(self, boot_ids: list[str], at: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _hold(
+        self,
+        requester: Requester,
+        request: GenerationRequest,
+        cost_micros: int,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
+    ) -> Hold:
+        """``hold`` once its arguments are checked (``event_id``: ``None`` when empty)."""
+
+    @abc.abstractmethod
+    async def _job_row(self, job_id: str) -> Sequence[Any] | None:
+        """The job's ``JOB_COLUMNS``."""
+
+    @abc.abstractmethod
+    async def _state(self, requester: Requester, now: datetime) -> _State: ...
+
+    @abc.abstractmethod
+    async def _limits_row(self, scope: Scope) -> Sequence[Any] | None:
+        """``images_per_day, images_per_month, usd_micros_per_month`` set at ``scope``."""
+
+    @abc.abstractmethod
+    async def _usage_rows(
+        self, since: str, until: str | None, platform: str | None, workspace_id: str | None
+    ) -> Sequence[Sequence[Any]]:
+        """``UsageRow``'s columns, in its order, grouped and ordered by all but the sums."""
+
+    @abc.abstractmethod
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
+        """Upsert every limit of ``scope`` (audited by trigger)."""
+
+    @abc.abstractmethod
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
+        """Upsert only the limits in ``changes`` in one statement; the scope's limits after
+        it (``limits_from_row``'s columns)."""
+
+    @abc.abstractmethod
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
+        """Unset every limit of ``scope``, unless nothing is set there."""
+
+    @abc.abstractmethod
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
+    ) -> None:
+        """Set the cap, or unset it (``None``) where one is set."""
+
+    @abc.abstractmethod
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> Sequence[Sequence[Any]]:
+        """The latest ``_AUDIT_COLUMNS`` rows, newest first, of a platform or workspace when
+        named."""
+
+    @abc.abstractmethod
+    async def _stats_rows(self) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
+        """``state, count`` per state; ``model, images, micros`` charged per model."""
+
+
+class SqliteLedger(_LedgerBase):
     """The ``Ledger`` on SQLite through one long-lived aiosqlite connection.
 
     Create it with ``await SqliteLedger.open(path, defaults=...)``; ``path`` may be
     ``":memory:"``. ``clock`` returns the current aware UTC time (tests inject one to move
     between days and months without waiting).
     """
+
+    _EXIT_ERRORS = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -490,15 +989,9 @@ class SqliteLedger:
         job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
         lease: timedelta = LEASE,
     ) -> None:
+        super().__init__(defaults=defaults, clock=clock, job_timeout=job_timeout, lease=lease)
         self._db = db
-        self.defaults = defaults
-        self._clock = clock
         self.path = path
-        self.job_timeout = job_timeout
-        self.lease = lease
-        self.boot_id = uuid.uuid4().hex
-        self.process = this_process()
-        self._closed = False
         self._tx = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
         self._settling: set[asyncio.Future[Hold]] = set()
@@ -537,7 +1030,7 @@ class SqliteLedger:
         except BaseException:
             await db.close()
             raise
-        log.info("ledger open at %s (schema version %d found)", location, found)
+        _log_open(location, found)
         ledger = cls(
             db,
             defaults=defaults,
@@ -553,91 +1046,55 @@ class SqliteLedger:
             raise
         return ledger
 
-    async def __aenter__(self) -> SqliteLedger:
-        return self
+    @staticmethod
+    def _exit_failure(exc: Exception) -> str:
+        return str(exc)  # SQLite's own words ("database is locked") hold nothing secret
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def _record_exit(self, at: str) -> None:
+        await self._db.execute_fetchall(
+            "UPDATE boots SET stopped_at = ? WHERE boot_id = ?", (at, self.boot_id)
+        )
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            # A clean exit: whatever this process still held is an orphan at once.
-            await self._db.execute_fetchall(
-                "UPDATE boots SET stopped_at = ? WHERE boot_id = ?",
-                (stamp(self.now()), self.boot_id),
-            )
-        except sqlite3.Error as exc:
-            log.warning("could not record this process's exit (%s)", exc)
+    async def _disconnect(self) -> None:
         await self._db.close()
 
     # --- leases (bot.store.lease) --------------------------------------------------------------
 
-    async def _start_boot(self) -> None:
-        now = self.now()
+    async def _insert_boot(self, values: tuple[Any, ...]) -> None:
         await self._rows(
             """
             INSERT INTO boots (boot_id, host, pid, started, started_at, expires_at)
-            VALUES (:boot, :host, :pid, :started, :now, :expires)
+            VALUES (?, ?, ?, ?, ?, ?)
             """,
-            {
-                "boot": self.boot_id,
-                "host": self.process.host,
-                "pid": self.process.pid,
-                "started": self.process.started,
-                "now": stamp(now),
-                "expires": stamp(now + self.lease),
-            },
+            values,
         )
 
-    async def renew_lease(self) -> bool:
-        """Push this process's lease forward. ``False`` if another process had already found
-        it expired (its jobs until now are orphans): this process then starts a new boot, so
-        that the jobs it holds from now on are its own again."""
+    async def _extend_lease(self, expires: str) -> bool:
         rows = await self._rows(
             """
             UPDATE boots SET expires_at = :expires
             WHERE boot_id = :boot AND stopped_at IS NULL
             RETURNING boot_id
             """,
-            {"boot": self.boot_id, "expires": stamp(self.now() + self.lease)},
+            {"boot": self.boot_id, "expires": expires},
         )
-        if rows:
-            return True
-        self.boot_id = uuid.uuid4().hex
-        await self._start_boot()
-        return False
+        return bool(rows)
 
-    async def _bury_dead_neighbours(self, now: datetime) -> None:
-        """Mark stopped the boots of processes on this machine that no longer run."""
-        if not self.process.host:
-            return
-        rows = await self._rows(
+    async def _neighbours(self) -> list[Any]:
+        return await self._rows(
             """
             SELECT boot_id, pid, started FROM boots
             WHERE host = :host AND stopped_at IS NULL AND boot_id <> :boot
             """,
             {"host": self.process.host, "boot": self.boot_id},
         )
-        dead = [
-            str(boot_id)
-            for boot_id, pid, started in rows
-            if not ProcessIdentity(self.process.host, int(pid), str(started)).alive()
-        ]
-        for boot_id in dead:
+
+    async def _mark_stopped(self, boot_ids: list[str], at: str) -> None:
+        for boot_id in boot_ids:
             await self._rows(
                 "UPDATE boots SET stopped_at = ? WHERE boot_id = ? AND stopped_at IS NULL",
-                (stamp(now), boot_id),
+                (at, boot_id),
             )
-        if dead:
-            log.info("found %d earlier process(es) on this machine gone", len(dead))
 
     async def refund_orphans(self) -> int:
         """Refund the holds no process will settle: their owner stopped, its lease ran out,
@@ -663,12 +1120,7 @@ class SqliteLedger:
             """,
             {"now": stamp(now), "interrupted": INTERRUPTED, "boot": self.boot_id},
         )
-        if rows:
-            log.info(
-                "refunded %d orphaned hold(s): %s",
-                len(rows),
-                ", ".join(str(r[0]) for r in rows[:20]),
-            )
+        _log_orphans([str(r[0]) for r in rows])
         return len(rows)
 
     async def refund_orphan(self, job_id: str) -> bool:
@@ -696,11 +1148,11 @@ class SqliteLedger:
                 WHERE notice = 'pending' AND platform = :platform
                 LIMIT :limit
             )
-            RETURNING {_JOB_COLUMNS}, reach
+            RETURNING {JOB_COLUMNS}, reach
             """,
             {"claim": f"claimed:{self.boot_id}", "platform": platform, "limit": limit},
         )
-        return [Interrupted(_job_record(row[:-1]), json.loads(row[-1])) for row in rows]
+        return [_interrupted(row) for row in rows]
 
     async def notice_sent(self, job_id: str) -> None:
         await self._rows("UPDATE jobs SET notice = 'sent' WHERE job_id = ?", (job_id,))
@@ -719,10 +1171,6 @@ class SqliteLedger:
             {"key": key, "now": stamp(now), "since": stamp(now - window)},
         )
         return bool(rows)
-
-    def now(self) -> datetime:
-        """The ledger's clock, as an aware UTC datetime."""
-        return _utc(self._clock())
 
     @property
     def location(self) -> str:
@@ -763,12 +1211,13 @@ class SqliteLedger:
     # --- holds and settling ------------------------------------------------------------
 
     def _state_params(self, requester: Requester, now: datetime) -> dict[str, Any]:
+        day_key, month_key = _periods(now)
         params: dict[str, Any] = {
             "platform": requester.platform,
             "workspace": requester.workspace_id,
             "user": requester.user_id,
-            "day_key": "D" + now.strftime("%Y-%m-%d"),
-            "month_key": "M" + now.strftime("%Y-%m"),
+            "day_key": day_key,
+            "month_key": month_key,
             "default_images_per_day": self.defaults.images_per_day,
             "default_images_per_month": self.defaults.images_per_month,
             "default_usd_micros_per_month": self.defaults.usd_micros_per_month,
@@ -780,38 +1229,24 @@ class SqliteLedger:
     async def _state(self, requester: Requester, now: datetime) -> _State:
         roles = len(_unique(requester.role_ids))
         (row,) = await self._rows(_state_sql(roles), self._state_params(requester, now))
-        return _State(
-            limits=Limits(
-                images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2]
-            ),
-            server_cap=row[3],
-            day_images=row[4],
-            month_images=row[5],
-            month_micros=row[6],
-            server_micros=row[7],
-        )
+        return _State.of(row)
 
-    async def hold(
+    async def _hold(
         self,
-        *,
         requester: Requester,
         request: GenerationRequest,
         cost_micros: int,
-        event_id: str | None = None,
-        reach: Mapping[str, str] | None = None,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
     ) -> Hold:
-        if request.n < 1:
-            raise ValueError("a job needs at least one image")
-        _check_amount(cost_micros, "cost_micros")
-        event_id = event_id or None
         roles = len(_unique(requester.role_ids))
         now = self.now()
-        job_id, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
+        job, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
         if await self._rows(_hold_sql(roles), params):
-            return self._held(job_id, requester, request, cost_micros)
+            return _held(job.job_id, requester, request, cost_micros)
         known = await self._known_event(event_id)
         if known is not None:
-            return Hold(known, duplicate=True)
+            return _duplicate(event_id, known)
         # A limit is full, or usage changed between the two statements (a refund, an admin
         # change). Try once more and read the reason in one transaction, so that the answer is
         # decided against one state: no loop of lost races on a busy member. Shielded: a
@@ -832,14 +1267,14 @@ class SqliteLedger:
         reach: Mapping[str, str] | None,
     ) -> Hold:
         now = self.now()
-        job_id, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
+        job, params = self._hold_params(requester, request, cost_micros, event_id, reach, now)
         async with self._transaction():
             if await self._rows(_hold_sql(len(_unique(requester.role_ids))), params):
-                return self._held(job_id, requester, request, cost_micros)
+                return _held(job.job_id, requester, request, cost_micros)
             known = await self._known_event(event_id)
             state = await self._state(requester, now)
         if known is not None:
-            return Hold(known, duplicate=True)
+            return _duplicate(event_id, known)
         raise _refusal(state, request, cost_micros, now)
 
     def _hold_params(
@@ -850,59 +1285,19 @@ class SqliteLedger:
         event_id: str | None,
         reach: Mapping[str, str] | None,
         now: datetime,
-    ) -> tuple[str, dict[str, Any]]:
-        job_id = uuid.uuid4().hex
-        params = self._state_params(requester, now)
-        params.update(
-            job_id=job_id,
-            event_id=event_id,
-            channel=requester.channel_id,
-            role_ids=json.dumps(_unique(requester.role_ids)),
-            display_name=requester.display_name,
-            prompt=request.prompt,
-            model=request.model,
-            size=request.size,
-            n=request.n,
-            seed=request.seed,
-            negative_prompt=request.negative_prompt,
-            cost=cost_micros,
-            day=now.strftime("%Y-%m-%d"),
-            month=now.strftime("%Y-%m"),
-            created_at=stamp(now),
-            owner=self.boot_id,
-            deadline=stamp(now + self.job_timeout),
-            reach=None if reach is None else json.dumps(dict(reach)),
-        )
-        return job_id, params
-
-    def _held(
-        self, job_id: str, requester: Requester, request: GenerationRequest, cost_micros: int
-    ) -> Hold:
-        log.debug(
-            "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
-            job_id,
-            request.n,
-            cost_micros,
-            requester.platform,
-            requester.workspace_id,
-            requester.user_id,
-            extra={"job_id": job_id},  # logged before the service binds the job
-        )
-        return Hold(job_id)
+    ) -> tuple[_NewJob, dict[str, Any]]:
+        job = self._new_job(requester, request, cost_micros, event_id, reach, now)
+        return job, {**self._state_params(requester, now), **job.params()}
 
     async def _known_event(self, event_id: str | None) -> str | None:
         """The job an event already made, if any."""
         if event_id is None:
             return None
         rows = await self._rows("SELECT job_id FROM jobs WHERE event_id = ?", (event_id,))
-        if not rows:
-            return None
-        log.info("event %s already has job %s", event_id, rows[0][0])
-        return str(rows[0][0])
+        return str(rows[0][0]) if rows else None
 
     async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
-        _check_amount(images, "images")
-        _check_amount(cost_micros, "cost_micros")
+        _check_charge(images, cost_micros)
         rows = await self._rows(
             """
             UPDATE jobs SET state = 'charged', charged_images = :images,
@@ -918,15 +1313,7 @@ class SqliteLedger:
         found = await self._rows(
             "SELECT state, held_images, held_micros FROM jobs WHERE job_id = ?", (job_id,)
         )
-        if not found:
-            raise JobNotFoundError(job_id)
-        state, held_images, held_micros = found[0]
-        if state == JobState.HELD:
-            raise ValueError(
-                f"job {job_id}: cannot charge {images} image(s) / {cost_micros} micro-USD; "
-                f"only {held_images} / {held_micros} were held"
-            )
-        log.warning("job %s is already %s; charge of %d image(s) ignored", job_id, state, images)
+        _not_charged(job_id, images, cost_micros, found[0] if found else None)
 
     async def refund(self, job_id: str, *, reason: str) -> None:
         rows = await self._rows(
@@ -938,35 +1325,18 @@ class SqliteLedger:
             {"job_id": job_id, "reason": reason, "now": stamp(self.now())},
         )
         if rows:
-            log.debug("job %s refunded (%s)", job_id, reason)
+            _refunded(job_id, reason)
             return
         found = await self._rows("SELECT state FROM jobs WHERE job_id = ?", (job_id,))
-        if not found:
-            raise JobNotFoundError(job_id)
-        log.info("job %s is already %s; refund (%s) ignored", job_id, found[0][0], reason)
+        _not_refunded(job_id, reason, found[0][0] if found else None)
 
-    async def job(self, job_id: str) -> JobRecord:
-        rows = await self._rows(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
-        if not rows:
-            raise JobNotFoundError(job_id)
-        return _job_record(rows[0])
+    async def _job_row(self, job_id: str) -> Sequence[Any] | None:
+        rows = await self._rows(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0] if rows else None
 
     # --- reading limits and usage --------------------------------------------------------
 
-    async def allowance(self, requester: Requester) -> Allowance:
-        now = self.now()
-        state = await self._state(requester, now)
-        return Allowance(
-            tuple(
-                LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
-                for name, allowed, used, resets_at in state.usages(now)
-            )
-        )
-
-    async def limits(self, scope: Scope) -> Limits:
-        """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
-        if scope.kind is ScopeKind.GLOBAL:
-            return self.defaults
+    async def _limits_row(self, scope: Scope) -> Sequence[Any] | None:
         rows = await self._rows(
             """
             SELECT images_per_day, images_per_month, usd_micros_per_month FROM limits
@@ -974,13 +1344,7 @@ class SqliteLedger:
             """,
             (scope.platform, scope.workspace_id, str(scope.kind), scope.subject_id),
         )
-        if not rows:
-            return Limits()
-        return Limits(
-            images_per_day=rows[0][0],
-            images_per_month=rows[0][1],
-            usd_micros_per_month=rows[0][2],
-        )
+        return rows[0] if rows else None
 
     async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
         rows = await self._rows(
@@ -989,21 +1353,10 @@ class SqliteLedger:
         )
         return None if not rows else rows[0][0]
 
-    async def usage(
-        self,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-    ) -> UsageReport:
-        """Charged jobs created in ``[since, until)`` (no upper bound when ``until`` is
-        ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
-        user and model."""
-        since = _utc(since)
-        until_stamp = None if until is None else stamp(until)
-        until = self.now() if until is None else _utc(until)
-        rows = await self._rows(
+    async def _usage_rows(
+        self, since: str, until: str | None, platform: str | None, workspace_id: str | None
+    ) -> list[Any]:
+        return await self._rows(
             """
             SELECT day, platform, workspace_id, user_id, model,
                    sum(charged_images), sum(charged_micros)
@@ -1015,39 +1368,12 @@ class SqliteLedger:
             GROUP BY day, platform, workspace_id, user_id, model
             ORDER BY day, platform, workspace_id, user_id, model
             """,
-            {
-                "since": stamp(since),
-                "until": until_stamp,
-                "platform": platform,
-                "workspace": workspace_id,
-            },
-        )
-        return UsageReport(
-            since=since,
-            until=until,
-            rows=tuple(
-                UsageRow(
-                    day=r[0],
-                    platform=r[1],
-                    workspace_id=r[2],
-                    user_id=r[3],
-                    model=r[4],
-                    images=r[5],
-                    usd_micros=r[6],
-                )
-                for r in rows
-            ),
+            {"since": since, "until": until, "platform": platform, "workspace": workspace_id},
         )
 
     # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
 
-    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
-        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
-        _check_scope(scope)
-        _check_limits(limits)
-        if limits.empty:
-            await self.clear_limits(scope, actor=actor)
-            return
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
         await self._rows(
             """
             INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
@@ -1065,23 +1391,16 @@ class SqliteLedger:
                 "day": limits.images_per_day,
                 "month": limits.images_per_month,
                 "usd": limits.usd_micros_per_month,
-                "at": stamp(self.now()),
+                "at": at,
                 "actor": actor,
             },
         )
-        _log_limits(actor, scope, limits)
 
-    async def change_limits(
-        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
-    ) -> Limits:
-        _check_scope(scope)
-        settable = LimitName.settable()
-        unknown = [name for name in changes if name not in settable]
-        if unknown:
-            raise ValueError(f"not a limit set per scope: {', '.join(unknown)}")
-        _check_limits(Limits(**{str(name): value for name, value in changes.items()}))
-        params: dict[str, Any] = {**_scope_params(scope), "at": stamp(self.now()), "actor": actor}
-        for name in settable:
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
+        params: dict[str, Any] = {**_scope_params(scope), "at": at, "actor": actor}
+        for name in LimitName.settable():
             params[f"set_{name}"] = name in changes
             params[str(name)] = changes.get(name)
         rows = await self._rows(
@@ -1103,15 +1422,10 @@ class SqliteLedger:
             """,
             params,
         )
-        now = Limits(
-            images_per_day=rows[0][0], images_per_month=rows[0][1], usd_micros_per_month=rows[0][2]
-        )
-        _log_limits(actor, scope, now)
-        return now
+        changed: Sequence[Any] = rows[0]
+        return changed
 
-    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
-        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
-        _check_scope(scope)
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
         await self._rows(
             """
             UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
@@ -1121,27 +1435,17 @@ class SqliteLedger:
               AND NOT (images_per_day IS NULL AND images_per_month IS NULL
                        AND usd_micros_per_month IS NULL)
             """,
-            {**_scope_params(scope), "at": stamp(self.now()), "actor": actor},
-        )
-        log.info(
-            "%s cleared limits at %s %s in %s:%s",
-            actor,
-            scope.kind,
-            scope.subject_id or "default",
-            scope.platform,
-            scope.workspace_id or "-",
+            {**_scope_params(scope), "at": at, "actor": actor},
         )
 
-    async def set_spend_cap(
-        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
     ) -> None:
-        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
-        _check_amount(usd_micros, "usd_micros")
         params = {
             "platform": platform,
             "workspace": workspace_id,
             "usd": usd_micros,
-            "at": stamp(self.now()),
+            "at": at,
             "actor": actor,
         }
         if usd_micros is None:
@@ -1167,37 +1471,19 @@ class SqliteLedger:
                 """,
                 params,
             )
-        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
 
-    async def audit_log(
-        self,
-        *,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-        limit: int = 50,
-    ) -> tuple[AuditEntry, ...]:
-        rows = await self._rows(
-            """
-            SELECT at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> list[Any]:
+        return await self._rows(
+            f"""
+            SELECT {_AUDIT_COLUMNS}
             FROM audit
             WHERE (:platform IS NULL OR platform = :platform)
               AND (:workspace IS NULL OR workspace_id = :workspace)
             ORDER BY id DESC LIMIT :limit
             """,
             {"platform": platform, "workspace": workspace_id, "limit": limit},
-        )
-        return tuple(
-            AuditEntry(
-                at=parse_stamp(r[0]),
-                actor=r[1],
-                action=r[2],
-                scope=Scope(
-                    kind=ScopeKind(r[3]), platform=r[4], workspace_id=r[5], subject_id=r[6]
-                ),
-                old=_limits_json(r[7]),
-                new=_limits_json(r[8]),
-            )
-            for r in rows
         )
 
     # --- operations -----------------------------------------------------------------------
@@ -1206,8 +1492,7 @@ class SqliteLedger:
         """A trivial query on the connection: raises when the database does not answer."""
         await self._rows("SELECT 1")
 
-    async def job_stats(self) -> JobStats:
-        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+    async def _stats_rows(self) -> tuple[list[Any], list[Any]]:
         states = await self._rows("SELECT state, count(*) FROM jobs GROUP BY state")
         charged = await self._rows(
             """
@@ -1215,12 +1500,7 @@ class SqliteLedger:
             WHERE state = 'charged' GROUP BY model ORDER BY model
             """
         )
-        by_state = dict.fromkeys(("held", "charged", "refunded"), 0)
-        by_state.update({str(state): int(count) for state, count in states})
-        return JobStats(
-            by_state=by_state,
-            charged={str(m): (int(images), int(micros)) for m, images, micros in charged},
-        )
+        return states, charged
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """Copy the live database to ``target`` with SQLite's online backup API (consistent
@@ -1258,6 +1538,10 @@ def _check_scope(scope: Scope) -> None:
         raise ValueError("a scope needs its platform")
 
 
+def _log_open(location: str, found: int) -> None:
+    log.info("ledger open at %s (schema version %d found)", location, found)
+
+
 def _log_limits(actor: str, scope: Scope, limits: Limits) -> None:
     log.info(
         "%s set limits at %s %s in %s:%s: images/day %s, images/month %s, micro-USD/month %s",
@@ -1284,46 +1568,3 @@ def _scope_params(scope: Scope) -> dict[str, str]:
         "kind": str(scope.kind),
         "subject": scope.subject_id,
     }
-
-
-def _job_record(row: Sequence[Any]) -> JobRecord:
-    (
-        job_id,
-        event_id,
-        platform,
-        workspace_id,
-        channel_id,
-        user_id,
-        role_ids,
-        display_name,
-        prompt,
-        model,
-        size,
-        n,
-        seed,
-        negative_prompt,
-        state,
-        held_images,
-        held_micros,
-        charged_images,
-        charged_micros,
-        created_at,
-        finished_at,
-        refund_reason,
-    ) = row
-    return JobRecord(
-        job_id=job_id,
-        requester=requester_from_row(
-            platform, workspace_id, channel_id, user_id, role_ids, display_name
-        ),
-        request=request_from_row(prompt, model, size, n, seed, negative_prompt),
-        state=JobState(state),
-        held_micros=held_micros,
-        held_images=held_images,
-        charged_micros=charged_micros,
-        charged_images=charged_images,
-        created_at=parse_stamp(created_at),
-        finished_at=None if finished_at is None else parse_stamp(finished_at),
-        event_id=event_id,
-        refund_reason=refund_reason,
-    )

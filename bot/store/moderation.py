@@ -9,7 +9,6 @@ are written inside those statements (by trigger, on SQLite).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,9 +25,25 @@ from bot.models import (
     ServerRules,
 )
 from bot.store.ledger import SqliteLedger
-from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
+from bot.store.row import (
+    MODERATION_LOG_COLUMNS,
+    REVIEW_COLUMNS,
+    moderation_entry,
+    review_from_row,
+    role_ids_text,
+    stamp,
+)
 
-__all__ = ["ModerationStore", "RuleKind", "SqliteModerationStore", "Statement"]
+__all__ = [
+    "ModerationStore",
+    "RuleKind",
+    "SqliteModerationStore",
+    "Statement",
+    "decision",
+    "first_review",
+    "new_review",
+    "review_values",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +52,6 @@ RuleKind = Literal["term", "pattern", "channel"]
 Statement = Callable[[str, Mapping[str, Any] | Sequence[Any]], Awaitable[list[Any]]]
 """Runs one SQL statement on the shared connection and returns its rows
 (``SqliteLedger.execute``)."""
-
-_REVIEW_COLUMNS = """
-    review_id, platform, workspace_id, channel_id, user_id, role_ids, display_name, prompt,
-    negative_prompt, model, size, n, seed, source, rule, state, created_at, decided_by,
-    decided_at
-"""
 
 
 class ModerationStore(Protocol):
@@ -259,51 +268,23 @@ class SqliteModerationStore:
         self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
     ) -> Review:
         """A new review in state ``refused`` and (by trigger, same statement) its log row."""
-        review_id = uuid.uuid4().hex
-        now = self.now()
+        review = new_review(request, requester, source=source, rule=rule, now=self.now())
         await self._rows(
             """
             INSERT INTO reviews (review_id, platform, workspace_id, channel_id, user_id,
                                  role_ids, display_name, prompt, negative_prompt, model, size,
                                  n, seed, source, rule, created_at)
-            VALUES (:review_id, :platform, :workspace, :channel, :user, :role_ids,
-                    :display_name, :prompt, :negative, :model, :size, :n, :seed, :source,
-                    :rule, :at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
-            {
-                "review_id": review_id,
-                "platform": requester.platform,
-                "workspace": requester.workspace_id,
-                "channel": requester.channel_id,
-                "user": requester.user_id,
-                "role_ids": json.dumps(list(requester.role_ids)),
-                "display_name": requester.display_name,
-                "prompt": request.prompt,
-                "negative": request.negative_prompt,
-                "model": request.model,
-                "size": request.size,
-                "n": request.n,
-                "seed": request.seed,
-                "source": source,
-                "rule": rule,
-                "at": stamp(now),
-            },
+            review_values(review),
         )
-        return Review(
-            review_id=review_id,
-            requester=replace(requester, is_admin=False),
-            request=request,
-            rule=rule,
-            source=source,
-            state=ReviewState.REFUSED,
-            created_at=now,
-        )
+        return review
 
     async def review(self, review_id: str) -> Review | None:
         rows = await self._rows(
-            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id = ?", (review_id,)
+            f"SELECT {REVIEW_COLUMNS} FROM reviews WHERE review_id = ?", (review_id,)
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def mark_pending(self, review_id: str) -> Review | None:
         """refused -> pending; ``None`` when the review is not in state ``refused``."""
@@ -311,11 +292,11 @@ class SqliteModerationStore:
             f"""
             UPDATE reviews SET state = 'pending', requested_at = :at
             WHERE review_id = :review_id AND state = 'refused'
-            RETURNING {_REVIEW_COLUMNS}
+            RETURNING {REVIEW_COLUMNS}
             """,
             {"review_id": review_id, "at": stamp(self.now())},
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def mark_refused(self, review_id: str) -> bool:
         """pending -> refused again (the request never reached the admins); False when the
@@ -336,26 +317,24 @@ class SqliteModerationStore:
             f"""
             UPDATE reviews SET state = :state, decided_by = :by, decided_at = :at
             WHERE review_id = :review_id AND state = 'pending'
-            RETURNING {_REVIEW_COLUMNS}
+            RETURNING {REVIEW_COLUMNS}
             """,
             {
                 "review_id": review_id,
-                "state": "approved" if approve else "denied",
+                "state": decision(approve),
                 "by": decided_by,
                 "at": stamp(self.now()),
             },
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def log(
         self, platform: str, workspace_id: str, *, since: datetime, limit: int = 50
     ) -> tuple[ModerationEntry, ...]:
         """Refusals in one server since ``since``, newest first."""
         rows = await self._rows(
-            """
-            SELECT at, platform, workspace_id, channel_id, user_id, prompt, negative_prompt,
-                   source, rule, review_id
-            FROM moderation_log
+            f"""
+            SELECT {MODERATION_LOG_COLUMNS} FROM moderation_log
             WHERE platform = :platform AND workspace_id = :workspace AND at >= :since
             ORDER BY at DESC, id DESC LIMIT :limit
             """,
@@ -366,55 +345,54 @@ class SqliteModerationStore:
                 "limit": limit,
             },
         )
-        return tuple(
-            ModerationEntry(
-                at=parse_stamp(r[0]),
-                platform=r[1],
-                workspace_id=r[2],
-                channel_id=r[3],
-                user_id=r[4],
-                prompt=r[5],
-                negative_prompt=r[6],
-                source=r[7],
-                rule=r[8],
-                review_id=r[9],
-            )
-            for r in rows
-        )
+        return tuple(moderation_entry(row) for row in rows)
 
 
-def _review(row: Sequence[Any]) -> Review:
-    (
-        review_id,
-        platform,
-        workspace_id,
-        channel_id,
-        user_id,
-        role_ids,
-        display_name,
-        prompt,
-        negative_prompt,
-        model,
-        size,
-        n,
-        seed,
-        source,
-        rule,
-        state,
-        created_at,
-        decided_by,
-        decided_at,
-    ) = row
+def new_review(
+    request: GenerationRequest, requester: Requester, *, source: str, rule: str, now: datetime
+) -> Review:
+    """A refusal's review, as either backend's ``record_refusal`` stores it (admin rights are
+    never stored)."""
     return Review(
-        review_id=review_id,
-        requester=requester_from_row(
-            platform, workspace_id, channel_id, user_id, role_ids, display_name
-        ),
-        request=request_from_row(prompt, model, size, n, seed, negative_prompt),
+        review_id=uuid.uuid4().hex,
+        requester=replace(requester, is_admin=False),
+        request=request,
         rule=rule,
         source=source,
-        state=ReviewState(state),
-        created_at=parse_stamp(created_at),
-        decided_by=decided_by,
-        decided_at=None if decided_at is None else parse_stamp(decided_at),
+        state=ReviewState.REFUSED,
+        created_at=now,
     )
+
+
+def review_values(review: Review) -> tuple[Any, ...]:
+    """A new review's columns, in the order either backend's ``INSERT INTO reviews`` names
+    them."""
+    requester, request = review.requester, review.request
+    return (
+        review.review_id,
+        requester.platform,
+        requester.workspace_id,
+        requester.channel_id,
+        requester.user_id,
+        role_ids_text(requester.role_ids),
+        requester.display_name,
+        request.prompt,
+        request.negative_prompt,
+        request.model,
+        request.size,
+        request.n,
+        request.seed,
+        review.source,
+        review.rule,
+        stamp(review.created_at),
+    )
+
+
+def first_review(rows: Sequence[Sequence[Any]]) -> Review | None:
+    """The review a statement returned (``REVIEW_COLUMNS``), if it matched one."""
+    return review_from_row(rows[0]) if rows else None
+
+
+def decision(approve: bool) -> str:
+    """The state a decision moves a pending review to, as the ``state`` column holds it."""
+    return (ReviewState.APPROVED if approve else ReviewState.DENIED).value

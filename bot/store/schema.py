@@ -55,15 +55,11 @@ Version 3, leases (``bot.store.lease``):
 
 from __future__ import annotations
 
-import logging
-
 import aiosqlite
 
-from bot.errors import ConfigError
+from bot.store.migration import apply
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
-
-log = logging.getLogger(__name__)
 
 _V1: tuple[str, ...] = (
     """
@@ -465,6 +461,11 @@ async def _user_version(db: aiosqlite.Connection) -> int:
     return int(rows[0][0])
 
 
+async def _set_user_version(db: aiosqlite.Connection, version: int) -> None:
+    # PRAGMA takes no parameters; the value is our own integer.
+    await db.execute(f"PRAGMA user_version = {int(version)}")
+
+
 async def migrate(db: aiosqlite.Connection) -> int:
     """Bring the database up to ``SCHEMA_VERSION``; returns the version it found.
 
@@ -477,18 +478,12 @@ async def migrate(db: aiosqlite.Connection) -> int:
         return found
     await db.execute("BEGIN IMMEDIATE")
     try:
-        current = await _user_version(db)
-        if current > SCHEMA_VERSION:
-            raise ConfigError(
-                f"the database is at schema version {current}, newer than this imagine-bot "
-                f"(version {SCHEMA_VERSION}); upgrade imagine-bot or restore a backup"
-            )
-        for version in range(current, SCHEMA_VERSION):
-            for statement in MIGRATIONS[version]:
-                await db.execute(statement)
-            # PRAGMA takes no parameters; the value is our own integer.
-            await db.execute(f"PRAGMA user_version = {version + 1}")
-            log.info("ledger schema migrated to version %d", version + 1)
+        await apply(
+            MIGRATIONS,
+            await _user_version(db),
+            execute=db.execute,
+            set_version=lambda version: _set_user_version(db, version),
+        )
         await db.execute("COMMIT")
     except BaseException:
         await db.execute("ROLLBACK")

@@ -1,7 +1,9 @@
 """The ``Ledger`` on PostgreSQL (``PostgresLedger``), for several bot processes on one database.
 
-The rules are ``bot.store.ledger``'s (its module docstring), and so are the row encodings and
-the refusal logic, which this module reuses. What differs is how writers are kept apart:
+The rules are ``bot.store.ledger``'s (its module docstring), and so is everything around the
+SQL, which this module reuses: the boot, lease and closing plumbing (``_LedgerBase``), the
+argument checks, row readings, log lines and refusals. What differs is the dialect, and how
+writers are kept apart:
 
 Holds
     PostgreSQL does not serialise writers the way SQLite does: two processes checking a limit
@@ -26,59 +28,42 @@ The moderation store and the cluster job queue share the pool: ``pool``, ``execu
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
-import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
-from bot.errors import JobNotFoundError
 from bot.limit import LimitName
-from bot.models import (
-    Allowance,
-    GenerationRequest,
-    Hold,
-    JobRecord,
-    JobState,
-    Limits,
-    LimitUsage,
-    Requester,
-    Scope,
-    ScopeKind,
-    UsageReport,
-    UsageRow,
-)
+from bot.models import GenerationRequest, Hold, Limits, Requester, Scope
 from bot.store.copy import backup_postgres
-from bot.store.lease import INTERRUPTED, LEASE, ProcessIdentity, this_process
+from bot.store.lease import INTERRUPTED, LEASE
 from bot.store.ledger import (
-    _JOB_COLUMNS,
+    _AUDIT_COLUMNS,
     DEFAULT_JOB_TIMEOUT,
-    AuditEntry,
     Clock,
     Interrupted,
-    JobStats,
-    _check_amount,
+    _check_charge,
     _check_limits,
-    _check_scope,
-    _job_record,
-    _limits_json,
-    _log_limits,
+    _duplicate,
+    _held,
+    _interrupted,
+    _LedgerBase,
+    _log_open,
+    _log_orphans,
+    _not_charged,
+    _not_refunded,
+    _periods,
+    _refunded,
     _refusal,
     _State,
     _system_clock,
     _unique,
-    _utc,
 )
 from bot.store.postgres.connection import Connection, Pool, open_pool, redact_url
 from bot.store.postgres.schema import migrate
-from bot.store.row import parse_stamp, stamp
+from bot.store.row import JOB_COLUMNS, stamp
 
 __all__ = ["PostgresLedger"]
-
-log = logging.getLogger(__name__)
 
 # The parameters every state query starts with ($1-$9): who, the window keys, the defaults.
 _IN_WORKSPACE = "platform = $1 AND workspace_id = $2"
@@ -171,7 +156,7 @@ _ORPHAN = """
 _LOCK_WORKSPACE = "SELECT pg_advisory_xact_lock(hashtextextended('imagine-bot:quota:' || $1, 0))"
 
 
-class PostgresLedger:
+class PostgresLedger(_LedgerBase):
     """The ``Ledger`` on PostgreSQL through an asyncpg pool shared with the other stores.
 
     Create it with ``await PostgresLedger.open(url, defaults=...)``; ``clock`` returns the
@@ -188,15 +173,9 @@ class PostgresLedger:
         job_timeout: timedelta = DEFAULT_JOB_TIMEOUT,
         lease: timedelta = LEASE,
     ) -> None:
+        super().__init__(defaults=defaults, clock=clock, job_timeout=job_timeout, lease=lease)
         self.pool = pool
-        self.defaults = defaults
-        self._clock = clock
         self._location = location
-        self.job_timeout = job_timeout
-        self.lease = lease
-        self.boot_id = uuid.uuid4().hex
-        self.process = this_process()
-        self._closed = False
 
     @classmethod
     async def open(
@@ -216,7 +195,7 @@ class PostgresLedger:
         pool = await open_pool(url, max_size=max_connections)
         try:
             found = await migrate(pool)
-            log.info("ledger open at %s (schema version %d found)", location, found)
+            _log_open(location, found)
             ledger = cls(
                 pool,
                 defaults=defaults,
@@ -231,30 +210,12 @@ class PostgresLedger:
             raise
         return ledger
 
-    async def __aenter__(self) -> PostgresLedger:
-        return self
+    async def _record_exit(self, at: str) -> None:
+        await self.pool.execute(
+            "UPDATE boots SET stopped_at = $1 WHERE boot_id = $2", at, self.boot_id
+        )
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            # A clean exit: whatever this process still held is an orphan at once.
-            await self.pool.execute(
-                "UPDATE boots SET stopped_at = $1 WHERE boot_id = $2",
-                stamp(self.now()),
-                self.boot_id,
-            )
-        except Exception as exc:  # the server may be gone already; closing goes on
-            log.warning("could not record this process's exit (%s)", type(exc).__name__)
+    async def _disconnect(self) -> None:
         await self.pool.close()
 
     # --- the pool, shared with the moderation store and the job queue -----------------------
@@ -272,45 +233,29 @@ class PostgresLedger:
 
     # --- leases (bot.store.lease) -----------------------------------------------------------
 
-    async def _start_boot(self) -> None:
-        now = self.now()
+    async def _insert_boot(self, values: tuple[Any, ...]) -> None:
         await self.pool.execute(
             """
             INSERT INTO boots (boot_id, host, pid, started, started_at, expires_at)
             VALUES ($1, $2, $3, $4, $5, $6)
             """,
-            self.boot_id,
-            self.process.host,
-            self.process.pid,
-            self.process.started,
-            stamp(now),
-            stamp(now + self.lease),
+            *values,
         )
 
-    async def renew_lease(self) -> bool:
-        """Push this process's lease forward. ``False`` if another process had already found
-        it expired: this process then starts a new boot, so that the jobs it holds from now on
-        are its own again."""
+    async def _extend_lease(self, expires: str) -> bool:
         renewed = await self.pool.fetchval(
             """
             UPDATE boots SET expires_at = $1
             WHERE boot_id = $2 AND stopped_at IS NULL
             RETURNING boot_id
             """,
-            stamp(self.now() + self.lease),
+            expires,
             self.boot_id,
         )
-        if renewed is not None:
-            return True
-        self.boot_id = uuid.uuid4().hex
-        await self._start_boot()
-        return False
+        return renewed is not None
 
-    async def _bury_dead_neighbours(self, now: datetime) -> None:
-        """Mark stopped the boots of processes on this machine that no longer run."""
-        if not self.process.host:
-            return
-        rows = await self.pool.fetch(
+    async def _neighbours(self) -> list[Any]:
+        return await self.pool.fetch(
             """
             SELECT boot_id, pid, started FROM boots
             WHERE host = $1 AND stopped_at IS NULL AND boot_id <> $2
@@ -318,18 +263,13 @@ class PostgresLedger:
             self.process.host,
             self.boot_id,
         )
-        dead = [
-            str(row[0])
-            for row in rows
-            if not ProcessIdentity(self.process.host, int(row[1]), str(row[2])).alive()
-        ]
-        if dead:
-            await self.pool.execute(
-                "UPDATE boots SET stopped_at = $1 WHERE boot_id = ANY($2) AND stopped_at IS NULL",
-                stamp(now),
-                dead,
-            )
-            log.info("found %d earlier process(es) on this machine gone", len(dead))
+
+    async def _mark_stopped(self, boot_ids: list[str], at: str) -> None:
+        await self.pool.execute(
+            "UPDATE boots SET stopped_at = $1 WHERE boot_id = ANY($2) AND stopped_at IS NULL",
+            at,
+            boot_ids,
+        )
 
     async def refund_orphans(self) -> int:
         """Refund the holds no process will settle (owner stopped, lease lapsed, or past their
@@ -366,8 +306,7 @@ class PostgresLedger:
             if job_id is None:
                 break
             refunded.append(str(job_id))
-        if refunded:
-            log.info("refunded %d orphaned hold(s): %s", len(refunded), ", ".join(refunded[:20]))
+        _log_orphans(refunded)
         return len(refunded)
 
     async def refund_orphan(self, job_id: str) -> bool:
@@ -398,13 +337,13 @@ class PostgresLedger:
                 WHERE notice = 'pending' AND platform = $2
                 LIMIT $3 FOR UPDATE SKIP LOCKED
             )
-            RETURNING {_JOB_COLUMNS}, reach
+            RETURNING {JOB_COLUMNS}, reach
             """,
             f"claimed:{self.boot_id}",
             platform,
             limit,
         )
-        return [Interrupted(_job_record(tuple(row)[:-1]), json.loads(row[-1])) for row in rows]
+        return [_interrupted(row) for row in rows]
 
     async def notice_sent(self, job_id: str) -> None:
         await self.pool.execute("UPDATE jobs SET notice = 'sent' WHERE job_id = $1", job_id)
@@ -425,10 +364,6 @@ class PostgresLedger:
         )
         return first is not None
 
-    def now(self) -> datetime:
-        """The ledger's clock, as an aware UTC datetime."""
-        return _utc(self._clock())
-
     @property
     def location(self) -> str:
         """The URL without its password."""
@@ -442,86 +377,49 @@ class PostgresLedger:
             requester.workspace_id,
             requester.user_id,
             _unique(requester.role_ids),
-            "D" + now.strftime("%Y-%m-%d"),
-            "M" + now.strftime("%Y-%m"),
+            *_periods(now),
             self.defaults.images_per_day,
             self.defaults.images_per_month,
             self.defaults.usd_micros_per_month,
         ]
 
-    async def _state(self, connection: Connection, requester: Requester, now: datetime) -> _State:
-        row = await connection.fetchrow(_STATE, *self._state_args(requester, now))
+    async def _state(self, requester: Requester, now: datetime) -> _State:
+        row = await self.pool.fetchrow(_STATE, *self._state_args(requester, now))
         if row is None:  # pragma: no cover - a SELECT without FROM always gives one row
             raise AssertionError("the state query returned no row")
-        return _state_of(row)
+        return _State.of(tuple(row))
 
-    async def hold(
+    async def _hold(
         self,
-        *,
         requester: Requester,
         request: GenerationRequest,
         cost_micros: int,
-        event_id: str | None = None,
-        reach: Mapping[str, str] | None = None,
+        event_id: str | None,
+        reach: Mapping[str, str] | None,
     ) -> Hold:
-        if request.n < 1:
-            raise ValueError("a job needs at least one image")
-        _check_amount(cost_micros, "cost_micros")
-        event_id = event_id or None
         now = self.now()
-        job_id = uuid.uuid4().hex
-        args = [
-            *self._state_args(requester, now),
-            job_id,
-            event_id,
-            requester.channel_id,
-            json.dumps(_unique(requester.role_ids)),
-            requester.display_name,
-            request.prompt,
-            request.model,
-            request.size,
-            request.n,
-            request.seed,
-            request.negative_prompt,
-            cost_micros,
-            now.strftime("%Y-%m-%d"),
-            now.strftime("%Y-%m"),
-            stamp(now),
-            self.boot_id,
-            stamp(now + self.job_timeout),
-            None if reach is None else json.dumps(dict(reach)),
-        ]
+        job = self._new_job(requester, request, cost_micros, event_id, reach, now)
         async with self.transaction() as connection:
             workspace = f"{requester.platform}:{requester.workspace_id}"
             await connection.execute(_LOCK_WORKSPACE, workspace)
-            decided = await connection.fetchrow(_HOLD, *args)
+            decided = await connection.fetchrow(
+                _HOLD, *self._state_args(requester, now), *job.values()
+            )
             if decided is None:  # pragma: no cover - the statement always gives one row
                 raise AssertionError("the hold statement returned no row")
             if decided["job_id"] is not None:
-                log.debug(
-                    "hold %s: %d image(s), %d micro-USD for %s:%s/%s",
-                    job_id,
-                    request.n,
-                    cost_micros,
-                    requester.platform,
-                    requester.workspace_id,
-                    requester.user_id,
-                    extra={"job_id": job_id},  # logged before the service binds the job
-                )
-                return Hold(job_id)
+                return _held(job.job_id, requester, request, cost_micros)
             known = None
             if event_id is not None:
                 known = await connection.fetchval(
                     "SELECT job_id FROM jobs WHERE event_id = $1", event_id
                 )
         if known is not None:
-            log.info("event %s already has job %s", event_id, known)
-            return Hold(str(known), duplicate=True)
-        raise _refusal(_state_of(decided), request, cost_micros, now)
+            return _duplicate(event_id, known)
+        raise _refusal(_State.of(tuple(decided)), request, cost_micros, now)
 
     async def charge(self, job_id: str, *, images: int, cost_micros: int) -> None:
-        _check_amount(images, "images")
-        _check_amount(cost_micros, "cost_micros")
+        _check_charge(images, cost_micros)
         charged = await self.pool.fetchval(
             """
             UPDATE jobs SET state = 'charged', charged_images = $2,
@@ -540,15 +438,7 @@ class PostgresLedger:
         found = await self.pool.fetchrow(
             "SELECT state, held_images, held_micros FROM jobs WHERE job_id = $1", job_id
         )
-        if found is None:
-            raise JobNotFoundError(job_id)
-        state, held_images, held_micros = found[0], found[1], found[2]
-        if state == JobState.HELD:
-            raise ValueError(
-                f"job {job_id}: cannot charge {images} image(s) / {cost_micros} micro-USD; "
-                f"only {held_images} / {held_micros} were held"
-            )
-        log.warning("job %s is already %s; charge of %d image(s) ignored", job_id, state, images)
+        _not_charged(job_id, images, cost_micros, None if found is None else tuple(found))
 
     async def refund(self, job_id: str, *, reason: str) -> None:
         refunded = await self.pool.fetchval(
@@ -562,36 +452,18 @@ class PostgresLedger:
             stamp(self.now()),
         )
         if refunded is not None:
-            log.debug("job %s refunded (%s)", job_id, reason)
+            _refunded(job_id, reason)
             return
         state = await self.pool.fetchval("SELECT state FROM jobs WHERE job_id = $1", job_id)
-        if state is None:
-            raise JobNotFoundError(job_id)
-        log.info("job %s is already %s; refund (%s) ignored", job_id, state, reason)
+        _not_refunded(job_id, reason, state)
 
-    async def job(self, job_id: str) -> JobRecord:
-        row = await self.pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
-        if row is None:
-            raise JobNotFoundError(job_id)
-        return _job_record(tuple(row))
+    async def _job_row(self, job_id: str) -> Sequence[Any] | None:
+        row = await self.pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)
+        return None if row is None else tuple(row)
 
     # --- reading limits and usage ---------------------------------------------------------
 
-    async def allowance(self, requester: Requester) -> Allowance:
-        now = self.now()
-        async with self.pool.acquire() as connection:
-            state = await self._state(connection, requester, now)
-        return Allowance(
-            tuple(
-                LimitUsage(name=name, allowed=allowed, used=used, resets_at=resets_at)
-                for name, allowed, used, resets_at in state.usages(now)
-            )
-        )
-
-    async def limits(self, scope: Scope) -> Limits:
-        """What is set at exactly this scope (for ``GLOBAL``: the defaults)."""
-        if scope.kind is ScopeKind.GLOBAL:
-            return self.defaults
+    async def _limits_row(self, scope: Scope) -> Sequence[Any] | None:
         row = await self.pool.fetchrow(
             """
             SELECT images_per_day, images_per_month, usd_micros_per_month FROM limits
@@ -599,9 +471,7 @@ class PostgresLedger:
             """,
             *_scope_args(scope),
         )
-        if row is None:
-            return Limits()
-        return Limits(images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2])
+        return None if row is None else tuple(row)
 
     async def spend_cap(self, *, platform: str, workspace_id: str) -> int | None:
         cap = await self.pool.fetchval(
@@ -611,21 +481,10 @@ class PostgresLedger:
         )
         return None if cap is None else int(cap)
 
-    async def usage(
-        self,
-        *,
-        since: datetime,
-        until: datetime | None = None,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-    ) -> UsageReport:
-        """Charged jobs created in ``[since, until)`` (no upper bound when ``until`` is
-        ``None``; the report's ``until`` is then now), summed per UTC day, platform, workspace,
-        user and model."""
-        since = _utc(since)
-        until_stamp = None if until is None else stamp(until)
-        until = self.now() if until is None else _utc(until)
-        rows = await self.pool.fetch(
+    async def _usage_rows(
+        self, since: str, until: str | None, platform: str | None, workspace_id: str | None
+    ) -> list[Any]:
+        return await self.pool.fetch(
             """
             SELECT day, platform, workspace_id, user_id, model,
                    sum(charged_images)::bigint, sum(charged_micros)::bigint
@@ -637,37 +496,15 @@ class PostgresLedger:
             GROUP BY day, platform, workspace_id, user_id, model
             ORDER BY day, platform, workspace_id, user_id, model
             """,
-            stamp(since),
-            until_stamp,
+            since,
+            until,
             platform,
             workspace_id,
-        )
-        return UsageReport(
-            since=since,
-            until=until,
-            rows=tuple(
-                UsageRow(
-                    day=r[0],
-                    platform=r[1],
-                    workspace_id=r[2],
-                    user_id=r[3],
-                    model=r[4],
-                    images=r[5],
-                    usd_micros=r[6],
-                )
-                for r in rows
-            ),
         )
 
     # --- admin changes (each writes an audit row, by trigger, in the same statement) ------
 
-    async def set_limits(self, scope: Scope, limits: Limits, *, actor: str) -> None:
-        """Replace what is set at ``scope``; ``None`` fields become "not set"."""
-        _check_scope(scope)
-        _check_limits(limits)
-        if limits.empty:
-            await self.clear_limits(scope, actor=actor)
-            return
+    async def _write_limits(self, scope: Scope, limits: Limits, at: str, actor: str) -> None:
         await self.pool.execute(
             """
             INSERT INTO limits (platform, workspace_id, kind, subject_id, images_per_day,
@@ -684,20 +521,13 @@ class PostgresLedger:
             limits.images_per_day,
             limits.images_per_month,
             limits.usd_micros_per_month,
-            stamp(self.now()),
+            at,
             actor,
         )
-        _log_limits(actor, scope, limits)
 
-    async def change_limits(
-        self, scope: Scope, changes: Mapping[LimitName, int | None], *, actor: str
-    ) -> Limits:
-        _check_scope(scope)
-        settable = LimitName.settable()
-        unknown = [name for name in changes if name not in settable]
-        if unknown:
-            raise ValueError(f"not a limit set per scope: {', '.join(unknown)}")
-        _check_limits(Limits(**{str(name): value for name, value in changes.items()}))
+    async def _change_limits(
+        self, scope: Scope, changes: Mapping[LimitName, int | None], at: str, actor: str
+    ) -> Sequence[Any]:
         day, month, usd = (
             LimitName.IMAGES_PER_DAY,
             LimitName.IMAGES_PER_MONTH,
@@ -724,7 +554,7 @@ class PostgresLedger:
             changes.get(day),
             changes.get(month),
             changes.get(usd),
-            stamp(self.now()),
+            at,
             actor,
             day in changes,
             month in changes,
@@ -732,13 +562,9 @@ class PostgresLedger:
         )
         if row is None:  # pragma: no cover - an upsert always returns its row
             raise AssertionError("change_limits wrote no row")
-        now = Limits(images_per_day=row[0], images_per_month=row[1], usd_micros_per_month=row[2])
-        _log_limits(actor, scope, now)
-        return now
+        return tuple(row)
 
-    async def clear_limits(self, scope: Scope, *, actor: str) -> None:
-        """Unset everything at ``scope`` (a scope with nothing set is left alone, unaudited)."""
-        _check_scope(scope)
+    async def _clear_limits(self, scope: Scope, at: str, actor: str) -> None:
         await self.pool.execute(
             """
             UPDATE limits SET images_per_day = NULL, images_per_month = NULL,
@@ -748,24 +574,13 @@ class PostgresLedger:
                        AND usd_micros_per_month IS NULL)
             """,
             *_scope_args(scope),
-            stamp(self.now()),
+            at,
             actor,
-        )
-        log.info(
-            "%s cleared limits at %s %s in %s:%s",
-            actor,
-            scope.kind,
-            scope.subject_id or "default",
-            scope.platform,
-            scope.workspace_id or "-",
         )
 
-    async def set_spend_cap(
-        self, *, platform: str, workspace_id: str, usd_micros: int | None, actor: str
+    async def _write_spend_cap(
+        self, platform: str, workspace_id: str, usd_micros: int | None, at: str, actor: str
     ) -> None:
-        """Set (or with ``None`` remove) the workspace-wide monthly spend cap."""
-        _check_amount(usd_micros, "usd_micros")
-        at = stamp(self.now())
         if usd_micros is None:
             await self.pool.execute(
                 """
@@ -796,18 +611,13 @@ class PostgresLedger:
                 at,
                 actor,
             )
-        log.info("%s set the spend cap of %s:%s to %s", actor, platform, workspace_id, usd_micros)
 
-    async def audit_log(
-        self,
-        *,
-        platform: str | None = None,
-        workspace_id: str | None = None,
-        limit: int = 50,
-    ) -> tuple[AuditEntry, ...]:
-        rows = await self.pool.fetch(
-            """
-            SELECT at, actor, action, scope_kind, platform, workspace_id, subject_id, old, new
+    async def _audit_rows(
+        self, platform: str | None, workspace_id: str | None, limit: int
+    ) -> list[Any]:
+        return await self.pool.fetch(
+            f"""
+            SELECT {_AUDIT_COLUMNS}
             FROM audit
             WHERE ($1::text IS NULL OR platform = $1::text)
               AND ($2::text IS NULL OR workspace_id = $2::text)
@@ -817,19 +627,6 @@ class PostgresLedger:
             workspace_id,
             limit,
         )
-        return tuple(
-            AuditEntry(
-                at=parse_stamp(r[0]),
-                actor=r[1],
-                action=r[2],
-                scope=Scope(
-                    kind=ScopeKind(r[3]), platform=r[4], workspace_id=r[5], subject_id=r[6]
-                ),
-                old=_limits_json(r[7]),
-                new=_limits_json(r[8]),
-            )
-            for r in rows
-        )
 
     # --- operations -----------------------------------------------------------------------
 
@@ -838,8 +635,7 @@ class PostgresLedger:
         answer."""
         await self.pool.fetchval("SELECT 1")
 
-    async def job_stats(self) -> JobStats:
-        """Jobs per state, and images and spend charged per model, over the whole ledger."""
+    async def _stats_rows(self) -> tuple[list[Any], list[Any]]:
         states = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
         charged = await self.pool.fetch(
             """
@@ -847,34 +643,13 @@ class PostgresLedger:
             WHERE state = 'charged' GROUP BY model ORDER BY model
             """
         )
-        by_state = dict.fromkeys(("held", "charged", "refunded"), 0)
-        by_state.update({str(row[0]): int(row[1]) for row in states})
-        return JobStats(
-            by_state=by_state,
-            charged={str(row[0]): (int(row[1]), int(row[2])) for row in charged},
-        )
+        return states, charged
 
     async def backup(self, target: str | os.PathLike[str]) -> None:
         """A consistent logical copy (one ``REPEATABLE READ`` read-only snapshot) in a new
         SQLite file at ``target``, by ``bot.store.copy``: ``imagine-bot db copy --from
         sqlite:///FILE --to postgresql://...`` restores it. ``pg_dump`` works too."""
         await backup_postgres(self.pool, target, location=self._location)
-
-
-def _state_of(row: Any) -> _State:
-    """A state query's row (``asyncpg.Record``), by column name."""
-    return _State(
-        limits=Limits(
-            images_per_day=row["images_per_day"],
-            images_per_month=row["images_per_month"],
-            usd_micros_per_month=row["usd_micros_per_month"],
-        ),
-        server_cap=row["server_cap"],
-        day_images=row["day_images"],
-        month_images=row["month_images"],
-        month_micros=row["month_micros"],
-        server_micros=row["server_micros"],
-    )
 
 
 def _scope_args(scope: Scope) -> tuple[str, str, str, str]:

@@ -11,36 +11,20 @@ COMMITTED) and updates nothing, so exactly one decision wins and is audited.
 
 from __future__ import annotations
 
-import json
-import uuid
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from bot.models import (
-    GenerationRequest,
-    ModerationEntry,
-    Requester,
-    Review,
-    ReviewState,
-    ServerRules,
-)
+from bot.models import GenerationRequest, ModerationEntry, Requester, Review, ServerRules
 from bot.store.ledger import Clock
-from bot.store.moderation import RuleKind
+from bot.store.moderation import RuleKind, decision, first_review, new_review, review_values
 from bot.store.postgres.connection import Pool
 from bot.store.postgres.ledger import PostgresLedger
-from bot.store.row import parse_stamp, request_from_row, requester_from_row, stamp
+from bot.store.row import MODERATION_LOG_COLUMNS, REVIEW_COLUMNS, moderation_entry, stamp
 
 __all__ = ["PostgresModerationStore"]
 
 _Record = Any
-"""An ``asyncpg.Record`` (untyped): read by column name, as soon as it is fetched."""
-
-_REVIEW_COLUMNS = """
-    review_id, platform, workspace_id, channel_id, user_id, role_ids, display_name, prompt,
-    negative_prompt, model, size, n, seed, source, rule, state, created_at, decided_by,
-    decided_at
-"""
+"""An ``asyncpg.Record`` (untyped): read as soon as it is fetched."""
 
 
 class PostgresModerationStore:
@@ -197,8 +181,7 @@ class PostgresModerationStore:
         self, request: GenerationRequest, requester: Requester, *, source: str, rule: str
     ) -> Review:
         """A new review in state ``refused`` and (by trigger, same statement) its log row."""
-        review_id = uuid.uuid4().hex
-        now = self.now()
+        review = new_review(request, requester, source=source, rule=rule, now=self.now())
         await self._fetch(
             """
             INSERT INTO reviews (review_id, platform, workspace_id, channel_id, user_id,
@@ -206,38 +189,15 @@ class PostgresModerationStore:
                                  n, seed, source, rule, created_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
             """,
-            review_id,
-            requester.platform,
-            requester.workspace_id,
-            requester.channel_id,
-            requester.user_id,
-            json.dumps(list(requester.role_ids)),
-            requester.display_name,
-            request.prompt,
-            request.negative_prompt,
-            request.model,
-            request.size,
-            request.n,
-            request.seed,
-            source,
-            rule,
-            stamp(now),
+            *review_values(review),
         )
-        return Review(
-            review_id=review_id,
-            requester=replace(requester, is_admin=False),
-            request=request,
-            rule=rule,
-            source=source,
-            state=ReviewState.REFUSED,
-            created_at=now,
-        )
+        return review
 
     async def review(self, review_id: str) -> Review | None:
         rows = await self._fetch(
-            f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE review_id = $1", review_id
+            f"SELECT {REVIEW_COLUMNS} FROM reviews WHERE review_id = $1", review_id
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def mark_pending(self, review_id: str) -> Review | None:
         """refused -> pending; ``None`` when the review is not in state ``refused``."""
@@ -245,12 +205,12 @@ class PostgresModerationStore:
             f"""
             UPDATE reviews SET state = 'pending', requested_at = $2
             WHERE review_id = $1 AND state = 'refused'
-            RETURNING {_REVIEW_COLUMNS}
+            RETURNING {REVIEW_COLUMNS}
             """,
             review_id,
             stamp(self.now()),
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def mark_refused(self, review_id: str) -> bool:
         """pending -> refused again (the request never reached the admins); False when the
@@ -272,24 +232,22 @@ class PostgresModerationStore:
             f"""
             UPDATE reviews SET state = $2, decided_by = $3, decided_at = $4
             WHERE review_id = $1 AND state = 'pending'
-            RETURNING {_REVIEW_COLUMNS}
+            RETURNING {REVIEW_COLUMNS}
             """,
             review_id,
-            "approved" if approve else "denied",
+            decision(approve),
             decided_by,
             stamp(self.now()),
         )
-        return _review(rows[0]) if rows else None
+        return first_review(rows)
 
     async def log(
         self, platform: str, workspace_id: str, *, since: datetime, limit: int = 50
     ) -> tuple[ModerationEntry, ...]:
         """Refusals in one server since ``since``, newest first."""
         rows = await self._fetch(
-            """
-            SELECT at, platform, workspace_id, channel_id, user_id, prompt, negative_prompt,
-                   source, rule, review_id
-            FROM moderation_log
+            f"""
+            SELECT {MODERATION_LOG_COLUMNS} FROM moderation_log
             WHERE platform = $1 AND workspace_id = $2 AND at >= $3
             ORDER BY at DESC, id DESC LIMIT $4
             """,
@@ -298,47 +256,4 @@ class PostgresModerationStore:
             stamp(since),
             limit,
         )
-        return tuple(
-            ModerationEntry(
-                at=parse_stamp(r["at"]),
-                platform=r["platform"],
-                workspace_id=r["workspace_id"],
-                channel_id=r["channel_id"],
-                user_id=r["user_id"],
-                prompt=r["prompt"],
-                negative_prompt=r["negative_prompt"],
-                source=r["source"],
-                rule=r["rule"],
-                review_id=r["review_id"],
-            )
-            for r in rows
-        )
-
-
-def _review(row: _Record) -> Review:
-    decided_at: str | None = row["decided_at"]
-    return Review(
-        review_id=row["review_id"],
-        requester=requester_from_row(
-            row["platform"],
-            row["workspace_id"],
-            row["channel_id"],
-            row["user_id"],
-            row["role_ids"],
-            row["display_name"],
-        ),
-        request=request_from_row(
-            row["prompt"],
-            row["model"],
-            row["size"],
-            row["n"],
-            row["seed"],
-            row["negative_prompt"],
-        ),
-        rule=row["rule"],
-        source=row["source"],
-        state=ReviewState(row["state"]),
-        created_at=parse_stamp(row["created_at"]),
-        decided_by=row["decided_by"],
-        decided_at=None if decided_at is None else parse_stamp(decided_at),
-    )
+        return tuple(moderation_entry(row) for row in rows)

@@ -22,17 +22,12 @@ on the same rows wait for each other instead of deadlocking.
 
 from __future__ import annotations
 
-import logging
-
-from bot.errors import ConfigError
-from bot.messages import database_newer_text
+from bot.store.migration import apply
 from bot.store.postgres.connection import Connection, Pool
 from bot.store.postgres.moderation_schema import MODERATION
 from bot.store.postgres.queue_schema import QUEUE
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
-
-log = logging.getLogger(__name__)
 
 # The advisory lock key of migrations (any constant bigint; other keys hash a text).
 _MIGRATION_LOCK = 0x696D6167696E65  # "imagine"
@@ -290,6 +285,11 @@ _VERSION_TABLE = """
     )
 """
 
+_SET_VERSION = """
+    INSERT INTO schema_version (version) VALUES ($1)
+    ON CONFLICT (only_row) DO UPDATE SET version = excluded.version
+"""
+
 
 async def _version(connection: Connection) -> int:
     # pg_tables, not to_regclass: the name cache of a session that waited on the advisory
@@ -316,18 +316,12 @@ async def migrate(pool: Pool) -> int:
             await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             # Read again under the lock: another process may have migrated meanwhile.
             current = await _version(connection)
-            if current > SCHEMA_VERSION:
-                raise ConfigError(database_newer_text(current, SCHEMA_VERSION))
+            # Rolled back with the rest when the database is refused as too new.
             await connection.execute(_VERSION_TABLE)
-            for version in range(current, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version]:
-                    await connection.execute(statement)
-                await connection.execute(
-                    """
-                    INSERT INTO schema_version (version) VALUES ($1)
-                    ON CONFLICT (only_row) DO UPDATE SET version = excluded.version
-                    """,
-                    version + 1,
-                )
-                log.info("ledger schema migrated to version %d", version + 1)
+            await apply(
+                MIGRATIONS,
+                current,
+                execute=connection.execute,
+                set_version=lambda version: connection.execute(_SET_VERSION, version),
+            )
     return found
