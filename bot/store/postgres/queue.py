@@ -27,7 +27,15 @@ from typing import Any
 from bot.models import Requester
 from bot.store.row import parse_stamp, requester_from_row
 
-__all__ = ["CHANNEL", "Admission", "Adoption", "Claim", "PostgresQueue", "QueueFigures"]
+__all__ = [
+    "CHANNEL",
+    "CLAIM_NEXT",
+    "Admission",
+    "Adoption",
+    "Claim",
+    "PostgresQueue",
+    "QueueFigures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,20 @@ _ORDER = "q.front DESC, coalesce(s.turn, 0), coalesce(u.turn, 0), q.seq"
 _TURN_JOINS = f"""
     LEFT JOIN queue_turns s ON s.key = {_SERVER_KEY}
     LEFT JOIN queue_turns u ON u.key = {_USER_KEY}
+"""
+
+# The next job a claim starts ($1: now's stamp, $2: the platforms this process may adopt);
+# named so that ``bench/claim.py`` can EXPLAIN the statement the claim runs.
+CLAIM_NEXT = f"""
+    SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
+           {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
+    FROM queue q
+    LEFT JOIN boots b ON b.boot_id = q.acceptor
+    {_TURN_JOINS}
+    WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
+    ORDER BY {_ORDER}
+    LIMIT 1
+    FOR UPDATE OF q SKIP LOCKED
 """
 
 
@@ -215,21 +237,7 @@ class PostgresQueue:
         turn = int(state["turns"])
         epoch = int(state["epoch"])
         while free > 0 and len(claims) < limit:
-            row = await conn.fetchrow(
-                f"""
-                SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
-                       {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
-                FROM queue q
-                LEFT JOIN boots b ON b.boot_id = q.acceptor
-                {_TURN_JOINS}
-                WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
-                ORDER BY {_ORDER}
-                LIMIT 1
-                FOR UPDATE OF q SKIP LOCKED
-                """,
-                now_stamp,
-                platforms,
-            )
+            row = await conn.fetchrow(CLAIM_NEXT, now_stamp, platforms)
             if row is None:
                 break
             runner = str(row["acceptor"]) if row["alive"] else me
