@@ -83,13 +83,20 @@ class MemoryCounter:
         self.used[key] -= held - images
 
 
-async def run_pairs(target: PairTarget, *, tasks: int, pairs: int, users: int) -> float:
-    """Seconds taken for ``pairs`` hold+charge pairs spread over ``tasks`` tasks."""
+async def run_pairs(
+    target: PairTarget, *, tasks: int, pairs: int, users: int, servers: int = 1
+) -> float:
+    """Seconds taken for ``pairs`` hold+charge pairs spread over ``tasks`` tasks (task ``i``
+    is user ``i % users`` of server ``G{1 + user % servers}``)."""
     per_task = pairs // tasks
 
     async def worker(index: int) -> None:
+        user = index % users
         requester = Requester(
-            platform="discord", workspace_id="G1", channel_id="C1", user_id=f"U{index % users}"
+            platform="discord",
+            workspace_id=f"G{1 + user % servers}",
+            channel_id="C1",
+            user_id=f"U{user}",
         )
         for _ in range(per_task):
             # Real holds carry the platform's event id (it is what makes them idempotent).

@@ -288,12 +288,16 @@ class ClusterScheduler:
         ``QueueFullError``) raise before anything is queued."""
         if self._closed:
             raise ShuttingDownError()
-        found = await self._queue.admit(
+        now = self._now()
+        found, claims = await self._queue.admit(
             job_id,
             requester,
             max_per_user=self.max_per_user,
             max_queue=self.max_queue,
             max_per_server=self.max_per_server,
+            now_stamp=stamp(now),
+            now=now.timestamp(),
+            adoptable=() if self._closing else self._platforms(),
         )
         if found == Admission.USER_CAP:
             raise TooManyJobsError(self.max_per_user)
@@ -305,6 +309,8 @@ class ClusterScheduler:
             job_id=job_id, requester=requester, _cluster=self, _task=asyncio.current_task()
         )
         self._track(ticket)
+        for claim in claims:
+            self._started(claim)
         self._kick()
         try:
             yield ticket
@@ -424,16 +430,22 @@ class ClusterScheduler:
             w = self._weight
             previous = self._latency
             self._latency = elapsed if previous is None else w * elapsed + (1 - w) * previous
+        now = self._now()
         try:
-            await self._queue.finish_call(
+            claims, self._hold_until = await self._queue.finish_call(
                 ticket.job_id,
                 epoch=ticket._epoch,
                 succeeded=succeeded,
                 rate_limited_for=rate_limited_for,
-                now=self._now().timestamp(),
+                now=now.timestamp(),
+                now_stamp=stamp(now),
+                adoptable=() if self._closing else self._platforms(),
             )
         except Exception:
             log.exception("job %s: could not free its provider slot", ticket.job_id)
+        else:
+            for claim in claims:
+                self._started(claim)
         self._kick()
 
     async def _requeue(self, ticket: ClusterTicket) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import ack, fairness, memory, overhead, throughput
+from bench import ack, claim, cluster, fairness, memory, overhead, postgres_ledger, throughput
+from tests.fakes.postgres import admin_url, database_url
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +69,35 @@ async def test_memory_reads_the_bot_process_rss_and_probes_its_loop() -> None:
     client = await memory.client_run(memory.Scenario("max", 2, 2), latency=0.01, side=1024)
     assert client.peak_mib > 0 and client.lags
     assert "provider client" in memory.client_report([client])
+
+
+async def test_postgres_ledger_runs_both_stores_and_the_processes(tmp_path: Path) -> None:
+    results = await postgres_ledger.measure(
+        database_url(str(tmp_path)), pairs=20, levels=(1, 10), processes=2, process_tasks=2
+    )
+    assert {(r.store, r.processes) for r in results} >= {
+        ("PostgreSQL", 1),
+        ("SQLite file", 1),
+        ("in-memory counter", 1),
+        ("PostgreSQL", 2),
+        ("SQLite file", 2),
+    }
+    assert all(r.rate > 0 for r in results)
+    assert "pairs/s" in postgres_ledger.report(results, server="PostgreSQL", users=20)
+
+
+async def test_cluster_runs_jobs_over_processes_and_the_baseline(tmp_path: Path) -> None:
+    runs = await cluster.measure(
+        database_url(str(tmp_path)), jobs=8, cap=2, latency=0.01, processes=(1, 2)
+    )
+    assert [r.label for r in runs] == ["baseline", "1 process", "2 processes"]
+    assert all(len(r.jobs) == 8 and 0 < r.peak <= 2 for r in runs)
+    assert "wall/ideal" in cluster.report(runs, server="PostgreSQL", users=40, servers=4)
+
+
+async def test_claim_times_claims_and_explains_the_claim() -> None:
+    results = await claim.measure(admin_url(), depths=(5,), claims=3, users=4, servers=2)
+    [depth] = results
+    assert len(depth.seconds) == 3 and depth.median_ms > 0
+    assert "ms" in depth.plan
+    assert "p95 ms" in claim.report(results, server="PostgreSQL", users=4, servers=2)

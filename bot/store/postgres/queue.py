@@ -28,7 +28,7 @@ from typing import Any
 from bot.models import QueueFigures, Requester
 from bot.store.row import parse_stamp, requester_from_row
 
-__all__ = ["CHANNEL", "Admission", "Adoption", "Claim", "PostgresQueue"]
+__all__ = ["CHANNEL", "CLAIM_NEXT", "Admission", "Adoption", "Claim", "PostgresQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,20 @@ _ORDER = "q.front DESC, coalesce(s.turn, 0), coalesce(u.turn, 0), q.seq"
 _TURN_JOINS = f"""
     LEFT JOIN queue_turns s ON s.key = {_SERVER_KEY}
     LEFT JOIN queue_turns u ON u.key = {_USER_KEY}
+"""
+
+# The next job a claim starts ($1: now's stamp, $2: the platforms this process may adopt);
+# named so that ``bench/claim.py`` can EXPLAIN the statement the claim runs.
+CLAIM_NEXT = f"""
+    SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
+           {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
+    FROM queue q
+    LEFT JOIN boots b ON b.boot_id = q.acceptor
+    {_TURN_JOINS}
+    WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
+    ORDER BY {_ORDER}
+    LIMIT 1
+    FOR UPDATE OF q SKIP LOCKED
 """
 
 
@@ -126,30 +140,48 @@ class PostgresQueue:
         max_per_user: int,
         max_queue: int,
         max_per_server: int | None = None,
-    ) -> str:
+        now_stamp: str,
+        now: float,
+        adoptable: Iterable[str] = (),
+    ) -> tuple[str, list[Claim]]:
         """Queue ``job_id`` unless its user has ``max_per_user`` jobs in the queue already,
         its server ``max_per_server``, or ``max_queue`` jobs wait (and no slot is free); an
-        ``Admission`` value. The caps are conditional increments of counter rows, so two
-        processes admitting at once cannot both pass a cap with one place left."""
+        ``Admission`` value, and the jobs started at once when a slot was free (as ``claim``
+        starts them). The caps are conditional increments of counter rows, so two processes
+        admitting at once cannot both pass a cap with one place left.
+
+        The start is in the same transaction because a burst of admissions otherwise holds
+        the claims back: each takes the ``queue_state`` lock, and the pump's claim waits
+        for a connection and the lock behind all of them (400 jobs at once on two
+        processes: a second before the 16 slots were busy, ``bench/cluster.py``)."""
         user_key, server_key = _counter_keys(requester)
         try:
-            await self._admit(
-                job_id, requester, user_key, server_key, max_per_user, max_queue, max_per_server
+            claims = await self._admit(
+                job_id,
+                requester,
+                (user_key, server_key),
+                (max_per_user, max_per_server),
+                max_queue,
+                now_stamp=now_stamp,
+                now=now,
+                adoptable=adoptable,
             )
         except _Refused as refused:
-            return refused.admission
-        return Admission.ADMITTED
+            return refused.admission, []
+        return Admission.ADMITTED, claims
 
     async def _admit(
         self,
         job_id: str,
         requester: Requester,
-        user_key: str,
-        server_key: str,
-        max_per_user: int,
+        keys: tuple[str, str],
+        caps: tuple[int, int | None],
         max_queue: int,
-        max_per_server: int | None,
-    ) -> None:
+        *,
+        now_stamp: str,
+        now: float,
+        adoptable: Iterable[str],
+    ) -> list[Claim]:
         async with self._pool.acquire() as conn, conn.transaction():
             state = await conn.fetchrow(
                 "SELECT queued, running, concurrency FROM queue_state WHERE id = 1 FOR UPDATE"
@@ -158,8 +190,8 @@ class PostgresQueue:
             if state["queued"] >= max_queue and not free:
                 raise _Refused(Admission.QUEUE_FULL)
             for key, cap, refusal in (
-                (user_key, max_per_user, Admission.USER_CAP),
-                (server_key, max_per_server, Admission.SERVER_CAP),
+                (keys[0], caps[0], Admission.USER_CAP),
+                (keys[1], caps[1], Admission.SERVER_CAP),
             ):
                 await conn.execute(
                     "INSERT INTO queue_counters (key, jobs) VALUES ($1, 0) ON CONFLICT DO NOTHING",
@@ -186,95 +218,108 @@ class PostgresQueue:
                 self.boot,
             )
             await conn.execute("UPDATE queue_state SET queued = queued + 1 WHERE id = 1")
+            claims: list[Claim] = []
+            if free:
+                claims, _ = await self._claim(
+                    conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=64
+                )
+        return claims
 
     async def claim(
         self, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int = 64
     ) -> tuple[list[Claim], float]:
         """Start queued jobs while the cluster has free slots and no rate-limit hold; returns
         them and the hold's end (Unix seconds, 0 when none)."""
+        # A look without the lock first: every process's pump calls this after each change,
+        # and taking the one lock when no slot is free or nothing waits only delays those
+        # that free slots. Skipping is safe: whoever frees a slot either claims it in the
+        # same transaction (``finish_call``) or kicks its pump after committing (a release
+        # or take-over of a running job), which then sees the slot here; the poll is the
+        # fallback.
+        state = await self._pool.fetchrow(
+            "SELECT running, concurrency, queued, hold_until FROM queue_state WHERE id = 1"
+        )
+        hold_until = float(state["hold_until"])
+        if hold_until > now:
+            return [], hold_until
+        if int(state["running"]) >= int(state["concurrency"]) or int(state["queued"]) == 0:
+            return [], 0.0
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._claim(
+                conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=limit
+            )
+
+    async def _claim(
+        self, conn: Any, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int
+    ) -> tuple[list[Claim], float]:
         platforms = sorted(set(adoptable))
         me = self.boot
         claims: list[Claim] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchrow(
+        state = await conn.fetchrow(
+            """
+            SELECT running, concurrency, hold_until, epoch, turns
+            FROM queue_state WHERE id = 1 FOR UPDATE
+            """
+        )
+        hold_until = float(state["hold_until"])
+        if hold_until > now:
+            return claims, hold_until
+        free = int(state["concurrency"]) - int(state["running"])
+        turn = int(state["turns"])
+        epoch = int(state["epoch"])
+        while free > 0 and len(claims) < limit:
+            row = await conn.fetchrow(CLAIM_NEXT, now_stamp, platforms)
+            if row is None:
+                break
+            runner = str(row["acceptor"]) if row["alive"] else me
+            turn += 1
+            free -= 1
+            await conn.execute(
                 """
-                SELECT running, concurrency, hold_until, epoch, turns
-                FROM queue_state WHERE id = 1 FOR UPDATE
-                """
+                UPDATE queue SET state = 'running', runner = $2, epoch = $3,
+                    started_at = $4, front = FALSE
+                WHERE job_id = $1
+                """,
+                row["job_id"],
+                runner,
+                epoch,
+                now,
             )
-            hold_until = float(state["hold_until"])
-            if hold_until > now:
-                return claims, hold_until
-            free = int(state["concurrency"]) - int(state["running"])
-            turn = int(state["turns"])
-            epoch = int(state["epoch"])
-            while free > 0 and len(claims) < limit:
-                row = await conn.fetchrow(
-                    f"""
-                    SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
-                           {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
-                    FROM queue q
-                    LEFT JOIN boots b ON b.boot_id = q.acceptor
-                    {_TURN_JOINS}
-                    WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
-                    ORDER BY {_ORDER}
-                    LIMIT 1
-                    FOR UPDATE OF q SKIP LOCKED
-                    """,
-                    now_stamp,
-                    platforms,
-                )
-                if row is None:
-                    break
-                runner = str(row["acceptor"]) if row["alive"] else me
-                turn += 1
-                free -= 1
+            await conn.execute(
+                """
+                INSERT INTO queue_turns (key, turn) VALUES ($1, $3), ($2, $3)
+                ON CONFLICT (key) DO UPDATE SET turn = excluded.turn
+                """,
+                row["server_key"],
+                row["user_key"],
+                turn,
+            )
+            if runner != row["acceptor"]:
+                # The job is this process's now: the orphan sweep must not refund it.
                 await conn.execute(
-                    """
-                    UPDATE queue SET state = 'running', runner = $2, epoch = $3,
-                        started_at = $4, front = FALSE
-                    WHERE job_id = $1
-                    """,
-                    row["job_id"],
-                    runner,
-                    epoch,
-                    now,
+                    "UPDATE jobs SET owner = $2 WHERE job_id = $1", row["job_id"], me
                 )
-                await conn.execute(
-                    """
-                    INSERT INTO queue_turns (key, turn) VALUES ($1, $3), ($2, $3)
-                    ON CONFLICT (key) DO UPDATE SET turn = excluded.turn
-                    """,
-                    row["server_key"],
-                    row["user_key"],
-                    turn,
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", CHANNEL, f"start {runner} {row['job_id']} {epoch}"
+            )
+            claims.append(
+                Claim(
+                    job_id=str(row["job_id"]),
+                    runner=runner,
+                    adopted=runner != row["acceptor"],
+                    epoch=epoch,
                 )
-                if runner != row["acceptor"]:
-                    # The job is this process's now: the orphan sweep must not refund it.
-                    await conn.execute(
-                        "UPDATE jobs SET owner = $2 WHERE job_id = $1", row["job_id"], me
-                    )
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", CHANNEL, f"start {runner} {row['job_id']} {epoch}"
-                )
-                claims.append(
-                    Claim(
-                        job_id=str(row["job_id"]),
-                        runner=runner,
-                        adopted=runner != row["acceptor"],
-                        epoch=epoch,
-                    )
-                )
-            if claims:
-                await conn.execute(
-                    """
-                    UPDATE queue_state SET running = running + $1, queued = queued - $1,
-                        turns = $2
-                    WHERE id = 1
-                    """,
-                    len(claims),
-                    turn,
-                )
+            )
+        if claims:
+            await conn.execute(
+                """
+                UPDATE queue_state SET running = running + $1, queued = queued - $1,
+                    turns = $2
+                WHERE id = 1
+                """,
+                len(claims),
+                turn,
+            )
         return claims, 0.0
 
     async def adoption(self, job_id: str) -> Adoption | None:
@@ -309,11 +354,18 @@ class PostgresQueue:
         succeeded: bool,
         rate_limited_for: float | None,
         now: float,
-    ) -> None:
+        now_stamp: str,
+        adoptable: Iterable[str] = (),
+    ) -> tuple[list[Claim], float]:
         """The provider call of ``job_id`` is over: free its slot (the job stays in the queue,
-        ``delivering``, until it is released). A success started since the last 429 counts
+        ``delivering``, until it is released) and start the next jobs in it, as ``claim``
+        does (its claims and the hold's end). A success started since the last 429 counts
         towards raising the cap again; a 429 (``rate_limited_for``: the bounded wait) halves
-        it once per epoch and holds every start until the wait is over."""
+        it once per epoch and holds every start until the wait is over.
+
+        The claim is in the same transaction because a slot handed on in a second one waits
+        for the ``queue_state`` lock twice: with 16 slots busy on two processes that was
+        most of the 25 to 40 ms a slot stood idle between jobs (``bench/cluster.py``)."""
         async with self._pool.acquire() as conn, conn.transaction():
             state = await conn.fetchrow(
                 """
@@ -358,6 +410,9 @@ class PostgresQueue:
                 current,
                 hold_until,
             )
+            return await self._claim(
+                conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=64
+            )
 
     async def requeue(self, job_id: str) -> bool:
         """A rate-limited job back to the front of the queue (its slot already freed)."""
@@ -379,6 +434,24 @@ class PostgresQueue:
     async def release(self, job_id: str) -> None:
         """The job is settled (or never ran): out of the queue, its slot and place freed;
         left alone when another process runs it now (this one lost its lease meanwhile)."""
+        # A delivering row holds no slot and only its live runner moves it, so it leaves
+        # without the ``queue_state`` lock that every claim waits for (one per job).
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                DELETE FROM queue WHERE job_id = $1 AND state = 'delivering' AND runner = $2
+                RETURNING {_USER_COUNTER} AS user_key, {_SERVER_COUNTER} AS server_key
+                """,
+                job_id,
+                self.boot,
+            )
+            if row is not None:
+                await conn.execute(
+                    "UPDATE queue_counters SET jobs = jobs - 1"
+                    " WHERE key = ANY($1::text[]) AND jobs > 0",
+                    [row["user_key"], row["server_key"]],
+                )
+                return
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM queue_state WHERE id = 1 FOR UPDATE")
             await self._delete(conn, job_id, None, runner=self.boot)
