@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.models import QueueFigures, Requester
+from bot.store.postgres.queue_schema import CLAIM_NEXT_TEMPLATE
 from bot.store.row import parse_stamp, requester_from_row
 
 __all__ = ["CHANNEL", "CLAIM_NEXT", "Admission", "Adoption", "Claim", "PostgresQueue"]
@@ -36,29 +37,19 @@ CHANNEL = "imagine_queue"
 
 _SERVER_KEY = "q.platform || ':' || q.workspace_id"
 _USER_KEY = "q.platform || ':' || q.workspace_id || ':' || q.user_id"
-_ALIVE = "(b.boot_id IS NOT NULL AND b.stopped_at IS NULL AND b.expires_at >= $1)"
 
-# The dispatch order (the claim's and the queue positions'): retries and take-overs first,
-# then the server served least recently, its user served least recently, the oldest job.
+# The dispatch order (the claim's, in ``queue_claim``, and the queue positions'): retries and
+# take-overs first, then the server served least recently, its user served least recently,
+# the oldest job.
 _ORDER = "q.front DESC, coalesce(s.turn, 0), coalesce(u.turn, 0), q.seq"
 _TURN_JOINS = f"""
     LEFT JOIN queue_turns s ON s.key = {_SERVER_KEY}
     LEFT JOIN queue_turns u ON u.key = {_USER_KEY}
 """
 
-# The next job a claim starts ($1: now's stamp, $2: the platforms this process may adopt);
-# named so that ``bench/claim.py`` can EXPLAIN the statement the claim runs.
-CLAIM_NEXT = f"""
-    SELECT q.job_id, q.acceptor, {_ALIVE} AS alive,
-           {_SERVER_KEY} AS server_key, {_USER_KEY} AS user_key
-    FROM queue q
-    LEFT JOIN boots b ON b.boot_id = q.acceptor
-    {_TURN_JOINS}
-    WHERE q.state = 'queued' AND ({_ALIVE} OR q.platform = ANY($2::text[]))
-    ORDER BY {_ORDER}
-    LIMIT 1
-    FOR UPDATE OF q SKIP LOCKED
-"""
+# The statement ``queue_claim`` runs for each job it starts ($1: now's stamp, $2: the platforms
+# this process may adopt), for ``bench/claim.py`` to EXPLAIN.
+CLAIM_NEXT = CLAIM_NEXT_TEMPLATE.format(now="$1::text", platforms="$2::text[]")
 
 
 class Admission:
@@ -68,6 +59,23 @@ class Admission:
     USER_CAP = "user_cap"
     SERVER_CAP = "server_cap"
     QUEUE_FULL = "queue_full"
+
+
+def _claims(rows: Sequence[Any]) -> tuple[list[Claim], float]:
+    """The jobs ``queue_claim`` (or ``queue_finish``) started, and the rate-limit hold's end
+    (0 when none) from the row it returns when nothing may start."""
+    claims = [
+        Claim(
+            job_id=str(r["job_id"]),
+            runner=str(r["runner"]),
+            adopted=bool(r["adopted"]),
+            epoch=int(r["epoch"]),
+        )
+        for r in rows
+        if r["job_id"] is not None
+    ]
+    hold = max((float(r["hold_until"]) for r in rows if r["job_id"] is None), default=0.0)
+    return claims, hold
 
 
 class _Refused(Exception):
@@ -244,83 +252,23 @@ class PostgresQueue:
             return [], hold_until
         if int(state["running"]) >= int(state["concurrency"]) or int(state["queued"]) == 0:
             return [], 0.0
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await self._claim(
-                conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=limit
-            )
+        # One statement (``queue_claim``): atomic without a transaction of its own.
+        return await self._claim(
+            self._pool, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=limit
+        )
 
     async def _claim(
         self, conn: Any, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int
     ) -> tuple[list[Claim], float]:
-        platforms = sorted(set(adoptable))
-        me = self.boot
-        claims: list[Claim] = []
-        state = await conn.fetchrow(
-            """
-            SELECT running, concurrency, hold_until, epoch, turns
-            FROM queue_state WHERE id = 1 FOR UPDATE
-            """
+        rows = await conn.fetch(
+            "SELECT * FROM queue_claim($1, $2, $3::text[], $4, $5)",
+            now_stamp,
+            now,
+            sorted(set(adoptable)),
+            self.boot,
+            limit,
         )
-        hold_until = float(state["hold_until"])
-        if hold_until > now:
-            return claims, hold_until
-        free = int(state["concurrency"]) - int(state["running"])
-        turn = int(state["turns"])
-        epoch = int(state["epoch"])
-        while free > 0 and len(claims) < limit:
-            row = await conn.fetchrow(CLAIM_NEXT, now_stamp, platforms)
-            if row is None:
-                break
-            runner = str(row["acceptor"]) if row["alive"] else me
-            turn += 1
-            free -= 1
-            await conn.execute(
-                """
-                UPDATE queue SET state = 'running', runner = $2, epoch = $3,
-                    started_at = $4, front = FALSE
-                WHERE job_id = $1
-                """,
-                row["job_id"],
-                runner,
-                epoch,
-                now,
-            )
-            await conn.execute(
-                """
-                INSERT INTO queue_turns (key, turn) VALUES ($1, $3), ($2, $3)
-                ON CONFLICT (key) DO UPDATE SET turn = excluded.turn
-                """,
-                row["server_key"],
-                row["user_key"],
-                turn,
-            )
-            if runner != row["acceptor"]:
-                # The job is this process's now: the orphan sweep must not refund it.
-                await conn.execute(
-                    "UPDATE jobs SET owner = $2 WHERE job_id = $1", row["job_id"], me
-                )
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", CHANNEL, f"start {runner} {row['job_id']} {epoch}"
-            )
-            claims.append(
-                Claim(
-                    job_id=str(row["job_id"]),
-                    runner=runner,
-                    adopted=runner != row["acceptor"],
-                    epoch=epoch,
-                )
-            )
-        if claims:
-            await conn.execute(
-                """
-                UPDATE queue_state SET running = running + $1, queued = queued - $1,
-                    turns = $2
-                WHERE id = 1
-                """,
-                len(claims),
-                turn,
-            )
-        return claims, 0.0
+        return _claims(rows)
 
     async def adoption(self, job_id: str) -> Adoption | None:
         """The job's requester, reach and deadline, for a process that did not accept it."""
@@ -366,53 +314,18 @@ class PostgresQueue:
         The claim is in the same transaction because a slot handed on in a second one waits
         for the ``queue_state`` lock twice: with 16 slots busy on two processes that was
         most of the 25 to 40 ms a slot stood idle between jobs (``bench/cluster.py``)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchrow(
-                """
-                SELECT concurrency, max_concurrent, epoch, successes, hold_until
-                FROM queue_state WHERE id = 1 FOR UPDATE
-                """
-            )
-            moved = await conn.fetchval(
-                """
-                UPDATE queue SET state = 'delivering'
-                WHERE job_id = $1 AND state = 'running' AND runner = $2
-                RETURNING job_id
-                """,
-                job_id,
-                self.boot,
-            )
-            concurrency = int(state["concurrency"])
-            successes = int(state["successes"])
-            current = int(state["epoch"])
-            hold_until = float(state["hold_until"])
-            if succeeded and concurrency < int(state["max_concurrent"]) and epoch == current:
-                successes += 1
-                if successes >= concurrency:
-                    concurrency += 1
-                    successes = 0
-                    log.info("provider recovering: cluster concurrency back to %d", concurrency)
-            elif rate_limited_for is not None:
-                if epoch == current:
-                    concurrency = max(1, concurrency // 2)
-                    current += 1
-                    successes = 0
-                hold_until = max(hold_until, now + rate_limited_for)
-            await conn.execute(
-                """
-                UPDATE queue_state SET running = running - $1, concurrency = $2,
-                    successes = $3, epoch = $4, hold_until = $5
-                WHERE id = 1
-                """,
-                1 if moved is not None else 0,
-                concurrency,
-                successes,
-                current,
-                hold_until,
-            )
-            return await self._claim(
-                conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=64
-            )
+        rows = await self._pool.fetch(
+            "SELECT * FROM queue_finish($1, $2, $3, $4, $5, $6, $7, $8::text[])",
+            job_id,
+            self.boot,
+            epoch,
+            succeeded,
+            rate_limited_for,
+            now,
+            now_stamp,
+            sorted(set(adoptable)),
+        )
+        return _claims(rows)
 
     async def requeue(self, job_id: str) -> bool:
         """A rate-limited job back to the front of the queue (its slot already freed)."""

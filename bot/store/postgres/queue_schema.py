@@ -21,11 +21,146 @@
 ``queue_turns``
     The turn at which each server and each user was last served: the claim takes the queued
     job of the server, then the user, served least recently.
+
+Functions: ``queue_claim`` starts queued jobs while slots are free, and ``queue_finish`` frees
+a finished call's slot (with the rate-limit bookkeeping) and then claims. Each is one
+statement, so each is one round trip holding the ``queue_state`` lock for as long as the
+server takes to run it, instead of one per step: that lock is what every start and finish of
+every process waits for.
 """
 
 from __future__ import annotations
 
-__all__ = ["QUEUE"]
+__all__ = ["CLAIM_NEXT_TEMPLATE", "QUEUE"]
+
+# The next job a claim starts, in the dispatch order: rate-limited retries and take-overs
+# first, then the server served least recently, its user served least recently, the oldest
+# job. ``{now}`` is now's stamp, ``{platforms}`` the platforms the claiming process may adopt
+# (a job whose acceptor is gone); ``bot.store.postgres.queue.CLAIM_NEXT`` is the same
+# statement with parameters, for ``bench/claim.py`` to EXPLAIN.
+CLAIM_NEXT_TEMPLATE = """
+    SELECT q.job_id, q.acceptor,
+           (b.boot_id IS NOT NULL AND b.stopped_at IS NULL AND b.expires_at >= {now}) AS alive,
+           q.platform || ':' || q.workspace_id AS server_key,
+           q.platform || ':' || q.workspace_id || ':' || q.user_id AS user_key
+    FROM queue q
+    LEFT JOIN boots b ON b.boot_id = q.acceptor
+    LEFT JOIN queue_turns s ON s.key = q.platform || ':' || q.workspace_id
+    LEFT JOIN queue_turns u ON u.key = q.platform || ':' || q.workspace_id || ':' || q.user_id
+    WHERE q.state = 'queued'
+      AND ((b.boot_id IS NOT NULL AND b.stopped_at IS NULL AND b.expires_at >= {now})
+           OR q.platform = ANY({platforms}))
+    ORDER BY q.front DESC, coalesce(s.turn, 0), coalesce(u.turn, 0), q.seq
+    LIMIT 1
+    FOR UPDATE OF q SKIP LOCKED
+"""
+
+_CLAIM = (
+    """
+    CREATE FUNCTION queue_claim(
+        p_now_stamp TEXT, p_now DOUBLE PRECISION, p_platforms TEXT[], p_me TEXT, p_limit INTEGER
+    ) RETURNS TABLE (
+        job_id TEXT, runner TEXT, adopted BOOLEAN, epoch BIGINT, hold_until DOUBLE PRECISION
+    ) LANGUAGE plpgsql AS $$
+    DECLARE
+        st queue_state%ROWTYPE;
+        r RECORD;
+        v_runner TEXT;
+        n INTEGER := 0;
+    BEGIN
+        SELECT * INTO st FROM queue_state WHERE id = 1 FOR UPDATE;
+        IF st.hold_until > p_now THEN
+            job_id := NULL; runner := NULL; adopted := NULL; epoch := st.epoch;
+            hold_until := st.hold_until;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        WHILE st.running + n < st.concurrency AND n < p_limit LOOP
+    """
+    + CLAIM_NEXT_TEMPLATE.format(now="p_now_stamp", platforms="p_platforms")
+    .replace("SELECT q.job_id, q.acceptor,", "SELECT q.job_id AS jid, q.acceptor,")
+    .replace("\n    FROM queue q\n", "\n    INTO r\n    FROM queue q\n")
+    + """;
+            EXIT WHEN NOT FOUND;
+            v_runner := CASE WHEN r.alive THEN r.acceptor ELSE p_me END;
+            st.turns := st.turns + 1;
+            n := n + 1;
+            UPDATE queue SET state = 'running', runner = v_runner, epoch = st.epoch,
+                started_at = p_now, front = FALSE
+            WHERE queue.job_id = r.jid;
+            INSERT INTO queue_turns AS t (key, turn)
+            VALUES (r.server_key, st.turns), (r.user_key, st.turns)
+            ON CONFLICT (key) DO UPDATE SET turn = excluded.turn;
+            IF v_runner <> r.acceptor THEN
+                -- The job is the claimer's now: the orphan sweep must not refund it.
+                UPDATE jobs SET owner = p_me WHERE jobs.job_id = r.jid;
+            END IF;
+            PERFORM pg_notify('imagine_queue', 'start ' || v_runner || ' ' || r.jid || ' '
+                              || st.epoch);
+            job_id := r.jid; runner := v_runner; adopted := v_runner <> r.acceptor;
+            epoch := st.epoch; hold_until := 0;
+            RETURN NEXT;
+        END LOOP;
+        IF n > 0 THEN
+            UPDATE queue_state SET running = running + n, queued = queued - n,
+                turns = st.turns
+            WHERE id = 1;
+        END IF;
+    END
+    $$
+    """
+)
+
+_FINISH = """
+    CREATE FUNCTION queue_finish(
+        p_job TEXT, p_me TEXT, p_epoch BIGINT, p_succeeded BOOLEAN,
+        p_rate_limited_for DOUBLE PRECISION, p_now DOUBLE PRECISION, p_now_stamp TEXT,
+        p_platforms TEXT[]
+    ) RETURNS TABLE (
+        job_id TEXT, runner TEXT, adopted BOOLEAN, epoch BIGINT, hold_until DOUBLE PRECISION,
+        concurrency BIGINT
+    ) LANGUAGE plpgsql AS $$
+    DECLARE
+        st queue_state%ROWTYPE;
+        moved INTEGER;
+        c RECORD;
+    BEGIN
+        SELECT * INTO st FROM queue_state WHERE id = 1 FOR UPDATE;
+        UPDATE queue SET state = 'delivering'
+        WHERE queue.job_id = p_job AND state = 'running' AND queue.runner = p_me;
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        IF p_succeeded AND st.concurrency < st.max_concurrent AND p_epoch = st.epoch THEN
+            -- Only calls started since the last 429 show that the provider has recovered.
+            st.successes := st.successes + 1;
+            IF st.successes >= st.concurrency THEN
+                st.concurrency := st.concurrency + 1;
+                st.successes := 0;
+            END IF;
+        ELSIF p_rate_limited_for IS NOT NULL THEN
+            IF p_epoch = st.epoch THEN
+                -- Calls already in flight when the cap was lowered do not lower it again.
+                st.concurrency := greatest(1, st.concurrency / 2);
+                st.epoch := st.epoch + 1;
+                st.successes := 0;
+            END IF;
+            st.hold_until := greatest(st.hold_until, p_now + p_rate_limited_for);
+        END IF;
+        UPDATE queue_state SET running = running - moved, concurrency = st.concurrency,
+            successes = st.successes, epoch = st.epoch, hold_until = st.hold_until
+        WHERE id = 1;
+        FOR c IN SELECT * FROM queue_claim(p_now_stamp, p_now, p_platforms, p_me, 64) LOOP
+            job_id := c.job_id; runner := c.runner; adopted := c.adopted; epoch := c.epoch;
+            hold_until := c.hold_until; concurrency := st.concurrency;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT FOUND THEN
+            job_id := NULL; runner := NULL; adopted := NULL; epoch := st.epoch;
+            hold_until := 0; concurrency := st.concurrency;
+            RETURN NEXT;
+        END IF;
+    END
+    $$
+"""
 
 QUEUE: tuple[str, ...] = (
     """
@@ -72,4 +207,6 @@ QUEUE: tuple[str, ...] = (
         turn BIGINT NOT NULL
     )
     """,
+    _CLAIM,
+    _FINISH,
 )
