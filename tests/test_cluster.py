@@ -160,11 +160,17 @@ async def test_the_per_user_cap_counts_every_process(tmp_path: Path) -> None:
         node(url, max_concurrent=1, max_per_user=2) as a,
         node(url, max_concurrent=1, max_per_user=2) as b,
     ):
-        first = asyncio.create_task(run(a, await a.hold(alice), alice, provider))
-        second = asyncio.create_task(run(b, await b.hold(alice), alice, provider))
+        admitted = [asyncio.Event(), asyncio.Event()]
+        first = asyncio.create_task(run(a, await a.hold(alice), alice, provider, admitted[0]))
+        second = asyncio.create_task(run(b, await b.hold(alice), alice, provider, admitted[1]))
+        # Both in the queue before the third asks: a job may start within its admission,
+        # so the first provider call can begin before the second job is admitted.
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(event.wait() for event in admitted))
         await provider.until(1)
         with pytest.raises(TooManyJobsError):
-            await run(b, await b.hold(alice), alice, provider)
+            async with asyncio.timeout(10):
+                await run(b, await b.hold(alice), alice, provider)
         provider.release.set()
         async with asyncio.timeout(10):
             await asyncio.gather(first, second)
