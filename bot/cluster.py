@@ -123,7 +123,6 @@ class ClusterTicket:
             return result
 
     async def _wait_turn(self, progress: Progress | None) -> None:
-        cluster = self._cluster
         self._reported = None
         self._watching = progress is not None
         try:
@@ -137,7 +136,6 @@ class ClusterTicket:
                     self._reported = self._ahead
                     await report_progress(progress, self.status())
                     continue
-                cluster._kick()
                 await self._wakeup.wait()
         finally:
             self._watching = False
@@ -477,6 +475,7 @@ class ClusterScheduler:
             self._run_here(ticket, int(epoch) if epoch.isdigit() else 0)
 
     async def _pump_forever(self) -> None:
+        last_refresh = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll):
@@ -484,6 +483,11 @@ class ClusterScheduler:
             self._kicked.clear()
             try:
                 await self._pump()
+                # What the notifications should have said, and the places of watched jobs,
+                # once a poll: not on every kick, which come with every admission and finish.
+                if time.monotonic() - last_refresh >= self._poll:
+                    last_refresh = time.monotonic()
+                    await self._refresh()
             except Exception as exc:
                 log.warning("queue pump failed (%s); trying again", type(exc).__name__)
                 await asyncio.sleep(self._poll)
@@ -502,7 +506,6 @@ class ClusterScheduler:
                 self._started(claim)
         elif self._pumper is not None:
             asyncio.get_running_loop().call_later(self._hold_until - moment, self._kick)
-        await self._refresh()
 
     def _started(self, claim: Claim) -> None:
         ticket = self._tickets.get(claim.job_id)

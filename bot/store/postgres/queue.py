@@ -74,14 +74,8 @@ def _claims(rows: Sequence[Any]) -> tuple[list[Claim], float]:
         for r in rows
         if r["job_id"] is not None
     ]
-    hold = max((float(r["hold_until"]) for r in rows if r["job_id"] is None), default=0.0)
+    hold = max((float(r["hold_until"] or 0) for r in rows if r["job_id"] is None), default=0.0)
     return claims, hold
-
-
-class _Refused(Exception):
-    def __init__(self, admission: str) -> None:
-        super().__init__(admission)
-        self.admission = admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +98,10 @@ class Adoption:
     deadline: float | None  # Unix seconds; None when the job has none
 
 
-# The counter rows of a job's user and server (``queue_counters.key``).
+# The counter rows of a job's user and server (``queue_counters.key``, as ``queue_admit``
+# writes them).
 _USER_COUNTER = "'user:' || platform || ':' || workspace_id || ':' || user_id"
 _SERVER_COUNTER = "'server:' || platform || ':' || workspace_id"
-
-
-def _counter_keys(requester: Requester) -> tuple[str, str]:
-    server = f"server:{requester.platform}:{requester.workspace_id}"
-    return f"user:{requester.platform}:{requester.workspace_id}:{requester.user_id}", server
 
 
 class PostgresQueue:
@@ -158,80 +148,28 @@ class PostgresQueue:
         starts them). The caps are conditional increments of counter rows, so two processes
         admitting at once cannot both pass a cap with one place left.
 
-        The start is in the same transaction because a burst of admissions otherwise holds
-        the claims back: each takes the ``queue_state`` lock, and the pump's claim waits
-        for a connection and the lock behind all of them (400 jobs at once on two
-        processes: a second before the 16 slots were busy, ``bench/cluster.py``)."""
-        user_key, server_key = _counter_keys(requester)
-        try:
-            claims = await self._admit(
-                job_id,
-                requester,
-                (user_key, server_key),
-                (max_per_user, max_per_server),
-                max_queue,
-                now_stamp=now_stamp,
-                now=now,
-                adoptable=adoptable,
-            )
-        except _Refused as refused:
-            return refused.admission, []
-        return Admission.ADMITTED, claims
-
-    async def _admit(
-        self,
-        job_id: str,
-        requester: Requester,
-        keys: tuple[str, str],
-        caps: tuple[int, int | None],
-        max_queue: int,
-        *,
-        now_stamp: str,
-        now: float,
-        adoptable: Iterable[str],
-    ) -> list[Claim]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchrow(
-                "SELECT queued, running, concurrency FROM queue_state WHERE id = 1 FOR UPDATE"
-            )
-            free = state["running"] < state["concurrency"] and state["queued"] == 0
-            if state["queued"] >= max_queue and not free:
-                raise _Refused(Admission.QUEUE_FULL)
-            for key, cap, refusal in (
-                (keys[0], caps[0], Admission.USER_CAP),
-                (keys[1], caps[1], Admission.SERVER_CAP),
-            ):
-                await conn.execute(
-                    "INSERT INTO queue_counters (key, jobs) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-                    key,
-                )
-                counted = await conn.fetchval(
-                    "UPDATE queue_counters SET jobs = jobs + 1"
-                    " WHERE key = $1 AND ($2::bigint IS NULL OR jobs < $2) RETURNING jobs",
-                    key,
-                    cap,
-                )
-                if counted is None:
-                    # Raised inside the transaction, which rolls back: no counter moved.
-                    raise _Refused(refusal)
-            await conn.execute(
-                """
-                INSERT INTO queue (job_id, platform, workspace_id, user_id, acceptor)
-                VALUES ($1, $2, $3, $4, $5)
-                """,
-                job_id,
-                requester.platform,
-                requester.workspace_id,
-                requester.user_id,
-                self.boot,
-            )
-            await conn.execute("UPDATE queue_state SET queued = queued + 1 WHERE id = 1")
-            claims: list[Claim] = []
-            if free:
-                claims, _ = await self._claim(
-                    conn, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=64
-                )
-        return claims
+        One statement (``queue_admit``): the start is in it because a burst of admissions
+        otherwise holds the claims back, each taking the ``queue_state`` lock, the pump's
+        claim waiting behind all of them (400 jobs at once on two processes: a second before
+        the 16 slots were busy, ``bench/cluster.py``)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM queue_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[])
+            """,
+            job_id,
+            requester.platform,
+            requester.workspace_id,
+            requester.user_id,
+            self.boot,
+            max_per_user,
+            max_per_server,
+            max_queue,
+            now_stamp,
+            now,
+            sorted(set(adoptable)),
+        )
+        claims, _ = _claims(rows)
+        return str(rows[0]["admission"]), claims
 
     async def claim(
         self, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int = 64

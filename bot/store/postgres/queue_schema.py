@@ -22,8 +22,9 @@
     The turn at which each server and each user was last served: the claim takes the queued
     job of the server, then the user, served least recently.
 
-Functions: ``queue_claim`` starts queued jobs while slots are free, and ``queue_finish`` frees
-a finished call's slot (with the rate-limit bookkeeping) and then claims. Each is one
+Functions: ``queue_claim`` starts queued jobs while slots are free, ``queue_admit`` queues a
+job under the caps (and starts it when a slot is free), and ``queue_finish`` frees a finished
+call's slot (with the rate-limit bookkeeping) and then claims. Each is one
 statement, so each is one round trip holding the ``queue_state`` lock for as long as the
 server takes to run it, instead of one per step: that lock is what every start and finish of
 every process waits for.
@@ -110,6 +111,68 @@ _CLAIM = (
     $$
     """
 )
+
+_ADMIT = """
+    CREATE FUNCTION queue_admit(
+        p_job TEXT, p_platform TEXT, p_workspace TEXT, p_user TEXT, p_me TEXT,
+        p_max_per_user BIGINT, p_max_per_server BIGINT, p_max_queue BIGINT,
+        p_now_stamp TEXT, p_now DOUBLE PRECISION, p_platforms TEXT[]
+    ) RETURNS TABLE (
+        admission TEXT, job_id TEXT, runner TEXT, adopted BOOLEAN, epoch BIGINT,
+        hold_until DOUBLE PRECISION
+    ) LANGUAGE plpgsql AS $$
+    DECLARE
+        st queue_state%ROWTYPE;
+        v_user TEXT := 'user:' || p_platform || ':' || p_workspace || ':' || p_user;
+        v_server TEXT := 'server:' || p_platform || ':' || p_workspace;
+        v_free BOOLEAN;
+        c RECORD;
+    BEGIN
+        SELECT * INTO st FROM queue_state WHERE id = 1 FOR UPDATE;
+        v_free := st.running < st.concurrency AND st.queued = 0;
+        IF st.queued >= p_max_queue AND NOT v_free THEN
+            admission := 'queue_full';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        INSERT INTO queue_counters (key, jobs) VALUES (v_user, 0), (v_server, 0)
+        ON CONFLICT DO NOTHING;
+        -- The caps are conditional increments of counter rows, never a count of the queue.
+        UPDATE queue_counters SET jobs = jobs + 1 WHERE key = v_user AND jobs < p_max_per_user;
+        IF NOT FOUND THEN
+            admission := 'user_cap';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        UPDATE queue_counters SET jobs = jobs + 1
+        WHERE key = v_server AND (p_max_per_server IS NULL OR jobs < p_max_per_server);
+        IF NOT FOUND THEN
+            UPDATE queue_counters SET jobs = jobs - 1 WHERE key = v_user;
+            admission := 'server_cap';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        INSERT INTO queue (job_id, platform, workspace_id, user_id, acceptor)
+        VALUES (p_job, p_platform, p_workspace, p_user, p_me);
+        UPDATE queue_state SET queued = queued + 1 WHERE id = 1;
+        admission := 'admitted';
+        IF v_free THEN
+            -- Started at once in the same statement: a burst of admissions would otherwise
+            -- hold the claims back behind it.
+            FOR c IN SELECT * FROM queue_claim(p_now_stamp, p_now, p_platforms, p_me, 64) LOOP
+                job_id := c.job_id; runner := c.runner; adopted := c.adopted;
+                epoch := c.epoch; hold_until := c.hold_until;
+                RETURN NEXT;
+            END LOOP;
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END IF;
+        job_id := NULL;
+        RETURN NEXT;
+    END
+    $$
+"""
 
 _FINISH = """
     CREATE FUNCTION queue_finish(
@@ -208,5 +271,6 @@ QUEUE: tuple[str, ...] = (
     )
     """,
     _CLAIM,
+    _ADMIT,
     _FINISH,
 )
