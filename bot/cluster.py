@@ -71,7 +71,6 @@ class ClusterTicket:
     """One job of this process in the cluster's queue."""
 
     job_id: str
-    requester: Requester
     _cluster: ClusterScheduler
     _task: asyncio.Task[Any] | None
     _state: str = _QUEUED
@@ -85,7 +84,6 @@ class ClusterTicket:
     _aborted: bool = False
     # The row is another process's now (handed over or taken over): not ours to release.
     _gone: bool = False
-    adopted: bool = False
 
     def status(self) -> QueueStatus:
         return self._cluster.status_of(self)
@@ -200,6 +198,7 @@ class ClusterScheduler:
         self._pumper: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._hold_until = 0.0
+        self._hold_timer = 0.0  # the hold end a wake-up is already set for
         self._last_take_over = 0.0
         self._figures: QueueFigures | None = None
 
@@ -240,10 +239,6 @@ class ClusterScheduler:
         return sum(1 for t in self._tickets.values() if t._state == _RUNNING)
 
     @property
-    def active(self) -> int:
-        return len(self._tickets)
-
-    @property
     def concurrency(self) -> int:
         return self.cluster.concurrency
 
@@ -259,10 +254,6 @@ class ClusterScheduler:
     def cluster(self) -> QueueFigures:
         """The whole queue's figures as of the last poll."""
         return self._figures or QueueFigures(0, 0, self.max_concurrent, self.max_concurrent)
-
-    def status(self, job_id: str) -> QueueStatus | None:
-        ticket = self._tickets.get(job_id)
-        return None if ticket is None else self.status_of(ticket)
 
     def status_of(self, ticket: ClusterTicket) -> QueueStatus:
         latency = self._latency
@@ -303,9 +294,7 @@ class ClusterScheduler:
             raise ServerBusyError(self.max_per_server)
         if found == Admission.QUEUE_FULL:
             raise QueueFullError(self.max_queue)
-        ticket = ClusterTicket(
-            job_id=job_id, requester=requester, _cluster=self, _task=asyncio.current_task()
-        )
+        ticket = ClusterTicket(job_id=job_id, _cluster=self, _task=asyncio.current_task())
         self._track(ticket)
         for claim in claims:
             self._started(claim)
@@ -441,10 +430,11 @@ class ClusterScheduler:
             )
         except Exception:
             log.exception("job %s: could not free its provider slot", ticket.job_id)
-        else:
-            for claim in claims:
-                self._started(claim)
-        self._kick()
+            self._kick()  # the pump claims what the finish could not
+            return
+        # The finish started the next jobs itself: no pump needed.
+        for claim in claims:
+            self._started(claim)
 
     async def _requeue(self, ticket: ClusterTicket) -> None:
         if await self._queue.requeue(ticket.job_id):
@@ -456,22 +446,19 @@ class ClusterScheduler:
         self._kicked.set()
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        kind, _, rest = payload.partition(" ")
-        boot, _, rest = rest.partition(" ")
+        # "handover <boot> <count>", "cancel <acceptor> <job>", "start <runner> <job> <epoch>"
+        kind, boot, *rest = payload.split(" ")
         if kind == "handover":
             if boot != self._queue.boot:
                 self._kick()  # jobs to adopt
             return
-        job_id = rest.split(" ", 1)[0]
-        if boot != self._queue.boot:
-            return
-        ticket = self._tickets.get(job_id)
+        ticket = self._tickets.get(rest[0]) if rest and boot == self._queue.boot else None
         if ticket is None:
             return
         if kind == "cancel":
-            ticket._fail(JobCancelledError(job_id))
+            ticket._fail(JobCancelledError(ticket.job_id))
         elif kind == "start" and ticket._state == _QUEUED:
-            epoch = payload.rsplit(" ", 1)[-1]
+            epoch = rest[-1]
             self._run_here(ticket, int(epoch) if epoch.isdigit() else 0)
 
     async def _pump_forever(self) -> None:
@@ -504,7 +491,9 @@ class ClusterScheduler:
             )
             for claim in claims:
                 self._started(claim)
-        elif self._pumper is not None:
+        elif self._pumper is not None and self._hold_timer != self._hold_until:
+            # One wake-up at the hold's end, however many kicks come during it.
+            self._hold_timer = self._hold_until
             asyncio.get_running_loop().call_later(self._hold_until - moment, self._kick)
 
     def _started(self, claim: Claim) -> None:
@@ -531,10 +520,8 @@ class ClusterScheduler:
             return
         ticket = ClusterTicket(
             job_id=claim.job_id,
-            requester=adoption.requester,
             _cluster=self,
             _task=asyncio.current_task(),
-            adopted=True,
         )
         self._run_here(ticket, claim.epoch)
         self._track(ticket)
@@ -561,10 +548,9 @@ class ClusterScheduler:
         watched = []
         for ticket in waiting:
             row = found.get(ticket.job_id)
-            if row is None:
-                if ticket._state == _QUEUED:  # not released by us: cancelled elsewhere
-                    ticket._gone = True
-                    ticket._fail(JobCancelledError(ticket.job_id))
+            if row is None:  # not released by us: cancelled elsewhere
+                ticket._gone = True
+                ticket._fail(JobCancelledError(ticket.job_id))
                 continue
             state, runner, epoch = row
             if state == _QUEUED:

@@ -249,8 +249,7 @@ class ImageService:
         if record.state is not JobState.HELD or courier is None:
             return
         bind_job(job_id)
-        self._unsettled.add(job_id)
-        self._settled.clear()
+        self._unsettle(job_id)
         request = record.request
         spec = self.catalog.get(request.model)
         budget = self._budget
@@ -445,13 +444,17 @@ class ImageService:
 
     @contextlib.asynccontextmanager
     async def _admit(self, job_id: str, requester: Requester) -> AsyncIterator[JobTicket | None]:
-        self._unsettled.add(job_id)
-        self._settled.clear()
+        self._unsettle(job_id)
         if self.scheduler is None:
             yield None
             return
         async with self.scheduler.admit(job_id, requester) as ticket:
             yield ticket
+
+    def _unsettle(self, job_id: str) -> None:
+        """``job_id`` is held and not settled yet: a stop waits for it."""
+        self._unsettled.add(job_id)
+        self._settled.clear()
 
     def _settle(self, job_id: str) -> None:
         self._unsettled.discard(job_id)

@@ -27,7 +27,7 @@ from typing import Any
 
 from bot.models import QueueFigures, Requester
 from bot.store.postgres.queue_schema import CLAIM_NEXT_TEMPLATE
-from bot.store.row import parse_stamp, requester_from_row
+from bot.store.row import parse_stamp
 
 __all__ = ["CHANNEL", "CLAIM_NEXT", "Admission", "Adoption", "Claim", "PostgresQueue"]
 
@@ -90,10 +90,9 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Adoption:
-    """What a process needs to run a job it did not accept."""
+    """What a process needs to run a job it did not accept (the rest is in the ledger)."""
 
     job_id: str
-    requester: Requester
     reach: dict[str, str]
     deadline: float | None  # Unix seconds; None when the job has none
 
@@ -191,14 +190,7 @@ class PostgresQueue:
         if int(state["running"]) >= int(state["concurrency"]) or int(state["queued"]) == 0:
             return [], 0.0
         # One statement (``queue_claim``): atomic without a transaction of its own.
-        return await self._claim(
-            self._pool, now_stamp=now_stamp, now=now, adoptable=adoptable, limit=limit
-        )
-
-    async def _claim(
-        self, conn: Any, *, now_stamp: str, now: float, adoptable: Iterable[str], limit: int
-    ) -> tuple[list[Claim], float]:
-        rows = await conn.fetch(
+        rows = await self._pool.fetch(
             "SELECT * FROM queue_claim($1, $2, $3::text[], $4, $5)",
             now_stamp,
             now,
@@ -209,28 +201,16 @@ class PostgresQueue:
         return _claims(rows)
 
     async def adoption(self, job_id: str) -> Adoption | None:
-        """The job's requester, reach and deadline, for a process that did not accept it."""
+        """The job's reach and deadline, for a process that did not accept it; ``None`` once
+        the job is settled."""
         row = await self._pool.fetchrow(
-            """
-            SELECT platform, workspace_id, channel_id, user_id, role_ids, display_name,
-                   reach, deadline
-            FROM jobs WHERE job_id = $1 AND state = 'held'
-            """,
-            job_id,
+            "SELECT reach, deadline FROM jobs WHERE job_id = $1 AND state = 'held'", job_id
         )
         if row is None:
             return None
-        requester = requester_from_row(
-            row["platform"],
-            row["workspace_id"],
-            row["channel_id"],
-            row["user_id"],
-            row["role_ids"],
-            row["display_name"],
-        )
         reach = json.loads(row["reach"]) if row["reach"] else {}
         deadline = parse_stamp(row["deadline"]).timestamp() if row["deadline"] else None
-        return Adoption(job_id=job_id, requester=requester, reach=reach, deadline=deadline)
+        return Adoption(job_id=job_id, reach=reach, deadline=deadline)
 
     async def finish_call(
         self,
@@ -249,9 +229,10 @@ class PostgresQueue:
         towards raising the cap again; a 429 (``rate_limited_for``: the bounded wait) halves
         it once per epoch and holds every start until the wait is over.
 
-        The claim is in the same transaction because a slot handed on in a second one waits
-        for the ``queue_state`` lock twice: with 16 slots busy on two processes that was
-        most of the 25 to 40 ms a slot stood idle between jobs (``bench/cluster.py``)."""
+        One statement (``queue_finish``), the claim included, because a slot handed on in a
+        second one waits for the ``queue_state`` lock twice: with 16 slots busy on two
+        processes that was most of the 25 to 40 ms a slot stood idle between jobs
+        (``bench/cluster.py``)."""
         rows = await self._pool.fetch(
             "SELECT * FROM queue_finish($1, $2, $3, $4, $5, $6, $7, $8::text[])",
             job_id,
